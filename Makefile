@@ -1,0 +1,69 @@
+# Quickstart: `make demo` and `make test` (each sets up .venv on first use).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: demo data-pin test test-all bench lint format repro clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Installs are stamped: re-run only when pyproject.toml or constraints.txt change.
+$(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+# The main job on the embedded default data. Today: regenerate data/ if missing (pinned by
+# data.dvc), then measure it and check the planted phenotype. Ingest, training, traversals and
+# reports join here as they land.
+demo: $(VENV)/.installed-run
+	@if [ ! -f data/metadata.csv ]; then \
+	  echo "data/ is missing: regenerating it with phenexplain synth (params.yaml: synth)"; \
+	  $(BIN)/phenexplain synth data && $(MAKE) --no-print-directory data-pin; \
+	fi
+	$(BIN)/phenexplain summarize data
+	@echo "Demo scope today: synthetic plates -> measured summary. Ingest, training, traversals and reports are not built yet."
+
+# Record regenerated data/ in the DVC cache and check it against the pin in data.dvc.
+data-pin: $(VENV)/.installed-run
+	@$(BIN)/dvc commit -q -f data.dvc
+	@if git diff --quiet -- data.dvc; then \
+	  $(BIN)/dvc status data.dvc; \
+	else \
+	  git checkout -q -- data.dvc; \
+	  echo "WARNING: data/ regenerated from params.yaml differs from the pinned data.dvc" \
+	       "(were params.yaml's synth section or the generator changed?). Pin it with 'dvc add data'."; \
+	fi
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+test-all: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not gpu"
+
+bench: $(VENV)/.installed-run
+	@mkdir -p bench
+	$(BIN)/phenexplain bench synth | tee -a bench/results.jsonl
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+repro: $(VENV)/.installed-run
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Plate data: synthetic assays, readers, nuclei, crops and quality control."""

@@ -1,0 +1,253 @@
+"""Lay out plates, generate their fields in parallel and write them as a plate reader would.
+
+Output folder (``OUT``):
+
+```
+OUT/
+  metadata.csv             one row per field: plate, well, row, column, site, condition, treatment,
+                           concentration_um, then path_<channel> (relative to OUT) per channel
+  ground_truth.json        the assay's planted parameters and expected directions per condition,
+                           plus the generation settings
+  ground_truth_cells.csv   one row per cell: field keys, centre, planted and realised values
+  <plate>/<plate>_<well>_s<site>_w<k>.tif   16-bit single-channel TIFF, k = 1..C in channel order
+```
+
+Every field has its own random stream derived from (seed, plate, well, site), so the bytes do not
+depend on the number of workers. The folder is written under a temporary name next to ``OUT`` and
+renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from phenexplain.config import SynthParams
+from phenexplain.data.synthetic.assays import Assay, get_assay
+from phenexplain.data.synthetic.field import CELL_COLUMNS, FieldEffects, render_field
+from phenexplain.errors import OutputExistsError, PhenexplainError
+
+log = logging.getLogger(__name__)
+
+ROWS_384 = "ABCDEFGHIJKLMNOP"
+FIELD_KEYS = ("plate", "well", "site", "condition")
+GENERATOR_VERSION = 1  # bump when the same seed would produce different bytes
+
+
+def _check_layout(spec: SynthParams, assay: Assay) -> None:
+    wells = spec.wells_per_condition * len(assay.conditions)
+    if wells > 14 * 22:
+        raise PhenexplainError(
+            f"{wells} wells per plate exceed the 308 inner wells of a 384-well plate; "
+            "lower wells_per_condition or use more plates"
+        )
+
+
+@dataclass(frozen=True)
+class FieldJob:
+    """One field to render and write."""
+
+    plate: str
+    plate_index: int
+    well: str
+    well_index: int
+    site: int
+    condition: str
+    paths: tuple[str, ...]  # relative to the output folder, one per channel
+
+
+def _inner_wells(count: int) -> list[str]:
+    """Well names avoiding edge wells: a 96-well plate's 60 inner wells, else a 384-well plate's."""
+    if count <= 60:
+        rows, cols = "BCDEFG", range(2, 12)
+    else:
+        rows, cols = ROWS_384[1:-1], range(2, 24)
+    return [f"{r}{c:02d}" for r in rows for c in cols][:count]
+
+
+def plan_jobs(spec: SynthParams, assay: Assay) -> list[FieldJob]:
+    """Every field of every plate; conditions are shuffled over wells to avoid position confounds."""
+    jobs = []
+    names = [cond.name for cond in assay.conditions]
+    for p in range(spec.plates):
+        plate = f"{assay.name.upper()}{spec.seed:03d}-P{p + 1:02d}"
+        layout = np.repeat(names, spec.wells_per_condition)
+        np.random.default_rng([spec.seed, p, 1]).shuffle(layout)
+        for w, (well, condition) in enumerate(zip(_inner_wells(len(layout)), layout, strict=True)):
+            for site in range(1, spec.sites_per_well + 1):
+                stem = f"{plate}/{plate}_{well}_s{site}"
+                paths = tuple(f"{stem}_w{k + 1}.tif" for k in range(len(assay.channels)))
+                jobs.append(FieldJob(plate, p, well, w, site, str(condition), paths))
+    return jobs
+
+
+def _effects(spec: SynthParams, job: FieldJob, n_channels: int) -> FieldEffects:
+    """Plate gain and illumination drawn per plate; a small extra gain per well."""
+    plate_rng = np.random.default_rng([spec.seed, job.plate_index, 2])
+    well_rng = np.random.default_rng([spec.seed, job.plate_index, 3, job.well_index])
+    gain = plate_rng.normal(1.0, 0.05, n_channels) * well_rng.normal(1.0, 0.03, n_channels)
+    return FieldEffects(
+        channel_gain=tuple(float(g) for g in np.clip(gain, 0.7, 1.3)),
+        illumination_centre=(float(plate_rng.uniform(0.35, 0.65)), float(plate_rng.uniform(0.35, 0.65))),
+        illumination_falloff=float(plate_rng.uniform(0.2, 0.35)),
+    )
+
+
+def _render_job(args: tuple[SynthParams, FieldJob, str]) -> tuple[list[dict], dict]:
+    spec, job, out = args
+    assay = get_assay(spec.assay)
+    rng = np.random.default_rng([spec.seed, job.plate_index, 4, job.well_index, job.site])
+    image, cells, facts = render_field(
+        assay,
+        assay.condition(job.condition),
+        spec.height,
+        spec.width,
+        spec.cells_per_mpx,
+        _effects(spec, job, len(assay.channels)),
+        rng,
+    )
+    for channel_image, rel in zip(image, job.paths, strict=True):
+        path = Path(out) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, channel_image, photometric="minisblack", metadata=None)
+    keys = dict(zip(FIELD_KEYS, (job.plate, job.well, job.site, job.condition), strict=True))
+    return [{**keys, **row} for row in cells], facts
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _prepare_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise PhenexplainError(f"output {out} exists and is not a folder; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"output folder {out} exists and is not empty; choose another path or pass --overwrite"
+        )
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise PhenexplainError(f"cannot write to {out}: {parent} is a file, not a folder")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as exc:
+            raise PhenexplainError(f"cannot create the parent folder {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PhenexplainError(f"cannot write to {parent}: permission denied; choose a writable path")
+
+
+def generate_plates(
+    spec: SynthParams,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    on_field: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Generate `spec` into the folder `out` with `spec.workers` processes; returns a summary (fields, cells per condition, ...).
+
+    `on_field(done, total)` is called after each field, for progress bars.
+    """
+    assay = get_assay(spec.assay)
+    _check_layout(spec, assay)
+    workers = spec.workers
+    out = Path(out)
+    _prepare_output(out, overwrite)
+    jobs = plan_jobs(spec, assay)
+
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise PhenexplainError(f"cannot write to {out.parent}: {exc.strerror}; choose a writable path") from None
+    try:
+        cell_rows: list[dict] = []
+        cells_per_condition = {cond.name: 0 for cond in assay.conditions}
+        debris = 0
+        args = [(spec, job, str(staging)) for job in jobs]
+        if workers == 1:
+            results = map(_render_job, args)
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers)
+            results = pool.map(_render_job, args, chunksize=1)
+        try:
+            for i, (job, (rows, facts)) in enumerate(zip(jobs, results, strict=True)):
+                cell_rows.extend(rows)
+                cells_per_condition[job.condition] += facts["cells"]
+                debris += facts["debris"]
+                if on_field is not None:
+                    on_field(i + 1, len(jobs))
+        finally:
+            if workers > 1:
+                pool.shutdown(cancel_futures=True)
+
+        _write_metadata(staging, assay, jobs)
+        truth = assay.ground_truth()
+        settings = spec.model_dump(exclude={"workers"})  # the bytes do not depend on workers
+        truth["generation"] = {"generator_version": GENERATOR_VERSION, **settings}
+        (staging / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
+        _write_csv(staging / "ground_truth_cells.csv", cell_rows, [*FIELD_KEYS, *CELL_COLUMNS])
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    summary = {
+        "assay": assay.name,
+        "out": str(out),
+        "fields": len(jobs),
+        "plates": spec.plates,
+        "wells": spec.plates * spec.wells_per_condition * len(assay.conditions),
+        "channels": [ch.name for ch in assay.channels],
+        "cells_per_condition": cells_per_condition,
+        "debris": debris,
+    }
+    log.debug("wrote %d fields of assay %s to %s", len(jobs), assay.name, out)
+    return summary
+
+
+def _write_metadata(root: Path, assay: Assay, jobs: list[FieldJob]) -> None:
+    rows = []
+    for job in jobs:
+        cond = assay.condition(job.condition)
+        row = {
+            "plate": job.plate,
+            "well": job.well,
+            "row": job.well[0],
+            "column": int(job.well[1:]),
+            "site": job.site,
+            "condition": job.condition,
+            "treatment": cond.treatment,
+            "concentration_um": cond.concentration_um,
+        }
+        row.update({f"path_{ch.name}": p for ch, p in zip(assay.channels, job.paths, strict=True)})
+        rows.append(row)
+    _write_csv(root / "metadata.csv", rows, list(rows[0]))
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Rename the complete staging folder to `out`; an old `out` is removed only afterwards."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old)

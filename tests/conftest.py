@@ -1,0 +1,49 @@
+"""Shared fixtures: small synthetic plates, generated once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from phenexplain.config import SynthParams
+from phenexplain.data.synthetic import generate_plates
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_spec(assay: str, **kw) -> SynthParams:
+    """A plate small enough for a unit test: 512x640 fields."""
+    base = dict(
+        assay=assay,
+        seed=7,
+        plates=1,
+        wells_per_condition=3,
+        sites_per_well=3,
+        height=512,
+        width=640,
+        cells_per_mpx=60.0,
+        workers=2,
+    )
+    return SynthParams(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def plate_factory(tmp_path_factory):
+    """Generate (and cache for the session) a plate for a given assay and overrides."""
+    cache: dict[tuple, Path] = {}
+
+    def make(assay: str, **kw) -> Path:
+        key = (assay, tuple(sorted(kw.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"plate-{assay}") / "plate"
+            generate_plates(small_spec(assay, **kw), out)
+            cache[key] = out
+        return cache[key]
+
+    return make

@@ -1,0 +1,102 @@
+"""The console script: help everywhere, overrides, and one-line errors with non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+COMMANDS = [[], ["synth"], ["summarize"], ["params"], ["bench"], ["bench", "synth"]]
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("phenexplain")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_help_on_every_command(command):
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_synth_then_summarize_with_flag_overrides(tmp_path):
+    out = tmp_path / "p"
+    result = run(
+        "synth",
+        str(out),
+        "--assay",
+        "golgi",
+        "--seed",
+        "5",
+        "--wells-per-condition",
+        "1",
+        "--sites-per-well",
+        "2",
+        "--height",
+        "256",
+        "--width",
+        "256",
+        "--workers",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["assay"] == "golgi"
+    assert truth["generation"]["seed"] == 5 and truth["generation"]["height"] == 256
+    summary = run("summarize", str(out), "--json")
+    assert summary.returncode == 0, summary.stderr
+    data = json.loads(summary.stdout)
+    assert list(data["conditions"]) == ["DMSO", "nocodazole"]
+    assert {c["feature"] for c in data["checks"]} == {"spot_count", "spot_area"}
+
+
+def test_params_flag_reads_another_file(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("synth:\n  assay: dose\n")
+    result = run("--params", str(params), "params")
+    assert json.loads(result.stdout)["synth"]["assay"] == "dose"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--assay", "bogus"], "'assay'"),
+        (["--height", "0"], "'height'"),
+        (["--sites-per-well", "-1"], "'sites_per_well'"),
+        (["--workers", "0"], "'workers'"),
+    ],
+)
+def test_bad_synth_options_fail_with_one_clear_line(tmp_path, args, message):
+    result = run("synth", str(tmp_path / "out"), *args)
+    assert result.returncode == 1
+    assert message in result.stderr and result.stderr.startswith("error:")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("mine")
+    result = run("synth", str(tmp_path / "out"))
+    assert result.returncode == 1 and "--overwrite" in result.stderr
+    assert (tmp_path / "out" / "x").read_text() == "mine"
+
+
+def test_unwritable_path_is_refused(tmp_path):
+    result = run("synth", "/proc/phenexplain-out", "--height", "64", "--width", "64")
+    assert result.returncode == 1 and "cannot write to /proc" in result.stderr
+
+
+def test_bad_params_file_names_file_and_key(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("synth:\n  sites: 3\n")
+    result = run("--params", str(params), "synth", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert str(params) in result.stderr and "synth.sites" in result.stderr
