@@ -149,11 +149,12 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return noise / max(float(noise.std()), 1e-6)
 
 
-def _low_frequency(rng: np.random.Generator, shape: tuple[int, int], cells: int = 6) -> np.ndarray:
-    """A smooth field varying over ~1/cells of the image, unit variance, cheap to make."""
-    coarse = rng.standard_normal((cells + 3, cells + 3))
-    zoomed = ndimage.zoom(coarse, ((shape[0] + 2) / cells, (shape[1] + 2) / cells), order=3)
-    out = zoomed[: shape[0], : shape[1]].astype(np.float32)
+def _low_frequency(rng: np.random.Generator, shape: tuple[int, int], order: int = 4) -> np.ndarray:
+    """A smooth unit-variance field: random mix of the lowest 2D cosine modes (cheap: one matmul)."""
+    ys = np.cos(np.pi * np.outer(np.arange(shape[0]) / shape[0], np.arange(1, order + 1)))
+    xs = np.cos(np.pi * np.outer(np.arange(shape[1]) / shape[1], np.arange(1, order + 1)))
+    coeffs = rng.standard_normal((order, order)) / (1.0 + np.add.outer(np.arange(order), np.arange(order)))
+    out = (ys @ coeffs @ xs.T).astype(np.float32)
     return (out - out.mean()) / max(float(out.std()), 1e-6)
 
 
