@@ -45,16 +45,19 @@ def _root(
         Path,
         typer.Option("--params", help="params.yaml to read defaults from (CLI flags override it)."),
     ] = Path("params.yaml"),
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log what the library does.")
+    ] = False,
 ) -> None:
     from rich.logging import RichHandler
 
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING,  # third-party libraries speak only when something is wrong
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False)],
         force=True,
     )
+    logging.getLogger("phenexplain").setLevel(logging.DEBUG if verbose else logging.WARNING)
     _State.params_path = params
 
 
@@ -126,6 +129,72 @@ def synth(
     err.print(
         f"wrote {summary['fields']} fields ({'+'.join(summary['channels'])}) of assay "
         f"[bold]{summary['assay']}[/] to {out}; cells per condition: {cells}"
+    )
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        Path, typer.Argument(help="Plate source: a folder, or a CSV for manifest/bbbc021.")
+    ],
+    out: Annotated[
+        Path, typer.Argument(help="Crop set folder (created, or extended with new plates).")
+    ],
+    layout: Annotated[str | None, typer.Option(help="folders, bbbc021 or manifest.")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="Comma-separated channel names, in order.")
+    ] = None,
+    dna_channel: Annotated[
+        str | None, typer.Option(help="Channel used for nuclei and blur QC.")
+    ] = None,
+    crop_size: Annotated[int | None, typer.Option(help="Crop side, px.")] = None,
+    precropped: Annotated[
+        bool | None, typer.Option(help="Images are crops already: no nucleus detection.")
+    ] = None,
+    illumination_correction: Annotated[
+        bool | None, typer.Option(help="Per-plate illumination correction.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel processes.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild the crop set from scratch.")] = False,
+) -> None:
+    """Check plates (QC, great-expectations), quarantine bad images and cut nucleus-centred crops.
+
+    Defaults come from the `ingest` section of params.yaml. Re-running adds only new plates.
+    """
+    from phenexplain.config import load_params, with_overrides
+    from phenexplain.data.ingest import ingest as run_ingest
+    from phenexplain.integrations.gx_validation import GXValidator
+
+    params = with_overrides(
+        load_params(_State.params_path).ingest,
+        layout=layout,
+        channels=channels.split(",") if channels else None,
+        dna_channel=dna_channel,
+        crop_size=crop_size,
+        precropped=precropped,
+        illumination_correction=illumination_correction,
+        workers=workers,
+    )
+    validator = GXValidator()
+    try:
+        with _progress("ingest") as update:
+            summary = run_ingest(
+                source,
+                out,
+                params,
+                validator=validator,
+                overwrite=overwrite,
+                progress=lambda stage, done, total: update(done, total),
+            )
+    finally:
+        validator.close()
+    if not summary["plates_added"]:
+        err.print(f"{out} is up to date: no new or changed plate in {source}")
+        return
+    added = ", ".join(summary["plates_added"])
+    err.print(
+        f"ingested plate(s) {added} into {out}: {summary['fields']} fields, {summary['crops']} "
+        f"crops, {summary['quarantined']} field(s) quarantined (see {out}/quarantine.csv)"
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from phenexplain.errors import ConfigError
 
@@ -38,6 +38,67 @@ class SynthParams(Section):
     workers: int = Field(2, gt=0, description="processes generating fields in parallel")
 
 
+class NucleiParams(Section):
+    """Nucleus detection on the DNA channel."""
+
+    smoothing: float = Field(1.5, ge=0, description="Gaussian sigma before thresholding, px")
+    min_area: int = Field(40, gt=0, description="smallest nucleus kept, px^2")
+    min_distance: int = Field(6, gt=0, description="closest two touching nuclei's centres, px")
+
+
+class QCParams(Section):
+    """Per-image quality flags (images flagged go to quarantine, nothing is deleted)."""
+
+    blur_z: float = Field(
+        3.0, gt=0, description="robust z below which PowerLogLogSlope means blurred"
+    )
+    saturation_percent: float = Field(
+        1.0, gt=0, description="PercentMaximal above which a channel is saturated"
+    )
+    min_nuclei: int = Field(
+        1, ge=0, description="fewer nuclei than this: quarantined as 'no nuclei'"
+    )
+    min_fields_for_z: int = Field(
+        5, gt=1, description="plates with fewer fields skip z-score flags"
+    )
+
+
+class IngestParams(Section):
+    """`phenexplain ingest`: plates -> QC -> nucleus-centred crops -> crop set."""
+
+    layout: Literal["folders", "bbbc021", "manifest"] = "manifest"
+    channels: list[str] = Field(default_factory=lambda: ["DNA"], min_length=1, max_length=5)
+    dna_channel: str = "DNA"
+    conditions: list[str] = Field(default_factory=list, description="expected conditions; [] = any")
+    min_images_per_condition: int = Field(4, gt=0)
+    precropped: bool = False
+    crop_size: int = Field(128, ge=16, le=1024)
+    border: Literal["skip", "pad"] = "skip"
+    illumination_correction: bool = False
+    percentiles: list[float] = Field(
+        default_factory=lambda: [1.0, 99.0], min_length=2, max_length=2
+    )
+    max_megapixels: float = Field(100.0, gt=0, description="refuse images larger than this")
+    workers: int = Field(2, gt=0)
+    nuclei: NucleiParams = NucleiParams()
+    qc: QCParams = QCParams()
+
+    @model_validator(mode="after")
+    def _check(self) -> IngestParams:
+        if self.dna_channel not in self.channels:
+            raise ValueError(
+                f"dna_channel {self.dna_channel!r} is not one of channels {self.channels}"
+            )
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"channel names repeat: {self.channels}")
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}"
+            )
+        return self
+
+
 class SummarizeParams(Section):
     """`phenexplain summarize`: per-condition measurements of a plate folder."""
 
@@ -48,6 +109,7 @@ class Params(Section):
     """All sections of params.yaml."""
 
     synth: SynthParams = SynthParams()
+    ingest: IngestParams = IngestParams()
     summarize: SummarizeParams = SummarizeParams()
 
 

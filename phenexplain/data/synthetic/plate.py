@@ -20,11 +20,8 @@ renamed into place only when complete.
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +33,8 @@ import tifffile
 from phenexplain.config import SynthParams
 from phenexplain.data.synthetic.assays import Assay, get_assay
 from phenexplain.data.synthetic.field import CELL_COLUMNS, FieldEffects, render_field
-from phenexplain.errors import OutputExistsError, PhenexplainError
+from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
 
 log = logging.getLogger(__name__)
 
@@ -132,25 +130,6 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows(rows)
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise PhenexplainError(f"output {out} exists and is not a folder; choose another path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(
-            f"output folder {out} exists and is not empty; choose another path or pass --overwrite"
-        )
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise PhenexplainError(f"cannot write to {out}: {parent} is a file, not a folder")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True)
-        except OSError as exc:
-            raise PhenexplainError(f"cannot create the parent folder {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PhenexplainError(f"cannot write to {parent}: permission denied; choose a writable path")
-
-
 def generate_plates(
     spec: SynthParams,
     out: Path,
@@ -166,13 +145,10 @@ def generate_plates(
     _check_layout(spec, assay)
     workers = spec.workers
     out = Path(out)
-    _prepare_output(out, overwrite)
+    check_output(out, overwrite)
     jobs = plan_jobs(spec, assay)
 
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as exc:
-        raise PhenexplainError(f"cannot write to {out.parent}: {exc.strerror}; choose a writable path") from None
+    staging = staging_dir(out)
     try:
         cell_rows: list[dict] = []
         cells_per_condition = {cond.name: 0 for cond in assay.conditions}
@@ -198,9 +174,9 @@ def generate_plates(
         truth = assay.ground_truth()
         settings = spec.model_dump(exclude={"workers"})  # the bytes do not depend on workers
         truth["generation"] = {"generator_version": GENERATOR_VERSION, **settings}
-        (staging / "ground_truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
+        write_json(staging / "ground_truth.json", truth)
         _write_csv(staging / "ground_truth_cells.csv", cell_rows, [*FIELD_KEYS, *CELL_COLUMNS])
-        _swap_into_place(staging, out)
+        swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -235,19 +211,3 @@ def _write_metadata(root: Path, assay: Assay, jobs: list[FieldJob]) -> None:
         row.update({f"path_{ch.name}": p for ch, p in zip(assay.channels, job.paths, strict=True)})
         rows.append(row)
     _write_csv(root / "metadata.csv", rows, list(rows[0]))
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Rename the complete staging folder to `out`; an old `out` is removed only afterwards."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    try:
-        staging.rename(out)
-    except OSError:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old)

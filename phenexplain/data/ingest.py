@@ -1,0 +1,436 @@
+"""Ingest plates into a crop set: read -> QC -> quarantine -> nuclei -> crops -> crop set.
+
+Two passes over the fields, each spread over `workers` processes:
+
+1. analyse: decode (unreadable files are quarantined), QC measurements, nucleus detection,
+   per-channel histograms (and block means for illumination correction);
+2. crop: per-plate percentile scaling to uint8 (and illumination correction), nucleus-centred crops.
+
+Between them, per-plate robust z-scores flag blurred fields and an optional `Validator` (the
+great-expectations suite, supplied by the CLI and flows from `phenexplain.integrations`) checks
+the QC table for structural problems; after pass 2 it checks the crop manifest.
+
+Re-running on the same source and params changes nothing; a new (or changed) plate is processed
+alone and added, other plates' crops are kept byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from phenexplain import __version__
+from phenexplain.config import IngestParams
+from phenexplain.data import cropset as cs
+from phenexplain.data.crops import block_mean, centroids, cut, illumination_function, to_uint8
+from phenexplain.data.crops import percentiles_from_histogram
+from phenexplain.data.images import UnreadableImageError, load_field
+from phenexplain.data.nuclei import segment_nuclei
+from phenexplain.data.qc import field_quality, robust_z
+from phenexplain.data.readers import FieldRecord, StructureError, list_fields
+from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+
+class Validator(Protocol):
+    """Checks the tables an ingest produces; raises `StructureError` on structural problems."""
+
+    def check_fields(self, qc: pd.DataFrame, params: IngestParams) -> None: ...
+
+    def check_crops(self, manifest: pd.DataFrame, params: IngestParams) -> None: ...
+
+    def write_docs(self, folder: Path) -> None: ...
+
+
+@dataclass
+class Analysis:
+    """Pass-1 result for one field."""
+
+    record: FieldRecord
+    reasons: list[str]
+    qc: dict[str, float] = field(default_factory=dict)
+    shape: tuple[int, int] | None = None
+    dtype: str | None = None
+    centres: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    hist: np.ndarray | None = None
+    small: np.ndarray | None = None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _analyse(args: tuple[FieldRecord, IngestParams]) -> Analysis:
+    record, params = args
+    result = Analysis(record=record, reasons=[])
+    try:
+        image = load_field(record.files, len(params.channels), params.max_megapixels)
+    except UnreadableImageError as exc:
+        result.reasons.append(f"unreadable: {exc}")
+        return result
+    result.shape, result.dtype = image.shape[1:], str(image.dtype)
+    result.qc = field_quality(image, params.channels, params.dna_channel)
+    dna = image[params.channels.index(params.dna_channel)]
+    if int(dna.max()) == int(dna.min()):
+        result.reasons.append("blank field: the DNA channel is constant")
+    else:
+        saturated = [
+            f"{ch} ({result.qc[f'ImageQuality_PercentMaximal_{ch}']:.2g}% at maximum)"
+            for ch in params.channels
+            if result.qc[f"ImageQuality_PercentMaximal_{ch}"] > params.qc.saturation_percent
+        ]
+        if saturated:
+            result.reasons.append("saturated: " + ", ".join(saturated))
+    if not params.precropped:
+        labels = np.zeros(dna.shape, np.int32)
+        if not result.reasons:
+            labels = segment_nuclei(dna, **params.nuclei.model_dump())
+        result.centres = centroids(labels)
+        result.qc["Count_Nuclei"] = float(len(result.centres))
+        result.qc[f"ForegroundFraction_{params.dna_channel}"] = float(np.mean(labels > 0))
+        if not result.reasons and len(result.centres) < params.qc.min_nuclei:
+            result.reasons.append(f"no nuclei: {len(result.centres)} found, {params.qc.min_nuclei} needed")
+    bins = 256 if image.dtype == np.uint8 else 65536
+    result.hist = np.stack([np.bincount(p.ravel(), minlength=bins) for p in image])
+    if params.illumination_correction:
+        result.small = block_mean(image)
+    return result
+
+
+@lru_cache(maxsize=4)
+def _illumination(path: str) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _crop(args: tuple[FieldRecord, IngestParams, np.ndarray, list[tuple[float, float]], str | None]):
+    record, params, centres, scaling, illum_path = args
+    image = load_field(record.files, len(params.channels), params.max_megapixels)
+    source = image
+    if illum_path is not None:
+        source = image / _illumination(illum_path)
+    if image.dtype == np.uint8 and illum_path is None:
+        scaled = image
+    else:
+        scaled = np.stack([to_uint8(p, lo, hi) for p, (lo, hi) in zip(source, scaling, strict=True)])
+    if params.precropped:
+        return scaled[None], np.zeros(1, int), np.zeros((1, 2), int)
+    return cut(scaled, centres, params.crop_size, params.border)
+
+
+def _map(fn, items: list, workers: int) -> Iterator:
+    if workers == 1 or len(items) < 2:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(fn, items, chunksize=1)
+
+
+def _plate_fingerprint(records: Iterable[FieldRecord], hashes: dict[Path, str]) -> str:
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(f"{r.field_id}|{r.condition}|{'|'.join(hashes[f] for f in r.files)}\n".encode())
+    return digest.hexdigest()
+
+
+def _params_key(params: IngestParams) -> str:
+    """Hash of the params that change crops (not `workers`)."""
+    dump = params.model_dump_json(exclude={"workers"})
+    return hashlib.sha256(dump.encode()).hexdigest()[:16]
+
+
+def _rel(path: Path, root: Path) -> str:
+    """`path` relative to the source folder when it lies inside, else as it is."""
+    base = Path(os.path.abspath(root if root.is_dir() else root.parent))
+    try:
+        return Path(os.path.abspath(path)).relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _qc_table(analyses: list[Analysis], root: Path, params: IngestParams) -> pd.DataFrame:
+    """One row per field: keys, files, size, QC measurements, z-scores, status and reasons."""
+    rows = []
+    for a in analyses:
+        r = a.record
+        rows.append(
+            {
+                "field_id": r.field_id,
+                "plate": r.plate,
+                "well": r.well,
+                "site": r.site,
+                "condition": r.condition,
+                "files": ";".join(_rel(f, root) for f in r.files),
+                "height": a.shape[0] if a.shape else None,
+                "width": a.shape[1] if a.shape else None,
+                "dtype": a.dtype,
+                **a.qc,
+                "reasons": list(a.reasons),
+            }
+        )
+    qc = pd.DataFrame(rows)
+    slope = f"ImageQuality_PowerLogLogSlope_{params.dna_channel}"
+    qc[f"{slope}_z"] = np.nan
+    if slope in qc:
+        for _, idx in qc.groupby("plate").groups.items():
+            good = [i for i in idx if not qc.at[i, "reasons"]]
+            if len(good) < params.qc.min_fields_for_z:
+                continue
+            z = robust_z(qc.loc[good, slope].to_numpy(float))
+            qc.loc[good, f"{slope}_z"] = z
+            for i, zi in zip(good, z, strict=True):
+                if zi < -params.qc.blur_z:
+                    qc.at[i, "reasons"] = [f"blurred: PowerLogLogSlope robust z = {zi:.1f}"]
+    qc["status"] = np.where(qc["reasons"].map(bool), "quarantined", "ok")
+    qc["reasons"] = qc["reasons"].map("; ".join)
+    return qc
+
+
+def _scaling(analyses: list[Analysis], qc: pd.DataFrame, params: IngestParams) -> dict[str, list]:
+    """Per plate and channel: (low, high) of the configured percentiles over its good fields."""
+    ok = set(qc.loc[qc["status"] == "ok", "field_id"])
+    out: dict[str, list] = {}
+    for plate in sorted({a.record.plate for a in analyses}):
+        hists = [a.hist for a in analyses if a.record.plate == plate and a.record.field_id in ok]
+        if not hists:
+            continue
+        if hists[0].shape[1] == 256 and not params.illumination_correction:
+            out[plate] = [(0.0, 255.0)] * len(params.channels)  # 8-bit sources are kept as they are
+            continue
+        total = np.sum(hists, axis=0)
+        out[plate] = [percentiles_from_histogram(h, params.percentiles) for h in total]
+    return out
+
+
+def _illumination_files(analyses, qc, folder: Path) -> dict[str, str]:
+    """Per plate: the saved illumination profile [C, H, W] computed from its good fields."""
+    ok = set(qc.loc[qc["status"] == "ok", "field_id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for plate in sorted({a.record.plate for a in analyses}):
+        good = [a for a in analyses if a.record.plate == plate and a.record.field_id in ok]
+        if not good:
+            continue
+        profile = illumination_function(np.mean([a.small for a in good], axis=0), good[0].shape)
+        path = folder / f"{cs.shard_name(plate)}.npy"
+        np.save(path, profile)
+        out[plate] = str(path)
+    return out
+
+
+def _corrected_scaling(analyses, qc, params, illum: dict[str, str]) -> dict[str, list]:
+    """Percentiles of illumination-corrected good fields (a third read of those fields)."""
+    ok = set(qc.loc[qc["status"] == "ok", "field_id"])
+    out = {}
+    for plate, path in illum.items():
+        profile = np.load(path)
+        values = [[] for _ in params.channels]
+        for a in analyses:
+            if a.record.plate == plate and a.record.field_id in ok:
+                image = load_field(a.record.files, len(params.channels), params.max_megapixels) / profile
+                for c, plane in enumerate(image):
+                    values[c].append(plane[::4, ::4].ravel())
+        out[plate] = [tuple(float(v) for v in np.percentile(np.concatenate(v), params.percentiles)) for v in values]
+    return out
+
+
+def _existing(out: Path, params: IngestParams, overwrite: bool) -> dict | None:
+    """The crop set already at `out` when it can be extended with the same params, else None."""
+    info_path = out / cs.INFO
+    if info_path.is_file() and not overwrite:
+        info = json.loads(info_path.read_text())
+        if info.get("format_version") == cs.FORMAT_VERSION and info.get("params_key") == _params_key(params):
+            return {
+                "info": info,
+                "manifest": pd.read_parquet(out / cs.MANIFEST),
+                "qc": pd.read_parquet(out / cs.QC_TABLE),
+            }
+        raise StructureError(
+            f"{out} holds a crop set built with other ingest params; write to a new folder or pass --overwrite"
+        )
+    check_output(out, overwrite)
+    return None
+
+
+def _file_hashes(records: list[FieldRecord], workers: int) -> dict[Path, str]:
+    files = sorted({f for r in records for f in r.files})
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        return dict(zip(files, pool.map(_sha256, files), strict=True))
+
+
+def _run(fn, items: list, workers: int, stage: str, progress: Progress | None) -> list:
+    out = []
+    for i, item in enumerate(_map(fn, items, workers), start=1):
+        out.append(item)
+        if progress is not None:
+            progress(stage, i, len(items))
+    return out
+
+
+def ingest(
+    source: str | Path,
+    out: str | Path,
+    params: IngestParams,
+    *,
+    validator: Validator | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """Ingest `source` (read with `params.layout`) into the crop set `out`; returns a summary.
+
+    Raises `StructureError` (nothing written) when the source cannot be ingested as a whole:
+    missing files, columns or channels, or a failed structural expectation of `validator`.
+    """
+    source, out = Path(source), Path(out)
+    records = list_fields(source, params.layout, params.channels)
+    missing = sorted({str(f) for r in records for f in r.files if not f.is_file()})
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise StructureError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
+    existing = _existing(out, params, overwrite)
+    hashes = _file_hashes(records, params.workers)
+    by_plate: dict[str, list[FieldRecord]] = {}
+    for r in records:
+        by_plate.setdefault(r.plate, []).append(r)
+    prints = {p: _plate_fingerprint(rs, hashes) for p, rs in by_plate.items()}
+    known = existing["info"]["plates"] if existing else {}
+    todo = sorted(p for p in by_plate if known.get(p, {}).get("fingerprint") != prints[p])
+    summary = {"out": str(out), "plates_added": todo, "plates_kept": sorted(set(known) - set(todo))}
+    if not todo:
+        log.info("crop set %s is up to date", out)
+        return {**summary, "fields": 0, "crops": 0, "quarantined": 0}
+
+    analyses = _run(_analyse, [(r, params) for p in todo for r in by_plate[p]], params.workers, "analyse", progress)
+    qc_new = _qc_table(analyses, source, params)
+    keep = lambda df: df[~df["plate"].isin(todo)] if existing else df.iloc[0:0]  # noqa: E731
+    qc = pd.concat([keep(existing["qc"]) if existing else None, qc_new], ignore_index=True)
+    if validator is not None:
+        validator.check_fields(qc, params)
+
+    dest = out if existing else staging_dir(out)
+    try:
+        plates_info, manifest_new = _crop_plates(analyses, qc_new, params, dest, prints, progress, source)
+        manifest = pd.concat([keep(existing["manifest"]) if existing else None, manifest_new], ignore_index=True)
+        if validator is not None:
+            validator.check_crops(manifest, params)
+        info = {
+            "format_version": cs.FORMAT_VERSION,
+            "phenexplain_version": __version__,
+            "source": str(source),
+            "layout": params.layout,
+            "channels": list(params.channels),
+            "crop_size": _crop_size(analyses, params),
+            "params": params.model_dump(exclude={"workers"}),
+            "params_key": _params_key(params),
+            "plates": {**{p: v for p, v in known.items() if p not in todo}, **plates_info},
+        }
+        cs.write_table(manifest, dest / cs.MANIFEST)
+        cs.write_table(qc, dest / cs.QC_TABLE)
+        quarantine = qc.loc[qc["status"] == "quarantined", QUARANTINE_COLUMNS]
+        cs.write_table(quarantine, dest / cs.QUARANTINE)
+        write_json(dest / cs.CONDITIONS, cs.condition_index(manifest["condition"]))
+        write_json(dest / cs.INFO, info)
+        if validator is not None:
+            validator.write_docs(dest / "report" / "data_docs")
+    except BaseException:
+        if dest is not out:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+    if dest is not out:
+        swap_into_place(dest, out)
+    for plate in todo:  # shards of re-processed plates are replaced by new names
+        old = known.get(plate, {}).get("shard")
+        if old and old != plates_info.get(plate, {}).get("shard"):
+            (out / "images" / f"{old}.npy").unlink(missing_ok=True)
+    n_quarantined = int((qc_new["status"] == "quarantined").sum())
+    log.info("ingested %d plate(s): %d crops, %d field(s) quarantined", len(todo), len(manifest_new), n_quarantined)
+    return {**summary, "fields": len(qc_new), "crops": len(manifest_new), "quarantined": n_quarantined}
+
+
+QUARANTINE_COLUMNS = ["field_id", "plate", "well", "site", "condition", "files", "reasons"]
+
+
+def _crop_size(analyses: list[Analysis], params: IngestParams) -> int:
+    if not params.precropped:
+        return params.crop_size
+    sizes = {a.shape for a in analyses if a.shape}
+    return int(max(max(s) for s in sizes)) if sizes else params.crop_size
+
+
+def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Path):
+    """Pass 2 for the good fields of the analysed plates; writes shards, returns info and rows."""
+    scaling = _scaling(analyses, qc, params)
+    illum: dict[str, str] = {}
+    if params.illumination_correction:
+        illum = _illumination_files(analyses, qc, dest / "illumination")
+        scaling = _corrected_scaling(analyses, qc, params, illum)
+    ok = set(qc.loc[qc["status"] == "ok", "field_id"])
+    good = [a for a in analyses if a.record.field_id in ok]
+    items = [(a.record, params, a.centres, scaling[a.record.plate], illum.get(a.record.plate)) for a in good]
+    results = _run(_crop, items, params.workers, "crop", progress)
+    rows, shards, info = [], {}, {}
+    for a, (crops, kept, origins) in zip(good, results, strict=True):
+        r = a.record
+        name = f"{cs.shard_name(r.plate)}-{prints[r.plate][:8]}"
+        shard = shards.setdefault(r.plate, [])
+        base = sum(len(c) for c in shard)
+        shard.append(crops)
+        lows_highs = scaling[r.plate]
+        for k, (i, (top, left)) in enumerate(zip(kept, origins, strict=True)):
+            y, x = a.centres[i] if len(a.centres) else (a.shape[0] / 2, a.shape[1] / 2)
+            row = {
+                "crop_id": f"{r.field_id}#{int(i):04d}",
+                "shard": name,
+                "index": base + k,
+                "field_id": r.field_id,
+                "plate": r.plate,
+                "well": r.well,
+                "site": r.site,
+                "condition": r.condition,
+                "y": float(y),
+                "x": float(x),
+                "top": int(top),
+                "left": int(left),
+            }
+            for ch, (lo, hi) in zip(params.channels, lows_highs, strict=True):
+                row[f"scale_low_{ch}"], row[f"scale_high_{ch}"] = lo, hi
+            row["illumination_corrected"] = r.plate in illum
+            row["checksum"] = cs.crop_checksum(crops[k])
+            row["files"] = ";".join(_rel(f, source) for f in r.files)
+            row.update({key: val for key, val in r.extra.items() if key not in row})
+            rows.append(row)
+    for plate in sorted({a.record.plate for a in analyses}):
+        name = f"{cs.shard_name(plate)}-{prints[plate][:8]}"
+        parts = shards.get(plate, [])
+        size = _crop_size(analyses, params)
+        crops = np.concatenate(parts) if parts else np.zeros((0, len(params.channels), size, size), np.uint8)
+        cs.write_shard(dest, name, crops)
+        plate_qc = qc[qc["plate"] == plate]
+        info[plate] = {
+            "fingerprint": prints[plate],
+            "shard": name,
+            "scaling": {ch: list(v) for ch, v in zip(params.channels, scaling.get(plate, []), strict=False)},
+            "illumination": os.path.relpath(illum[plate], dest) if plate in illum else None,
+            "fields": len(plate_qc),
+            "quarantined": int((plate_qc["status"] == "quarantined").sum()),
+            "crops": len(crops),
+        }
+    return info, pd.DataFrame(rows)

@@ -1,0 +1,48 @@
+"""Manifest CSV: one row per field with plate, well, site, condition and ``path_<channel>``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from phenexplain.data.readers.base import FieldRecord, StructureError, inside, require_columns
+
+BASE_COLUMNS = ["plate", "well", "site", "condition"]
+
+
+def read_manifest(source: Path, channels: list[str]) -> list[FieldRecord]:
+    """Fields of a manifest; `source` is the CSV or a folder holding ``metadata.csv``.
+
+    Paths are relative to the CSV's folder and may not leave it.
+    """
+    path = source / "metadata.csv" if source.is_dir() else source
+    if not path.is_file():
+        raise StructureError(f"manifest {path} not found")
+    root = path.parent
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    require_columns(path, header, BASE_COLUMNS + [f"path_{ch}" for ch in channels])
+    extra_cols = [c for c in header if c not in BASE_COLUMNS and not c.startswith("path_")]
+    records = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            site = int(row["site"])
+        except ValueError:
+            raise StructureError(f"{path}:{line}: site must be an integer, got {row['site']!r}") from None
+        if not row["condition"]:
+            raise StructureError(f"{path}:{line}: empty condition")
+        files = tuple(inside(root, Path(row[f"path_{ch}"])) for ch in channels)
+        records.append(
+            FieldRecord(
+                field_id=f"{row['plate']}_{row['well']}_s{site}",
+                plate=row["plate"],
+                well=row["well"],
+                site=site,
+                condition=row["condition"],
+                files=files,
+                extra={c: row[c] for c in extra_cols},
+            )
+        )
+    return records
