@@ -1,7 +1,9 @@
 """Per-field quality control, named as CellProfiler's MeasureImageQuality names its measurements.
 
 - ``ImageQuality_PowerLogLogSlope_<ch>``: slope of the radially averaged power spectrum in log-log
-  axes; blur removes high frequencies and makes it more negative.
+  axes; blur removes high frequencies and makes it more negative. The fit spans spatial
+  frequencies up to 1/8 cycle per pixel: above that, fluorescence fields are dominated by the flat
+  floor of shot and quantisation noise, which would hide the blur.
 - ``ImageQuality_FocusScore_<ch>``: normalised variance, var(I) / mean(I); low when blurred or empty.
 - ``ImageQuality_PercentMaximal_<ch>``: percent of pixels at the image's maximum; high when
   saturated (clipped) or blank.
@@ -29,12 +31,14 @@ def power_log_log_slope(image: np.ndarray) -> float:
     radius = np.sqrt(fy**2 + fx**2) * min(h, w)
     bins = radius.astype(np.int32).ravel()
     top = min(h, w) // 2
+    fit_top = max(top // 4, 2)  # radius index min(h, w) / 8 = 1/8 cycle per pixel
     sums = np.bincount(bins, weights=power.ravel(), minlength=top + 1)[1 : top + 1]
     counts = np.bincount(bins, minlength=top + 1)[1 : top + 1]
-    keep = (counts > 0) & (sums > 0)
+    freq = np.arange(1, top + 1)
+    keep = (counts > 0) & (sums > 0) & (freq <= fit_top)
     if keep.sum() < 2:
         return float("nan")
-    freq = np.arange(1, top + 1)[keep]
+    freq = freq[keep]
     slope, _ = np.polyfit(np.log(freq), np.log(sums[keep] / counts[keep]), 1)
     return float(slope)
 

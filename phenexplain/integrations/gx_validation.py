@@ -142,6 +142,9 @@ class GXValidator:
         counts = ok.groupby("condition").size().reindex(expected, fill_value=0)
         counts = counts.rename("usable_fields").reset_index()
         minimum = params.min_images_per_condition
+        too_few = (
+            f"conditions with fewer than {minimum} usable images (ingest.min_images_per_condition)"
+        )
         count_result = self._run(
             "condition_counts",
             counts,
@@ -149,9 +152,7 @@ class GXValidator:
                 gxe.ExpectColumnValuesToBeBetween(
                     column="usable_fields",
                     min_value=minimum,
-                    meta={
-                        "explain": f"conditions with fewer than {minimum} usable images (ingest.min_images_per_condition)"
-                    },
+                    meta={"explain": too_few},
                 )
             ],
             ["condition"],
