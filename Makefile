@@ -30,8 +30,10 @@ demo: $(VENV)/.installed-run
 	  echo "data/ is missing: regenerating it with phenexplain synth (params.yaml: synth)"; \
 	  $(BIN)/phenexplain synth data && $(MAKE) --no-print-directory data-pin; \
 	fi
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/phenexplain summarize data
-	@echo "Demo scope today: synthetic plates -> measured summary. Ingest, training, traversals and reports are not built yet."
+	@echo "Crop set: cropsets/default (QC table, quarantine list, Data Docs in cropsets/default/report/data_docs/index.html)"
+	@echo "Demo scope today: synthetic plates -> QC + crop set -> measured summary. Training, traversals and reports are not built yet."
 
 # Record regenerated data/ in the DVC cache and check it against the pin in data.dvc.
 data-pin: $(VENV)/.installed-run
@@ -53,6 +55,7 @@ test-all: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-run
 	@mkdir -p bench
 	$(BIN)/phenexplain bench synth | tee -a bench/results.jsonl
+	$(BIN)/phenexplain bench ingest | tee -a bench/results.jsonl
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

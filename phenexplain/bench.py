@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from phenexplain.config import SynthParams
+from phenexplain.config import IngestParams, SynthParams
 from phenexplain.data.synthetic import generate_plates, get_assay
 
 
@@ -56,3 +56,53 @@ def bench_synth(
                 **_machine(),
             },
         }
+
+
+def bench_ingest(
+    fields: int = 28, workers: list[int] | None = None, seed: int = 0
+) -> Iterator[dict]:
+    """Fields per second through read + QC + nuclei + crops, on 1024x1280 3-channel 16-bit fields.
+
+    The plate (the `dose` assay) is generated first and not timed; the great-expectations checks
+    are not part of the figure (they run once per ingest, not per field).
+    """
+    from phenexplain.data.ingest import ingest
+
+    conditions = len(get_assay("dose").conditions)
+    spec = SynthParams(
+        assay="dose",
+        seed=seed,
+        wells_per_condition=1,
+        sites_per_well=max(1, math.ceil(fields / conditions)),
+        height=1024,
+        width=1280,
+        workers=2,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        plate = Path(tmp) / "plate"
+        n_fields = generate_plates(spec, plate)["fields"]
+        for n in workers or [1, 2]:
+            params = IngestParams(
+                layout="manifest",
+                channels=["DNA", "Tubulin", "Actin"],
+                dna_channel="DNA",
+                min_images_per_condition=1,
+                workers=n,
+            )
+            start = time.perf_counter()
+            summary = ingest(plate, Path(tmp) / f"crops-{n}", params)
+            elapsed = time.perf_counter() - start
+            yield {
+                "name": "ingest_fields_per_s",
+                "value": round(n_fields / elapsed, 3),
+                "unit": "fields/s",
+                "config": {
+                    "field": "1024x1280x3 uint16",
+                    "fields": n_fields,
+                    "crops": summary["crops"],
+                    "crop_size": params.crop_size,
+                    "workers": n,
+                    "seconds": round(elapsed, 2),
+                    **_machine(),
+                },
+            }

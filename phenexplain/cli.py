@@ -31,7 +31,7 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for logs and tests
 log = logging.getLogger("phenexplain")
 
 
@@ -147,6 +147,9 @@ def ingest(
     dna_channel: Annotated[
         str | None, typer.Option(help="Channel used for nuclei and blur QC.")
     ] = None,
+    conditions: Annotated[
+        str | None, typer.Option(help="Comma-separated expected conditions ('' accepts any).")
+    ] = None,
     crop_size: Annotated[int | None, typer.Option(help="Crop side, px.")] = None,
     precropped: Annotated[
         bool | None, typer.Option(help="Images are crops already: no nucleus detection.")
@@ -170,6 +173,7 @@ def ingest(
         layout=layout,
         channels=channels.split(",") if channels else None,
         dna_channel=dna_channel,
+        conditions=None if conditions is None else [c for c in conditions.split(",") if c],
         crop_size=crop_size,
         precropped=precropped,
         illumination_correction=illumination_correction,
@@ -196,6 +200,37 @@ def ingest(
         f"ingested plate(s) {added} into {out}: {summary['fields']} fields, {summary['crops']} "
         f"crops, {summary['quarantined']} field(s) quarantined (see {out}/quarantine.csv)"
     )
+
+
+@app.command("export-stylegan")
+def export_stylegan(
+    cropset: Annotated[
+        Path, typer.Argument(help="Crop set folder written by `phenexplain ingest`.")
+    ],
+    out: Annotated[
+        Path, typer.Argument(help="Zip to write (stylegan2-ada dataset with dataset.json).")
+    ],
+) -> None:
+    """Write a crop set as a stylegan2-ada-pytorch dataset zip (PNGs + class labels)."""
+    from phenexplain.data.stylegan_zip import export_stylegan as run
+
+    n = run(cropset, out)
+    err.print(f"wrote {n} images with class labels to {out}")
+
+
+@app.command("import-stylegan")
+def import_stylegan(
+    source: Annotated[Path, typer.Argument(help="stylegan2-ada dataset zip with labels.")],
+    out: Annotated[Path, typer.Argument(help="Crop set folder to create.")],
+    channels: Annotated[str | None, typer.Option(help="Comma-separated channel names.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Read a stylegan2-ada-pytorch dataset zip into a crop set (class names from conditions.json
+    when the zip has one, else class_<i>)."""
+    from phenexplain.data.stylegan_zip import import_stylegan as run
+
+    n = run(source, out, channels=channels.split(",") if channels else None, overwrite=overwrite)
+    err.print(f"imported {n} crops into {out}")
 
 
 @app.command()
@@ -270,6 +305,18 @@ def bench_synth(
     from phenexplain.bench import bench_synth as run
 
     for line in run(fields=fields, workers=[int(w) for w in workers.split(",")], seed=seed):
+        typer.echo(json.dumps(line))
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    fields: Annotated[int, typer.Option(help="Fields to ingest (1024x1280, 3 channels).")] = 28,
+    workers: Annotated[str, typer.Option(help="Comma-separated worker counts to measure.")] = "1,2",
+) -> None:
+    """Ingest speed (read + QC + nuclei + crops), in fields/s."""
+    from phenexplain.bench import bench_ingest as run
+
+    for line in run(fields=fields, workers=[int(w) for w in workers.split(",")]):
         typer.echo(json.dumps(line))
 
 

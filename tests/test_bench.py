@@ -1,6 +1,6 @@
 import json
 
-from phenexplain.bench import bench_synth
+from phenexplain.bench import bench_ingest, bench_synth
 
 
 def test_bench_synth_reports_one_json_line_per_worker_count():
@@ -13,3 +13,10 @@ def test_bench_synth_reports_one_json_line_per_worker_count():
         line["config"]["workers"] == 1 and line["config"]["fields"] == 7
     )  # one per dose condition
     assert 0 < line["value"] < 1000
+
+
+def test_bench_ingest_counts_fields_and_crops():
+    (line,) = bench_ingest(fields=7, workers=[2])
+    assert line["name"] == "ingest_fields_per_s" and line["unit"] == "fields/s"
+    assert line["config"]["fields"] == 7 and line["config"]["crops"] > 50
+    assert line["value"] > 0

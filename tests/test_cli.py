@@ -11,7 +11,10 @@ import pytest
 
 from tests.conftest import REPO
 
-COMMANDS = [[], ["synth"], ["summarize"], ["params"], ["bench"], ["bench", "synth"]]
+COMMANDS = [
+    [], ["synth"], ["summarize"], ["params"], ["ingest"], ["export-stylegan"], ["import-stylegan"],
+    ["bench"], ["bench", "synth"], ["bench", "ingest"],
+]  # fmt: skip
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -100,3 +103,54 @@ def test_bad_params_file_names_file_and_key(tmp_path):
     result = run("--params", str(params), "synth", str(tmp_path / "out"))
     assert result.returncode == 1
     assert str(params) in result.stderr and "synth.sites" in result.stderr
+
+
+def test_ingest_from_the_command_line_and_its_errors(plate_factory, tmp_path):
+    src = plate_factory("golgi")
+    out = tmp_path / "crops"
+    args = [
+        "ingest",
+        str(src),
+        str(out),
+        "--channels",
+        "DNA,Golgi",
+        "--conditions",
+        "",
+        "--crop-size",
+        "64",
+    ]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "ingested plate(s)" in result.stderr
+        and (out / "report" / "data_docs" / "index.html").is_file()
+    )
+    again = run(*args)
+    assert again.returncode == 0 and "up to date" in again.stderr
+    missing = run("ingest", str(src), str(tmp_path / "other"), "--channels", "DNA,Actin")
+    assert missing.returncode == 1 and "missing column(s) path_Actin" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    unknown = run(
+        "ingest",
+        str(src),
+        str(tmp_path / "y"),
+        "--channels",
+        "DNA,Golgi",
+        "--conditions",
+        "DMSO,taxol",
+    )
+    assert (
+        unknown.returncode == 1
+        and "unknown condition" in unknown.stderr
+        and "condition=nocodazole" in unknown.stderr
+    )
+    bad = run(
+        "ingest",
+        str(src),
+        str(tmp_path / "x"),
+        "--channels",
+        "DNA,Golgi",
+        "--dna-channel",
+        "Hoechst",
+    )
+    assert bad.returncode == 1 and "dna_channel 'Hoechst'" in bad.stderr

@@ -19,7 +19,7 @@ from phenexplain.config import IngestParams
 from phenexplain.data.readers import StructureError
 
 SITE = "phenexplain"
-SHOWN = 10  # offending rows named per failed expectation
+SHOWN = 5  # offending rows named per failed expectation
 
 
 def _context(docs_dir: Path):
@@ -56,7 +56,6 @@ def _describe(result, what: str) -> list[str]:
     for r in result.results:
         if r.success:
             continue
-        kwargs = r.expectation_config.kwargs
         detail = r.result or {}
         rows = detail.get("unexpected_index_list") or []
         named = []
@@ -64,13 +63,12 @@ def _describe(result, what: str) -> list[str]:
             named.append(", ".join(f"{k}={v}" for k, v in row.items()))
         more = f" (+{len(rows) - SHOWN} more)" if len(rows) > SHOWN else ""
         meta = (r.expectation_config.meta or {}).get("explain") or r.expectation_config.type
-        column = kwargs.get("column", "")
         found = (
             f": {'; '.join(named)}{more}"
             if named
             else f" (observed {detail.get('observed_value')})"
         )
-        lines.append(f"{what}: {meta} [{column}]{found}")
+        lines.append(f"{what}: {meta}{found}")
     return lines
 
 
