@@ -8,7 +8,6 @@ truth expects.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import tifffile
 from scipy import stats
 
 from phenexplain.data.nuclei import segment_nuclei
+from phenexplain.data.readers.base import read_table, require_columns
 from phenexplain.errors import PhenexplainError
 from phenexplain.measure.assays import measure_field
 
@@ -28,20 +28,11 @@ ALPHA = 0.05
 
 def read_metadata(root: Path) -> tuple[list[dict], list[str]]:
     """Rows of ``root/metadata.csv`` and the channel names from its ``path_*`` columns."""
-    path = root / "metadata.csv"
-    if not path.is_file():
-        raise PhenexplainError(
-            f"{path} not found: is {root} a plate folder written by `phenexplain synth`?"
-        )
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        rows = list(reader)
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    path, header, rows = read_table(
+        root, "metadata.csv", "is it a plate folder written by `phenexplain synth`?"
+    )
     channels = [c.removeprefix("path_") for c in header if c.startswith("path_")]
-    if missing or not channels:
-        what = ", ".join(missing) if missing else "path_<channel>"
-        raise PhenexplainError(f"{path}: missing column(s) {what}")
+    require_columns(path, header, [*REQUIRED_COLUMNS, *([] if channels else ["path_<channel>"])])
     if not rows:
         raise PhenexplainError(f"{path} lists no fields")
     return rows, channels

@@ -205,7 +205,9 @@ def test_too_few_images_and_unknown_conditions_fail_the_run(plate_factory, tmp_p
         ingest(src, tmp_path / "a", params(min_images_per_condition=50), validator=validator)
     with pytest.raises(StructureError, match=r"unknown condition.*TNF"):
         ingest(src, tmp_path / "b", params(conditions=["control", "LPS"]), validator=GXValidator())
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(StructureError, match=r"fewer than 2 usable images.*: usable_fields=0, condition=LPS"):
+        ingest(src, tmp_path / "c", params(conditions=["control", "TNF", "LPS"]), validator=GXValidator())
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 def test_inconsistent_sizes_fail_naming_the_files(plate_factory, tmp_path, validator):

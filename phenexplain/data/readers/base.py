@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,3 +48,15 @@ def require_columns(path: Path, header: list[str], columns: list[str]) -> None:
     missing = [c for c in columns if c not in header]
     if missing:
         raise StructureError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def read_table(source: Path, default_name: str, what: str) -> tuple[Path, list[str], list[dict]]:
+    """(path, header, rows) of a CSV given as a file or as the folder holding `default_name`."""
+    path = source / default_name if source.is_dir() else source
+    if not path.is_file():
+        raise StructureError(f"{path} not found ({what})")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    return path, header, rows

@@ -8,11 +8,16 @@ while unzipped plates sit at ``ROOT/Week1_22123/``: both places are tried. An op
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
-from phenexplain.data.readers.base import FieldRecord, StructureError, inside, require_columns
+from phenexplain.data.readers.base import (
+    FieldRecord,
+    StructureError,
+    inside,
+    read_table,
+    require_columns,
+)
 
 IMAGE_CSV = "BBBC021_v1_image.csv"
 MOA_CSV = "BBBC021_v1_moa.csv"
@@ -33,25 +38,17 @@ def _resolve(root: Path, path_name: str, file_name: str) -> Path:
 
 
 def _moa(root: Path) -> dict[tuple[str, float], str]:
-    path = root / MOA_CSV
-    if not path.is_file():
+    if not (root / MOA_CSV).is_file():
         return {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        require_columns(path, list(reader.fieldnames or []), ["compound", "concentration", "moa"])
-        return {(r["compound"], float(r["concentration"])): r["moa"] for r in reader}
+    path, header, rows = read_table(root / MOA_CSV, MOA_CSV, "mechanism of action")
+    require_columns(path, header, ["compound", "concentration", "moa"])
+    return {(r["compound"], float(r["concentration"])): r["moa"] for r in rows}
 
 
 def read_bbbc021(source: Path, channels: list[str]) -> list[FieldRecord]:
     """`channels` are BBBC021 channel names (``DAPI``, ``Tubulin``, ``Actin``) in the order wanted."""
-    path = source / IMAGE_CSV if source.is_dir() else source
-    if not path.is_file():
-        raise StructureError(f"{path} not found (layout 'bbbc021' expects {IMAGE_CSV})")
+    path, header, rows = read_table(source, IMAGE_CSV, f"layout 'bbbc021' expects {IMAGE_CSV}")
     root = path.parent
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
     needed = ["Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Image_Metadata_Compound"]
     needed += ["Image_Metadata_Concentration", "Image_FileName_DAPI"]
     for ch in channels:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from phenexplain.data.readers.base import FieldRecord, StructureError, inside, require_columns
+from phenexplain.data.readers.base import (
+    FieldRecord,
+    StructureError,
+    inside,
+    read_table,
+    require_columns,
+)
 
 BASE_COLUMNS = ["plate", "well", "site", "condition"]
 
@@ -15,14 +20,8 @@ def read_manifest(source: Path, channels: list[str]) -> list[FieldRecord]:
 
     Paths are relative to the CSV's folder and may not leave it.
     """
-    path = source / "metadata.csv" if source.is_dir() else source
-    if not path.is_file():
-        raise StructureError(f"manifest {path} not found")
+    path, header, rows = read_table(source, "metadata.csv", "layout 'manifest' expects a CSV")
     root = path.parent
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
     require_columns(path, header, BASE_COLUMNS + [f"path_{ch}" for ch in channels])
     extra_cols = [c for c in header if c not in BASE_COLUMNS and not c.startswith("path_")]
     records = []
