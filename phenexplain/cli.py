@@ -233,6 +233,34 @@ def import_stylegan(
     err.print(f"imported {n} crops into {out}")
 
 
+@app.command("convert-nvlabs")
+def convert_nvlabs(
+    snapshot: Annotated[Path, typer.Argument(help="stylegan2-ada-pytorch network-snapshot-*.pkl.")],
+    out: Annotated[Path, typer.Argument(help="Checkpoint folder to create.")],
+    conditions: Annotated[
+        str | None, typer.Option(help="Comma-separated condition names in class-index order.")
+    ] = None,
+    channels: Annotated[str | None, typer.Option(help="Comma-separated channel names.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Convert a stylegan2-ada-pytorch snapshot into a phenexplain checkpoint, without running any
+    code from the pickle (a restricted unpickler reads tensors and constructor arguments only)."""
+    from phenexplain.nets.convert import convert_snapshot
+
+    config = convert_snapshot(
+        snapshot,
+        out,
+        conditions=conditions.split(",") if conditions else None,
+        channels=channels.split(",") if channels else None,
+        overwrite=overwrite,
+    )
+    g = config["kwargs"]["G_ema"]
+    err.print(
+        f"wrote {out}: {g['img_resolution']} px, {g['img_channels']} channel(s), "
+        f"{g['c_dim']} condition(s) ({', '.join(config['conditions'])})"
+    )
+
+
 @app.command()
 def summarize(
     plate_dir: Annotated[Path, typer.Argument(help="Plate folder written by `phenexplain synth`.")],

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 COMMANDS = [
     [], ["synth"], ["summarize"], ["params"], ["ingest"], ["export-stylegan"], ["import-stylegan"],
-    ["bench"], ["bench", "synth"], ["bench", "ingest"],
+    ["convert-nvlabs"], ["bench"], ["bench", "synth"], ["bench", "ingest"],
 ]  # fmt: skip
 
 

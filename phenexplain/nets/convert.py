@@ -1,0 +1,126 @@
+"""Convert a stylegan2-ada-pytorch snapshot into a Phenexplain checkpoint (`convert-nvlabs`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from phenexplain.errors import PhenexplainError
+from phenexplain.nets import Discriminator, Generator
+from phenexplain.nets.snapshot import PersistentObject, read_snapshot
+
+IGNORED = {"fp16_channels_last"}  # memory layout only; no effect on parameters or results
+
+
+def generator_kwargs(obj: PersistentObject) -> dict:
+    kw = obj.init_kwargs()
+    synthesis = {
+        k: v for k, v in (kw.pop("synthesis_kwargs", None) or {}).items() if k not in IGNORED
+    }
+    if synthesis.pop("architecture", "skip") != "skip":
+        raise PhenexplainError(
+            "only the 'skip' generator architecture (stylegan2-ada's default) is supported"
+        )
+    return {
+        **kw,
+        "mapping_kwargs": dict(kw.pop("mapping_kwargs", None) or {}),
+        "synthesis_kwargs": synthesis,
+    }
+
+
+def discriminator_kwargs(obj: PersistentObject) -> dict:
+    kw = obj.init_kwargs()
+    if kw.pop("architecture", "resnet") != "resnet":
+        raise PhenexplainError(
+            "only the 'resnet' discriminator architecture (stylegan2-ada's default) is supported"
+        )
+    for key in ("block_kwargs", "mapping_kwargs", "epilogue_kwargs"):
+        kw[key] = {k: v for k, v in (kw.get(key) or {}).items() if k not in IGNORED}
+    if kw["epilogue_kwargs"].pop("architecture", "resnet") != "resnet":
+        raise PhenexplainError("only the 'resnet' discriminator epilogue is supported")
+    return kw
+
+
+def _build(cls, kwargs: dict, obj: PersistentObject, name: str) -> torch.nn.Module:
+    try:
+        module = cls(**kwargs)
+    except TypeError as exc:
+        raise PhenexplainError(
+            f"{name} uses an option phenexplain does not support: {exc}"
+        ) from None
+    state = obj.state_dict()
+    ours = module.state_dict()
+    missing, extra = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
+    if missing or extra:
+        raise PhenexplainError(
+            f"{name}: parameters do not match (missing {missing[:5]}, unexpected {extra[:5]})"
+        )
+    for key, value in state.items():
+        if value.shape != ours[key].shape:
+            raise PhenexplainError(
+                f"{name}.{key}: shape {list(value.shape)} != {list(ours[key].shape)}"
+            )
+    module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+    return module.eval()
+
+
+def convert_snapshot(
+    snapshot: str | Path,
+    out: str | Path,
+    *,
+    conditions: list[str] | None = None,
+    channels: list[str] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write `snapshot`'s G, D and G_ema as a checkpoint at `out`; returns its config."""
+    from phenexplain.training.checkpoint import save_checkpoint
+
+    data = read_snapshot(snapshot)
+    builders = {"G": (Generator, generator_kwargs), "G_ema": (Generator, generator_kwargs)}
+    builders["D"] = (Discriminator, discriminator_kwargs)
+    modules, kwargs = {}, {}
+    for name, (cls, get_kwargs) in builders.items():
+        obj = data.get(name)
+        if obj is None:
+            continue
+        if not isinstance(obj, PersistentObject):
+            raise PhenexplainError(f"{snapshot}: {name} is not a network")
+        kwargs[name] = get_kwargs(obj)
+        modules[name] = _build(cls, kwargs[name], obj, name)
+    if "G_ema" not in modules:
+        raise PhenexplainError(f"{snapshot} has no G_ema, the generator phenexplain uses")
+    g = kwargs["G_ema"]
+    conditions = conditions or [f"class_{i}" for i in range(g["c_dim"])]
+    channels = channels or [f"ch{i}" for i in range(g["img_channels"])]
+    if len(conditions) != g["c_dim"]:
+        raise PhenexplainError(
+            f"the snapshot has {g['c_dim']} conditions, {len(conditions)} names were given"
+        )
+    if len(channels) != g["img_channels"]:
+        raise PhenexplainError(
+            f"the snapshot has {g['img_channels']} channels, {len(channels)} names were given"
+        )
+    augment_p = None
+    pipe = data.get("augment_pipe")
+    if isinstance(pipe, PersistentObject) and "p" in (pipe.state.get("_buffers") or {}):
+        augment_p = float(pipe.state["_buffers"]["p"])
+    dataset = {
+        k: v
+        for k, v in (data.get("training_set_kwargs") or {}).items()
+        if isinstance(v, str | int | float | bool)
+    }
+    config = {
+        "kwargs": kwargs,
+        "conditions": conditions,
+        "channels": channels,
+        "resolution": g["img_resolution"],
+        "training": {"augment_p": augment_p},
+        "source": {
+            "kind": "stylegan2-ada-pytorch snapshot",
+            "file": Path(snapshot).name,
+            "training_set": dataset,
+        },
+    }
+    save_checkpoint(out, modules, config, overwrite=overwrite)
+    return config

@@ -1,0 +1,84 @@
+"""Phenexplain checkpoints: a folder with ``weights.safetensors`` and ``checkpoint.json``.
+
+``weights.safetensors`` holds every network's state dict under its name
+(``G_ema.mapping.fc0.weight``, ``D.b4.out.bias``, ...); ``checkpoint.json`` holds the format
+version, the constructor kwargs of each network, the condition names in class-index order, the channel names, the training state
+that is not a tensor (kimg, augmentation probability, ...) and the provenance. Nothing is
+pickled, so loading a checkpoint never runs code from it. The folder is written under a temporary
+name and renamed into place, so a crash never leaves a half-written "latest".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
+from phenexplain.nets import Discriminator, Generator
+
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+CONFIG = "checkpoint.json"
+NETWORKS = {"G": Generator, "G_ema": Generator, "D": Discriminator}
+
+
+def save_checkpoint(
+    out: str | Path, modules: dict[str, torch.nn.Module], config: dict, *, overwrite: bool = False
+) -> Path:
+    """Write `modules` (name -> network) and `config` (must hold ``kwargs`` per network name)."""
+    out = Path(out)
+    missing = [name for name in modules if name not in config.get("kwargs", {})]
+    if missing:
+        raise ValueError(f"config['kwargs'] lacks the constructor arguments of {missing}")
+    check_output(out, overwrite)
+    tensors = {
+        f"{name}.{key}": value.detach().to("cpu").contiguous()
+        for name, module in modules.items()
+        for key, value in module.state_dict().items()
+    }
+    staging = staging_dir(out)
+    try:
+        save_file(tensors, str(staging / WEIGHTS))
+        write_json(
+            staging / CONFIG,
+            {"format_version": FORMAT_VERSION, **config, "networks": sorted(modules)},
+        )
+        swap_into_place(staging, out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def read_config(path: str | Path) -> dict:
+    """The JSON part of a checkpoint, checked for format and version."""
+    config_path = Path(path) / CONFIG
+    if not config_path.is_file():
+        raise PhenexplainError(f"{path} is not a phenexplain checkpoint ({CONFIG} missing)")
+    config = json.loads(config_path.read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise PhenexplainError(
+            f"{config_path}: format version {config.get('format_version')} is not {FORMAT_VERSION}"
+        )
+    return config
+
+
+def load_network(
+    path: str | Path, name: str = "G_ema", device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """Rebuild network `name` from a checkpoint folder, in eval mode, on `device`."""
+    config = read_config(path)
+    if name not in config["networks"]:
+        raise PhenexplainError(f"{path} holds {config['networks']}, not {name!r}")
+    module = NETWORKS[name](**config["kwargs"][name])
+    prefix = f"{name}."
+    weights = load_file(str(Path(path) / WEIGHTS), device="cpu")
+    state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+    module.load_state_dict(state, strict=True)
+    return module.eval().requires_grad_(False).to(device)
