@@ -1,11 +1,12 @@
 """Phenexplain checkpoints: a folder with ``weights.safetensors`` and ``checkpoint.json``.
 
 ``weights.safetensors`` holds every network's state dict under its name
-(``G_ema.mapping.fc0.weight``, ``D.b4.out.bias``, ...); ``checkpoint.json`` holds the format
-version, the constructor kwargs of each network, the condition names in class-index order, the channel names, the training state
-that is not a tensor (kimg, augmentation probability, ...) and the provenance. Nothing is
-pickled, so loading a checkpoint never runs code from it. The folder is written under a temporary
-name and renamed into place, so a crash never leaves a half-written "latest".
+(``G_ema.mapping.fc0.weight``, ``D.b4.out.bias``, ...). ``checkpoint.json`` holds the format
+version, each network's constructor kwargs, the condition names in class-index order, the channel
+names, the training state that is not a tensor (kimg, augmentation probability, ...) and the
+provenance. Nothing is pickled, so loading a checkpoint never runs code from it. The folder is
+written under a temporary name and renamed into place, so a crash never leaves a half-written
+"latest".
 """
 
 from __future__ import annotations
