@@ -262,6 +262,86 @@ def convert_nvlabs(
 
 
 @app.command()
+def train(
+    cropset: Annotated[
+        Path, typer.Argument(help="Crop set folder written by `phenexplain ingest`.")
+    ],
+    run_dir: Annotated[
+        Path, typer.Option("--run-dir", help="Run folder: checkpoints, stats, samples.")
+    ],
+    profile: Annotated[
+        str | None, typer.Option(help="cpu-small, paper256, auto or a profile in params.yaml.")
+    ] = None,
+    kimg: Annotated[
+        float | None, typer.Option(help="Train until this many thousand real images.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    tick_kimg: Annotated[float | None, typer.Option(help="Report every this many kimg.")] = None,
+    snapshot_ticks: Annotated[
+        int | None, typer.Option(help="Checkpoint every this many ticks.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint.")
+    ] = False,
+) -> None:
+    """Train the conditional StyleGAN2 on a crop set (defaults: the `train` section of params.yaml).
+
+    Under torchrun the global batch is split across the processes (DDP semantics, gloo or NCCL).
+    """
+    import os
+
+    import torch.distributed as dist
+
+    from phenexplain.config import load_params, with_overrides
+    from phenexplain.training.run import run_training
+
+    params = with_overrides(
+        load_params(_State.params_path).train,
+        profile=profile,
+        kimg=kimg,
+        seed=seed,
+        tick_kimg=tick_kimg,
+        snapshot_ticks=snapshot_ticks,
+        threads=threads,
+    )
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    if distributed:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            import torch
+
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    try:
+        progress = run_training(cropset, run_dir, params, resume=resume, device=device)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    err.print(f"trained to {progress.cur_nimg / 1000:.3f} kimg; run folder {run_dir}")
+
+
+@app.command()
+def generate(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint folder (train or convert-nvlabs).")
+    ],
+    out: Annotated[Path, typer.Argument(help="Folder for the images.")],
+    condition: Annotated[str, typer.Option(help="Condition name (as in the checkpoint).")],
+    seeds: Annotated[str, typer.Option(help="Seeds: '0-99' or '1,5,7'.")] = "0-7",
+    truncation: Annotated[float, typer.Option(help="Truncation psi (1 = none).")] = 1.0,
+    noise_mode: Annotated[str, typer.Option(help="const, random or none.")] = "const",
+) -> None:
+    """One image per seed; z = numpy RandomState(seed).randn(z_dim), as the reference draws it."""
+    from phenexplain.generate import generate_images, parse_seeds
+
+    paths = generate_images(
+        checkpoint, out, condition, parse_seeds(seeds), truncation=truncation, noise_mode=noise_mode
+    )
+    err.print(f"wrote {len(paths)} images to {out}")
+
+
+@app.command()
 def summarize(
     plate_dir: Annotated[Path, typer.Argument(help="Plate folder written by `phenexplain synth`.")],
     max_fields_per_condition: Annotated[

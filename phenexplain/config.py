@@ -99,6 +99,48 @@ class IngestParams(Section):
         return self
 
 
+class TrainProfile(Section):
+    """Network size and optimisation settings of one training profile."""
+
+    resolution: int | None = Field(None, description="training resolution; None = the crop size")
+    batch: int = Field(32, gt=0, description="global minibatch (split across processes)")
+    z_dim: int = Field(512, gt=0)
+    w_dim: int = Field(512, gt=0)
+    map_layers: int = Field(2, gt=0)
+    channel_base: int = Field(16384, gt=0)
+    channel_max: int = Field(512, gt=0)
+    mbstd_group: int = Field(4, gt=0)
+    glr: float = Field(0.0025, gt=0)
+    dlr: float = Field(0.0025, gt=0)
+    r1_gamma: float = Field(1.0, ge=0)
+    pl_weight: float = Field(2.0, ge=0)
+    style_mixing: float = Field(0.9, ge=0, le=1)
+    ema_kimg: float = Field(10.0, gt=0)
+    ema_rampup: float | None = 0.05
+    augment: bool = True
+    ada_target: float = Field(0.6, gt=0, lt=1)
+    ada_kimg: float = Field(500.0, gt=0)
+    ada_interval: int = Field(4, gt=0)
+    xflip: bool = True
+    num_fp16_res: int = Field(4, ge=0, description="fp16 for the N highest resolutions (GPU only)")
+    conv_clamp: float | None = 256.0
+    g_reg_interval: int = Field(4, gt=0)
+    d_reg_interval: int = Field(16, gt=0)
+
+
+class TrainParams(Section):
+    """`phenexplain train`: which profile, how long, how often to report."""
+
+    profile: str = "cpu-small"
+    kimg: float = Field(10.0, gt=0, description="thousands of real images shown to D")
+    seed: int = Field(0, ge=0)
+    tick_kimg: float = Field(0.5, gt=0)
+    snapshot_ticks: int = Field(4, gt=0)
+    sample_seeds: int = Field(6, gt=0, description="images per condition in sample grids")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads; None = all cores")
+    profiles: dict[str, TrainProfile] = Field(default_factory=dict)
+
+
 class SummarizeParams(Section):
     """`phenexplain summarize`: per-condition measurements of a plate folder."""
 
@@ -110,6 +152,7 @@ class Params(Section):
 
     synth: SynthParams = SynthParams()
     ingest: IngestParams = IngestParams()
+    train: TrainParams = TrainParams()
     summarize: SummarizeParams = SummarizeParams()
 
 

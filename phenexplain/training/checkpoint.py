@@ -12,6 +12,7 @@ written under a temporary name and renamed into place, so a crash never leaves a
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -28,9 +29,15 @@ NETWORKS = {"G": Generator, "G_ema": Generator, "D": Discriminator}
 
 
 def save_checkpoint(
-    out: str | Path, modules: dict[str, torch.nn.Module], config: dict, *, overwrite: bool = False
+    out: str | Path,
+    modules: dict[str, torch.nn.Module],
+    config: dict,
+    *,
+    extra: dict[str, torch.Tensor] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `modules` (name -> network) and `config` (must hold ``kwargs`` per network name)."""
+    """Write `modules` (name -> network), `config` (holding ``kwargs`` per network name) and
+    `extra` tensors (optimizer moments, RNG state, ...) stored under ``extra.<name>``."""
     out = Path(out)
     missing = [name for name in modules if name not in config.get("kwargs", {})]
     if missing:
@@ -41,6 +48,9 @@ def save_checkpoint(
         for name, module in modules.items()
         for key, value in module.state_dict().items()
     }
+    tensors.update(
+        {f"extra.{k}": v.detach().to("cpu").contiguous() for k, v in (extra or {}).items()}
+    )
     staging = staging_dir(out)
     try:
         save_file(tensors, str(staging / WEIGHTS))
@@ -50,8 +60,6 @@ def save_checkpoint(
         )
         swap_into_place(staging, out)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
@@ -70,6 +78,13 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
+def load_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors whose names start with `prefix` + ".", without the prefix."""
+    weights = load_file(str(Path(path) / WEIGHTS), device="cpu")
+    start = f"{prefix}."
+    return {k[len(start) :]: v for k, v in weights.items() if k.startswith(start)}
+
+
 def load_network(
     path: str | Path, name: str = "G_ema", device: str | torch.device = "cpu"
 ) -> torch.nn.Module:
@@ -78,8 +93,5 @@ def load_network(
     if name not in config["networks"]:
         raise PhenexplainError(f"{path} holds {config['networks']}, not {name!r}")
     module = NETWORKS[name](**config["kwargs"][name])
-    prefix = f"{name}."
-    weights = load_file(str(Path(path) / WEIGHTS), device="cpu")
-    state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(load_tensors(path, name), strict=True)
     return module.eval().requires_grad_(False).to(device)

@@ -1,0 +1,86 @@
+"""Images from a checkpoint for given seeds, drawn exactly as stylegan2-ada-pytorch's generate.py.
+
+z = numpy.random.RandomState(seed).randn(z_dim); images in [-1, 1] become uint8 as x * 127.5 + 128,
+clamped. 1- and 3-channel images are written as PNG, others as multi-channel TIFF [C, H, W].
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from PIL import Image
+
+from phenexplain.errors import PhenexplainError
+from phenexplain.training.checkpoint import load_network, read_config
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise PhenexplainError(f"bad seed list {text!r}: use e.g. 0-99 or 1,5,7")
+        lo, hi = int(match[1]), int(match[2] or match[1])
+        if hi < lo:
+            raise PhenexplainError(f"bad seed range {part!r}: the end is before the start")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def latent(seed: int, z_dim: int) -> torch.Tensor:
+    """The reference's z for `seed`: RandomState(seed).randn(z_dim), as float32 [1, z_dim]."""
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> uint8 [N, C, H, W], as the reference converts."""
+    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def generate_images(
+    checkpoint: str | Path,
+    out: str | Path,
+    condition: str,
+    seeds: list[int],
+    *,
+    truncation: float = 1.0,
+    noise_mode: str = "const",
+    device: str = "cpu",
+) -> list[Path]:
+    config = read_config(checkpoint)
+    if condition not in config["conditions"]:
+        raise PhenexplainError(
+            f"unknown condition {condition!r}; the checkpoint has {config['conditions']}"
+        )
+    G = load_network(checkpoint, "G_ema", device)
+    c = torch.zeros([1, G.c_dim], device=device)
+    c[0, config["conditions"].index(condition)] = 1
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with torch.no_grad():
+        for seed in seeds:
+            img = G(
+                latent(seed, G.z_dim).to(device),
+                c,
+                truncation_psi=truncation,
+                noise_mode=noise_mode,
+                force_fp32=True,
+            )
+            pixels = to_uint8(img)[0]
+            stem = out / f"{condition}_seed{seed:04d}"
+            if pixels.shape[0] in (1, 3):
+                path = stem.with_suffix(".png")
+                Image.fromarray(
+                    pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
+                ).save(path)
+            else:
+                path = stem.with_suffix(".tif")
+                tifffile.imwrite(path, pixels, photometric="minisblack")
+            paths.append(path)
+    return paths

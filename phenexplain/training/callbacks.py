@@ -1,0 +1,31 @@
+"""The default training callback: ``stats.jsonl`` and sample-grid PNGs in the run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class RunFolderCallback:
+    """Appends one JSON line per tick to ``RUN/stats.jsonl``; writes ``RUN/samples/*.png``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+
+    def on_tick(self, stats: dict) -> None:
+        with (self.run_dir / "stats.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(stats, sort_keys=True) + "\n")
+
+    def on_snapshot(self, stats: dict, grid: np.ndarray, checkpoint: Path) -> None:
+        Image.fromarray(grid).save(
+            self.run_dir / "samples" / f"fakes_kimg{stats['kimg']:08.3f}.png"
+        )
+        with (self.run_dir / "snapshots.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"kimg": stats["kimg"], "checkpoint": str(checkpoint)}) + "\n")
+
+    def should_stop(self) -> bool:
+        return False

@@ -1,0 +1,67 @@
+"""Training data: a crop set as float images in [-1, 1] with one-hot conditions.
+
+Crops are read from the crop set's memory-mapped shards; when the training resolution is below
+the crop size, every crop is box-downsampled once, in memory. With `xflip` the dataset is doubled
+by horizontal mirrors (the reference's dataset mirroring).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from phenexplain.data.cropset import CropSet
+from phenexplain.errors import PhenexplainError
+
+
+class TrainingData:
+    """Images uint8 [N, C, R, R] and labels [N]; batches drawn with an explicit torch.Generator."""
+
+    def __init__(self, crops: CropSet, resolution: int | None = None, xflip: bool = False) -> None:
+        self.crops = crops
+        native = crops.resolution
+        self.resolution = resolution or native
+        if self.resolution & (self.resolution - 1) or self.resolution < 4:
+            raise PhenexplainError(
+                f"training resolution must be a power of two >= 4, got {self.resolution}"
+            )
+        if native % self.resolution:
+            raise PhenexplainError(
+                f"crop size {native} is not a multiple of the training resolution {self.resolution}"
+            )
+        self.factor = native // self.resolution
+        self.labels = torch.as_tensor(np.array(crops.labels), dtype=torch.int64)
+        self.num_conditions = len(crops.conditions)
+        self.num_channels = len(crops.channels)
+        self.xflip = xflip
+        self._images = self._downsampled() if self.factor > 1 else None
+
+    def _downsampled(self) -> np.ndarray:
+        n, c, f, r = len(self.crops), self.num_channels, self.factor, self.resolution
+        out = np.empty((n, c, r, r), dtype=np.uint8)
+        for i in range(n):
+            image = self.crops[i][0].astype(np.float32).reshape(c, r, f, r, f).mean(axis=(2, 4))
+            out[i] = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.crops) * (2 if self.xflip else 1)
+
+    def image(self, i: int) -> np.ndarray:
+        n = len(self.crops)
+        base = self._images[i % n] if self._images is not None else self.crops[i % n][0]
+        return base[..., ::-1] if i >= n else base
+
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(labels, self.num_conditions).to(torch.float32)
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images float [B, C, R, R] in [-1, 1] and one-hot conditions [B, c_dim]."""
+        images = np.stack([self.image(int(i)) for i in indices])
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32) / 127.5 - 1
+        return x, self.one_hot(self.labels[indices % len(self.crops)])
+
+    def sample_conditions(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """One-hot conditions [n, c_dim] drawn with the crop set's condition frequencies."""
+        picks = torch.randint(len(self.crops), (n,), generator=generator)
+        return self.one_hot(self.labels[picks])

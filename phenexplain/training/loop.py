@@ -1,0 +1,411 @@
+"""The training loop: minibatch phases, G EMA, adaptive augmentation, ticks, snapshots, resume.
+
+One `Trainer.step()` shows one global minibatch: Gmain, Greg (every `g_reg_interval`), Dmain, Dreg
+(every `d_reg_interval`), each optimised with Adam whose lr and betas are corrected for lazy
+regularisation (lr * k/(k+1), beta ** (k/(k+1))); then G_ema follows G with a half-life of
+`ema_kimg` (ramped up over the first images), and every `ada_interval` steps the augmentation
+probability moves towards r_t = E[sign(D(real))] = `ada_target`.
+
+All randomness comes from two explicit torch.Generators (data order, shared by all processes; and
+this process's latents, noise and augmentation), saved in checkpoints, so a resumed run continues
+exactly. With torch.distributed initialised (torchrun), the global batch is split across
+processes and gradients are averaged before each optimiser step; rank 0 reports and saves.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from phenexplain.config import TrainProfile
+from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import atomic_write_bytes
+from phenexplain.nets import Discriminator, Generator
+from phenexplain.training.augment import AugmentPipe
+from phenexplain.training.checkpoint import load_tensors, read_config, save_checkpoint
+from phenexplain.training.data import TrainingData
+from phenexplain.training.loss import StyleGAN2Loss
+
+log = logging.getLogger(__name__)
+LATEST = "latest"
+
+
+class Callback(Protocol):
+    """What the loop reports; every method is optional in spirit (implement as no-ops)."""
+
+    def on_tick(self, stats: dict) -> None: ...
+
+    def on_snapshot(self, stats: dict, grid: np.ndarray, checkpoint: Path) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+@dataclass
+class Progress:
+    """Counters saved with every checkpoint."""
+
+    cur_nimg: int = 0
+    batch_idx: int = 0
+    tick: int = 0
+    ada_sign_sum: float = 0.0
+    ada_sign_count: float = 0.0
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def network_kwargs(profile: TrainProfile, data: TrainingData) -> dict[str, dict]:
+    """Constructor kwargs of G and D for `profile` on `data`."""
+    synthesis = dict(
+        channel_base=profile.channel_base,
+        channel_max=profile.channel_max,
+        num_fp16_res=profile.num_fp16_res,
+        conv_clamp=profile.conv_clamp,
+    )
+    g = dict(
+        z_dim=profile.z_dim,
+        c_dim=data.num_conditions,
+        w_dim=profile.w_dim,
+        img_resolution=data.resolution,
+        img_channels=data.num_channels,
+        mapping_kwargs=dict(num_layers=profile.map_layers),
+        synthesis_kwargs=synthesis,
+    )
+    d = dict(
+        c_dim=data.num_conditions,
+        img_resolution=data.resolution,
+        img_channels=data.num_channels,
+        channel_base=profile.channel_base,
+        channel_max=profile.channel_max,
+        num_fp16_res=profile.num_fp16_res,
+        conv_clamp=profile.conv_clamp,
+        epilogue_kwargs=dict(mbstd_group_size=profile.mbstd_group),
+    )
+    return {"G": g, "G_ema": g, "D": d}
+
+
+def crop_set_id(data: TrainingData) -> str:
+    """Identity of the training data: hash of every crop checksum in order."""
+    digest = hashlib.sha256("\n".join(data.crops.manifest["checksum"]).encode())
+    return digest.hexdigest()[:16]
+
+
+class Trainer:
+    """Owns the networks, optimisers, augmentation and randomness of one training run."""
+
+    def __init__(
+        self,
+        data: TrainingData,
+        profile: TrainProfile,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        conditions: list[str] | None = None,
+    ) -> None:
+        self.data, self.profile, self.seed = data, profile, seed
+        self.device = torch.device(device)
+        self.rank, self.world = _world()
+        if profile.batch % self.world:
+            raise PhenexplainError(
+                f"batch {profile.batch} is not divisible by {self.world} processes"
+            )
+        self.batch_local = profile.batch // self.world
+        if self.batch_local % min(profile.mbstd_group, self.batch_local):
+            raise PhenexplainError(
+                f"per-process batch {self.batch_local} is not a multiple of mbstd_group"
+            )
+        self.kwargs = network_kwargs(profile, data)
+        self.conditions = conditions or sorted(data.crops.conditions, key=data.crops.conditions.get)
+        with torch.random.fork_rng(devices=[]):  # same initial weights in every process
+            torch.manual_seed(seed)
+            self.G = Generator(**self.kwargs["G"]).train().requires_grad_(False).to(self.device)
+            self.D = Discriminator(**self.kwargs["D"]).train().requires_grad_(False).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        self.augment_pipe = AugmentPipe().to(self.device) if profile.augment else None
+        self.data_gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed * 1000 + 1 + self.rank)
+        self.loss = StyleGAN2Loss(
+            self.G,
+            self.D,
+            self.augment_pipe,
+            self.gen,
+            r1_gamma=profile.r1_gamma,
+            style_mixing_prob=profile.style_mixing,
+            pl_weight=profile.pl_weight,
+            force_fp32=self.device.type != "cuda",
+        )
+        self.phases = []
+        for name, module, lr, interval in (
+            ("G", self.G, profile.glr, profile.g_reg_interval),
+            ("D", self.D, profile.dlr, profile.d_reg_interval),
+        ):
+            ratio = interval / (interval + 1)
+            opt = torch.optim.Adam(
+                module.parameters(), lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8
+            )
+            self.phases += [(f"{name}main", module, opt, 1), (f"{name}reg", module, opt, interval)]
+        self.opts = {"G": self.phases[0][2], "D": self.phases[2][2]}
+        self.progress = Progress()
+        self.crop_set_id = crop_set_id(data)
+
+    # ---------------------------------------------------------------- one minibatch
+    def _allreduce_grads(self, module: torch.nn.Module) -> None:
+        if self.world == 1:
+            return
+        for p in module.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.world
+
+    def step(self) -> dict[str, float]:
+        """Show one global minibatch to all phases; returns the numbers of this step."""
+        prof, prog = self.profile, self.progress
+        indices = torch.randint(len(self.data), (prof.batch,), generator=self.data_gen)
+        local = indices[self.rank * self.batch_local : (self.rank + 1) * self.batch_local]
+        real_img, real_c = (t.to(self.device) for t in self.data.batch(local))
+        stats: dict[str, float] = {}
+        for name, module, opt, interval in self.phases:
+            if prog.batch_idx % interval:
+                continue
+            gen_z = torch.randn([self.batch_local, self.G.z_dim], generator=self.gen).to(
+                self.device
+            )
+            gen_c = self.data.sample_conditions(self.batch_local, self.gen).to(self.device)
+            if (name == "Greg" and prof.pl_weight == 0) or (name == "Dreg" and prof.r1_gamma == 0):
+                continue
+            opt.zero_grad(set_to_none=True)
+            module.requires_grad_(True)
+            stats.update(
+                self.loss.accumulate_gradients(name, real_img, real_c, gen_z, gen_c, gain=interval)
+            )
+            module.requires_grad_(False)
+            self._allreduce_grads(module)
+            for p in module.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+            opt.step()
+        self._update_ema()
+        self._update_ada(stats)
+        prog.cur_nimg += prof.batch
+        prog.batch_idx += 1
+        return stats
+
+    def _update_ema(self) -> None:
+        prof = self.profile
+        ema_nimg = prof.ema_kimg * 1000
+        if prof.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.progress.cur_nimg * prof.ema_rampup)
+        beta = 0.5 ** (prof.batch / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+                p_ema.copy_(p.lerp(p_ema, beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+                b_ema.copy_(b)
+
+    def _update_ada(self, stats: dict[str, float]) -> None:
+        prog, prof = self.progress, self.profile
+        if self.augment_pipe is None or "Loss/signs/real_sum" not in stats:
+            return
+        signs = torch.tensor([stats["Loss/signs/real_sum"], stats["Loss/signs/real_count"]])
+        if self.world > 1:
+            dist.all_reduce(signs)
+        prog.ada_sign_sum += float(signs[0])
+        prog.ada_sign_count += float(signs[1])
+        if (prog.batch_idx + 1) % prof.ada_interval == 0 and prog.ada_sign_count > 0:
+            rt = prog.ada_sign_sum / prog.ada_sign_count
+            adjust = (
+                np.sign(rt - prof.ada_target)
+                * (prof.batch * prof.ada_interval)
+                / (prof.ada_kimg * 1000)
+            )
+            self.augment_pipe.p.copy_((self.augment_pipe.p + adjust).clamp(min=0))
+            prog.ada_sign_sum = prog.ada_sign_count = 0.0
+
+    def check_in_sync(self) -> None:
+        """With several processes, check that all hold the same weights (a DDP invariant)."""
+        if self.world == 1:
+            return
+        with torch.no_grad():
+            total = torch.stack(
+                [p.double().sum() for p in [*self.G.parameters(), *self.D.parameters()]]
+            ).sum()
+        gathered = [torch.zeros_like(total) for _ in range(self.world)]
+        dist.all_gather(gathered, total)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(
+                f"processes diverged: weight checksums {[float(g) for g in gathered]}"
+            )
+
+    # ---------------------------------------------------------------- samples and checkpoints
+    def sample_grid(self, seeds_per_condition: int) -> np.ndarray:
+        """uint8 [rows * R, cols * R, 3]: a row per condition, fixed z (seeded), constant noise."""
+        g = torch.Generator().manual_seed(self.seed + 12345)
+        z = torch.randn([seeds_per_condition, self.G.z_dim], generator=g).to(self.device)
+        rows = []
+        with torch.no_grad():
+            for k in range(self.data.num_conditions):
+                c = torch.zeros([seeds_per_condition, self.data.num_conditions], device=self.device)
+                c[:, k] = 1
+                img = self.G_ema(z, c, noise_mode="const", force_fp32=True)
+                rows.append(torch.cat(list(img), dim=2))  # [C, R, cols * R]
+        grid = torch.cat(rows, dim=1).cpu()
+        return to_rgb(grid)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, JSON-able config) that resume this run exactly."""
+        tensors: dict[str, torch.Tensor] = {
+            "rng.data": self.data_gen.get_state(),
+            "rng.gen": self.gen.get_state(),
+            "pl_mean": self.loss.pl_mean.clone(),
+        }
+        if self.augment_pipe is not None:
+            tensors["augment_p"] = self.augment_pipe.p.detach().cpu().clone()
+        groups = {}
+        for name, opt in self.opts.items():
+            sd = opt.state_dict()
+            groups[name] = sd["param_groups"]
+            for idx, st in sd["state"].items():
+                for key, value in st.items():
+                    tensors[f"opt.{name}.{idx}.{key}"] = torch.as_tensor(value)
+        config = {
+            "kwargs": self.kwargs,
+            "conditions": self.conditions,
+            "channels": self.data.crops.channels,
+            "resolution": self.data.resolution,
+            "training": {
+                "progress": asdict(self.progress),
+                "kimg": self.progress.cur_nimg / 1000,
+                "profile": self.profile.model_dump(),
+                "seed": self.seed,
+                "crop_set_id": self.crop_set_id,
+                "optimizer_param_groups": groups,
+                "augment_p": float(self.augment_pipe.p) if self.augment_pipe is not None else None,
+            },
+        }
+        return tensors, config
+
+    def save(self, out: Path) -> Path:
+        tensors, config = self.state()
+        modules = {"G": self.G, "G_ema": self.G_ema, "D": self.D}
+        return save_checkpoint(out, modules, config, extra=tensors, overwrite=True)
+
+    def load(self, path: Path) -> None:
+        """Restore a checkpoint written by `save`; refuses other data or another configuration."""
+        config = read_config(path)
+        training = config.get("training") or {}
+        if training.get("crop_set_id") != self.crop_set_id:
+            raise PhenexplainError(
+                f"{path} was trained on another crop set (id {training.get('crop_set_id')}, "
+                "this one "
+                f"{self.crop_set_id}); resume with the same crop set or start a new run"
+            )
+        if (
+            json.loads(json.dumps(self.kwargs)) != config["kwargs"]
+            or training.get("profile") != self.profile.model_dump()
+        ):
+            raise PhenexplainError(
+                f"{path} was trained with another network or profile configuration"
+            )
+        for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
+            module.load_state_dict(load_tensors(path, name), strict=True)
+        extra = load_tensors(path, "extra")
+        self.data_gen.set_state(extra["rng.data"])
+        self.gen.set_state(extra["rng.gen"])
+        self.loss.pl_mean.copy_(extra["pl_mean"])
+        if self.augment_pipe is not None:
+            self.augment_pipe.p.copy_(extra["augment_p"])
+        for name, opt in self.opts.items():
+            state: dict[int, dict] = {}
+            for key, value in extra.items():
+                parts = key.split(".")
+                if parts[0] == "opt" and parts[1] == name:
+                    state.setdefault(int(parts[2]), {})[parts[3]] = value
+            opt.load_state_dict(
+                {"state": state, "param_groups": training["optimizer_param_groups"][name]}
+            )
+        self.progress = Progress(**training["progress"])
+
+
+def to_rgb(images: torch.Tensor) -> np.ndarray:
+    """[C, H, W] in [-1, 1] -> uint8 [H, W, 3]: 1 channel grey, 2 as (0, ch1, ch0), else first 3."""
+    x = ((images.to(torch.float32) * 127.5 + 128).clamp(0, 255)).to(torch.uint8)
+    c = x.shape[0]
+    if c == 1:
+        rgb = x.repeat(3, 1, 1)
+    elif c == 2:
+        rgb = torch.stack([torch.zeros_like(x[0]), x[1], x[0]])
+    else:
+        rgb = x[:3]
+    return rgb.permute(1, 2, 0).numpy()
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    return run_dir / "checkpoints" / pointer.read_text().strip()
+
+
+def train(
+    trainer: Trainer,
+    run_dir: Path,
+    *,
+    kimg: float,
+    tick_kimg: float,
+    snapshot_ticks: int,
+    sample_seeds: int,
+    callbacks: list[Callback],
+) -> Progress:
+    """Run until `kimg` thousand images; tick stats every `tick_kimg`, checkpoint every
+    `snapshot_ticks` ticks and at the end. Only rank 0 writes and reports."""
+    run_dir = Path(run_dir)
+    total = int(kimg * 1000)
+    tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
+    sums: dict[str, list[float]] = {}
+    while trainer.progress.cur_nimg < total:
+        for key, value in trainer.step().items():
+            sums.setdefault(key, []).append(value)
+        prog = trainer.progress
+        done = prog.cur_nimg >= total
+        if not done and prog.cur_nimg < tick_start_nimg + tick_kimg * 1000:
+            continue
+        prog.tick += 1
+        elapsed = time.perf_counter() - tick_start
+        stats = {
+            "tick": prog.tick,
+            "kimg": prog.cur_nimg / 1000,
+            "img_per_s": (prog.cur_nimg - tick_start_nimg) / max(elapsed, 1e-9),
+            "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
+            **{k: float(np.mean(v)) for k, v in sums.items() if not k.startswith("Loss/signs")},
+        }
+        sums.clear()
+        stop = any(cb.should_stop() for cb in callbacks)
+        if trainer.rank == 0:
+            for cb in callbacks:
+                cb.on_tick(stats)
+            if done or stop or prog.tick % snapshot_ticks == 0:
+                name = f"kimg{prog.cur_nimg / 1000:08.3f}"
+                path = trainer.save(run_dir / "checkpoints" / name)
+                atomic_write_bytes(run_dir / "checkpoints" / LATEST, name.encode())
+                grid = trainer.sample_grid(sample_seeds)
+                for cb in callbacks:
+                    cb.on_snapshot(stats, grid, path)
+        if stop:
+            break
+        tick_start_nimg, tick_start = prog.cur_nimg, time.perf_counter()
+    trainer.check_in_sync()
+    return trainer.progress

@@ -1,0 +1,104 @@
+"""Set up and run one training run from a crop set and the `train` params (CLI and flows)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from phenexplain.config import TrainParams, TrainProfile
+from phenexplain.data.cropset import CropSet
+from phenexplain.errors import PhenexplainError
+from phenexplain.training.callbacks import RunFolderCallback
+from phenexplain.training.data import TrainingData
+from phenexplain.training.loop import Callback, Progress, Trainer, latest_checkpoint, train
+
+log = logging.getLogger(__name__)
+
+
+def auto_profile(resolution: int, gpus: int = 1) -> TrainProfile:
+    """stylegan2-ada-pytorch's `auto` config rules for `resolution` and `gpus`."""
+    batch = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
+    return TrainProfile(
+        resolution=None,
+        batch=batch,
+        mbstd_group=min(batch // gpus, 4),
+        channel_base=int((1 if resolution >= 512 else 0.5) * 32768),
+        channel_max=512,
+        map_layers=2,
+        glr=0.002 if resolution >= 1024 else 0.0025,
+        dlr=0.002 if resolution >= 1024 else 0.0025,
+        r1_gamma=0.0002 * resolution**2 / batch,
+        ema_kimg=batch * 10 / 32,
+        ema_rampup=0.05,
+    )
+
+
+def resolve_profile(params: TrainParams, crop_size: int, gpus: int = 1) -> TrainProfile:
+    if params.profile == "auto":
+        return auto_profile(crop_size, gpus)
+    try:
+        return params.profiles[params.profile]
+    except KeyError:
+        known = ", ".join(["auto", *sorted(params.profiles)])
+        raise PhenexplainError(
+            f"unknown training profile {params.profile!r}; choose one of: {known}"
+        ) from None
+
+
+def run_training(
+    cropset: str | Path,
+    run_dir: str | Path,
+    params: TrainParams,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    callbacks: list[Callback] | None = None,
+) -> Progress:
+    """Train on `cropset` into `run_dir` (checkpoints, stats.jsonl, samples); resume if asked."""
+    run_dir = Path(run_dir)
+    crops = CropSet(cropset)
+    gpus = torch.cuda.device_count() if device == "cuda" else 1
+    profile = resolve_profile(params, crops.resolution, gpus)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    data = TrainingData(crops, resolution=profile.resolution, xflip=profile.xflip)
+    trainer = Trainer(data, profile, seed=params.seed, device=device)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None and not resume:
+        raise PhenexplainError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another folder"
+        )
+    if resume:
+        if checkpoint is None:
+            raise PhenexplainError(f"nothing to resume in {run_dir}: no checkpoint found")
+        trainer.load(checkpoint)
+        log.info("resumed %s at %.3f kimg", checkpoint, trainer.progress.cur_nimg / 1000)
+    if trainer.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        options = {
+            "cropset": str(cropset),
+            "crop_set_id": trainer.crop_set_id,
+            "params": params.model_dump(),
+            "profile": profile.model_dump(),
+            "kwargs": trainer.kwargs,
+            "device": device,
+            "world": trainer.world,
+        }
+        (run_dir / "training_options.json").write_text(
+            json.dumps(options, indent=2, sort_keys=True) + "\n"
+        )
+    return train(
+        trainer,
+        run_dir,
+        kimg=params.kimg,
+        tick_kimg=params.tick_kimg,
+        snapshot_ticks=params.snapshot_ticks,
+        sample_seeds=params.sample_seeds,
+        callbacks=callbacks if callbacks is not None else [RunFolderCallback(run_dir)],
+    )

@@ -1,0 +1,66 @@
+"""`phenexplain generate`: the reference's seed -> z rule, uint8 conversion, file formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from phenexplain.errors import PhenexplainError
+from phenexplain.generate import generate_images, latent, parse_seeds, to_uint8
+from phenexplain.nets import Generator
+from phenexplain.training.checkpoint import load_network, save_checkpoint
+
+
+def _checkpoint(tmp_path, channels: int):
+    torch.manual_seed(0)
+    kw = dict(z_dim=8, c_dim=2, w_dim=8, img_resolution=8, img_channels=channels,
+              mapping_kwargs={"num_layers": 1}, synthesis_kwargs={"channel_base": 64, "channel_max": 8})  # fmt: skip
+    G = Generator(**kw).eval()
+    path = tmp_path / f"ckpt{channels}"
+    config = {
+        "kwargs": {"G_ema": kw},
+        "conditions": ["ctrl", "drug"],
+        "channels": [f"c{i}" for i in range(channels)],
+    }
+    save_checkpoint(path, {"G_ema": G}, config)
+    return path, G
+
+
+def test_seeds_give_the_reference_latents():
+    assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+    assert torch.equal(
+        latent(42, 5), torch.from_numpy(np.random.RandomState(42).randn(1, 5)).float()
+    )
+    with pytest.raises(PhenexplainError, match="bad seed"):
+        parse_seeds("3-1")
+
+
+@pytest.mark.parametrize(
+    ("channels", "suffix"), [(1, ".png"), (3, ".png"), (2, ".tif"), (5, ".tif")]
+)
+def test_images_match_the_generator_and_format(tmp_path, channels, suffix):
+    ckpt, G = _checkpoint(tmp_path, channels)
+    paths = generate_images(ckpt, tmp_path / "out", "drug", [3, 4])
+    assert [p.suffix for p in paths] == [suffix, suffix] and paths[
+        0
+    ].name == "drug_seed0003" + suffix
+    with torch.no_grad():
+        expected = to_uint8(G(latent(3, 8), torch.tensor([[0.0, 1.0]]), noise_mode="const"))[0]
+    got = tifffile.imread(paths[0]) if suffix == ".tif" else np.asarray(Image.open(paths[0]))
+    got = got[None] if got.ndim == 2 else (np.moveaxis(got, -1, 0) if suffix == ".png" else got)
+    assert np.array_equal(got, expected)
+    assert torch.equal(load_network(ckpt).mapping.w_avg, G.mapping.w_avg)
+
+
+def test_unknown_condition_is_named(tmp_path):
+    ckpt, _ = _checkpoint(tmp_path, 1)
+    with pytest.raises(PhenexplainError, match=r"unknown condition 'taxol'.*ctrl"):
+        generate_images(ckpt, tmp_path / "o", "taxol", [0])
+
+
+def test_uint8_conversion_is_the_references():
+    x = torch.tensor([[[[-1.0, 0.0, 1.0, 2.0]]]])
+    assert to_uint8(x).tolist() == [[[[0, 128, 255, 255]]]]
