@@ -56,6 +56,8 @@ bench: $(VENV)/.installed-run
 	@mkdir -p bench
 	$(BIN)/phenexplain bench synth | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench ingest | tee -a bench/results.jsonl
+	$(BIN)/phenexplain bench train | tee -a bench/results.jsonl
+	$(BIN)/phenexplain bench generate | tee -a bench/results.jsonl
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -106,3 +106,156 @@ def bench_ingest(
                     **_machine(),
                 },
             }
+
+
+def _random_cropset(
+    root: Path, resolution: int, channels: int, conditions: int, n: int = 64
+) -> Path:
+    """A crop set of random uint8 images (training speed does not depend on their content)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from phenexplain.data import cropset as cs
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (n, channels, resolution, resolution), dtype=np.uint8)
+    root.mkdir(parents=True)
+    cs.write_shard(root, "bench", crops)
+    names = [f"c{k}" for k in range(conditions)]
+    rows = [
+        {"crop_id": str(i), "shard": "bench", "index": i, "condition": names[i % conditions],
+         "checksum": cs.crop_checksum(crops[i])}
+        for i in range(n)
+    ]  # fmt: skip
+    cs.write_table(pd.DataFrame(rows), root / cs.MANIFEST)
+    (root / cs.CONDITIONS).write_text(json.dumps(cs.condition_index(names)))
+    info = {"format_version": cs.FORMAT_VERSION, "channels": [f"ch{i}" for i in range(channels)]}
+    (root / cs.INFO).write_text(json.dumps({**info, "crop_size": resolution}))
+    return root
+
+
+def _peak_memory_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_train(
+    resolution: int = 32,
+    channel_base: int = 4096,
+    channel_max: int = 128,
+    batch: int = 16,
+    map_layers: int = 2,
+    conditions: int = 4,
+    channels: int = 3,
+    z_dim: int = 512,
+    steps: int = 32,
+    threads: int = 2,
+) -> Iterator[dict]:
+    """Training images/s with the reference's schedule (Gmain, Greg/4, Dmain, Dreg/16), fp32, no
+    augmentation, on random data; the same config as shared/bench/anchor_sg2ada.py."""
+    import torch
+
+    from phenexplain.config import TrainProfile
+    from phenexplain.data.cropset import CropSet
+    from phenexplain.training.data import TrainingData
+    from phenexplain.training.loop import Trainer
+
+    torch.set_num_threads(threads)
+    profile = TrainProfile(
+        batch=batch, z_dim=z_dim, w_dim=z_dim, map_layers=map_layers, channel_base=channel_base,
+        channel_max=channel_max, r1_gamma=0.0002 * resolution**2 / batch, augment=False,
+        xflip=False, num_fp16_res=0, conv_clamp=None, mbstd_group=min(batch, 4),
+    )  # fmt: skip
+    config = {
+        "resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
+        "batch": batch, "map_layers": map_layers, "conditions": conditions, "channels": channels,
+        "z_dim": z_dim, "steps": steps, "threads": threads, "precision": "fp32", **_machine(),
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        crops = CropSet(_random_cropset(Path(tmp) / "crops", resolution, channels, conditions))
+        trainer = Trainer(TrainingData(crops), profile, seed=0)
+        for _ in range(2):
+            trainer.step()
+        trainer.progress.batch_idx = 0  # time whole lazy-regularisation cycles
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step()
+        elapsed = time.perf_counter() - start
+    yield {
+        "name": "train_img_per_s",
+        "value": round(steps * batch / elapsed, 3),
+        "unit": "img/s",
+        "config": config,
+    }
+    yield {
+        "name": "train_peak_rss",
+        "value": round(_peak_memory_mb(), 1),
+        "unit": "MiB",
+        "config": config,
+    }
+
+
+def bench_generate(
+    resolution: int = 32,
+    channel_base: int = 4096,
+    channel_max: int = 128,
+    batch: int = 64,
+    map_layers: int = 2,
+    conditions: int = 4,
+    channels: int = 3,
+    z_dim: int = 512,
+    batches: int = 4,
+    map_n: int = 100_000,
+    threads: int = 2,
+) -> Iterator[dict]:
+    """G_ema inference images/s (constant noise) and the time to map `map_n` latents."""
+    import torch
+
+    from phenexplain.nets import Generator
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    G = Generator(
+        z_dim, conditions, z_dim, resolution, channels, {"num_layers": map_layers},
+        {"channel_base": channel_base, "channel_max": channel_max},
+    ).eval()  # fmt: skip
+    config = {
+        "resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
+        "batch": batch, "map_layers": map_layers, "conditions": conditions, "channels": channels,
+        "z_dim": z_dim, "threads": threads, "precision": "fp32", **_machine(),
+    }  # fmt: skip
+    z = torch.randn(batch, z_dim)
+    c = torch.nn.functional.one_hot(torch.arange(batch) % conditions, conditions).float()
+    with torch.no_grad():
+        G(z, c, noise_mode="const")
+        start = time.perf_counter()
+        for _ in range(batches):
+            G(z, c, noise_mode="const")
+        infer = time.perf_counter() - start
+        zs = torch.randn(map_n, z_dim)
+        cs = torch.nn.functional.one_hot(torch.arange(map_n) % conditions, conditions).float()
+        start = time.perf_counter()
+        for chunk in range(0, map_n, 10_000):
+            G.mapping(zs[chunk : chunk + 10_000], cs[chunk : chunk + 10_000])
+        mapping = time.perf_counter() - start
+    yield {
+        "name": "generate_img_per_s",
+        "value": round(batches * batch / infer, 3),
+        "unit": "img/s",
+        "config": config,
+    }
+    yield {
+        "name": "mapping_seconds",
+        "value": round(mapping, 3),
+        "unit": "s",
+        "config": {**config, "map_n": map_n},
+    }
+    yield {
+        "name": "generate_peak_rss",
+        "value": round(_peak_memory_mb(), 1),
+        "unit": "MiB",
+        "config": config,
+    }

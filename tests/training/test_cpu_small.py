@@ -1,0 +1,55 @@
+"""The `cpu-small` profile learns the planted nfkb phenotype on this machine (slow: ~8 minutes).
+
+Run with `make test-all`. Real 32 px crops of the TNF condition have a higher nucleus/cytoplasm
+NFkB ratio than control crops; after training, generated TNF images must too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from phenexplain.config import IngestParams, load_params
+from phenexplain.data.ingest import ingest
+from phenexplain.data.nuclei import segment_nuclei
+from phenexplain.measure.assays import nc_ratio
+from phenexplain.training.checkpoint import load_network, read_config
+from phenexplain.training.loop import latest_checkpoint
+from phenexplain.training.run import run_training
+from tests.conftest import REPO
+
+
+def centre_ratio(image: np.ndarray) -> float:
+    """NFkB nucleus/cytoplasm ratio of the nucleus at the centre of a 2-channel crop [2, R, R]."""
+    labels = segment_nuclei(image[0].astype(np.float32), smoothing=0.5, min_area=4, min_distance=2)
+    centre = labels[labels.shape[0] // 2, labels.shape[1] // 2]
+    return (
+        float(nc_ratio(image[1].astype(np.float32), labels)[centre - 1]) if centre else float("nan")
+    )
+
+
+@pytest.mark.slow
+def test_cpu_small_learns_the_nfkb_translocation(tmp_path):
+    from phenexplain.data.synthetic import generate_plates
+
+    params = load_params(REPO / "params.yaml")
+    generate_plates(params.synth, tmp_path / "plate")
+    ingest(tmp_path / "plate", tmp_path / "crops", IngestParams(**params.ingest.model_dump()))
+    train = params.train.model_copy(update={"kimg": 24.0, "threads": 2})
+    run_training(tmp_path / "crops", tmp_path / "run", train)
+    ckpt = latest_checkpoint(tmp_path / "run")
+    G, conditions = load_network(ckpt), read_config(ckpt)["conditions"]
+    z = torch.randn(200, G.z_dim, generator=torch.Generator().manual_seed(1))
+    medians = {}
+    for k, name in enumerate(conditions):
+        c = torch.nn.functional.one_hot(torch.full((200,), k), len(conditions)).float()
+        with torch.no_grad():
+            images = (
+                (G(z, c, noise_mode="const", force_fp32=True) * 127.5 + 128)
+                .clamp(0, 255)
+                .byte()
+                .numpy()
+            )
+        medians[name] = np.nanmedian([centre_ratio(im) for im in images])
+    assert medians["TNF"] > 1.3 * medians["control"], medians
