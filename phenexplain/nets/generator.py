@@ -174,10 +174,8 @@ class SynthesisBlock(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         w_iter = iter(ws.unbind(dim=1))
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
-        if fused_modconv is None:
-            fused_modconv = (not self.training) and (
-                dtype == torch.float32 or int(ws.shape[0]) == 1
-            )
+        if fused_modconv is None:  # per-sample weights only pay off for a single image
+            fused_modconv = (not self.training) and int(ws.shape[0]) == 1
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)

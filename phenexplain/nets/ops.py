@@ -182,8 +182,9 @@ def modulated_conv2d(
     """StyleGAN2's convolution: weights scaled per sample by `styles` [N, I], optionally demodulated
     to unit output variance, optional `noise` added; x [N, I, H, W] -> [N, O, H', W'].
 
-    `fused` runs one grouped convolution over the batch; otherwise the input and output are scaled
-    around a shared convolution (cheaper in training, same result up to rounding).
+    `fused` runs one grouped convolution over the batch, as the reference does in inference;
+    otherwise the input and output are scaled around one shared convolution and the demodulation
+    coefficients come from a matmul (much cheaper for batches > 1; same result up to rounding).
     """
     n = x.shape[0]
     _, in_ch, kh, kw = weight.shape
@@ -192,15 +193,12 @@ def modulated_conv2d(
             1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
         )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = None
-    dcoefs = None
-    if demodulate or fused:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
-    if demodulate and fused:
-        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
     if not fused:
+        dcoefs = None
+        if demodulate:  # sum over (I, kh, kw) of (w * s)^2 as one matmul: [N, I] @ [I, O]
+            dcoefs = (
+                styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8
+            ).rsqrt()  # [N, O]
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         x = conv2d_resample(
             x, weight.to(x.dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight
@@ -210,6 +208,9 @@ def modulated_conv2d(
         if demodulate:
             return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
         return x + noise.to(x.dtype) if noise is not None else x
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
+    if demodulate:
+        w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_ch, kh, kw)
     x = conv2d_resample(

@@ -122,7 +122,7 @@ def test_fused_and_unfused_modulation_agree_and_const_noise_is_deterministic():
     a = G(z, c, noise_mode="const", fused_modconv=True)
     b = G(z, c, noise_mode="const", fused_modconv=False)
     assert torch.allclose(a, b, atol=1e-5)
-    assert torch.equal(a, G(z, c, noise_mode="const"))
+    assert torch.equal(b, G(z, c, noise_mode="const"))  # batches > 1 default to unfused
     r1 = G(z, c, noise_mode="random", generator=torch.Generator().manual_seed(5))
     r2 = G(z, c, noise_mode="random", generator=torch.Generator().manual_seed(5))
     assert torch.equal(r1, r2) and not torch.allclose(r1, a)
