@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from phenexplain.config import SynthParams
+from phenexplain.config import IngestParams, SynthParams
+from phenexplain.data.ingest import ingest
 from phenexplain.data.synthetic import generate_plates
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -33,6 +34,12 @@ def small_spec(assay: str, **kw) -> SynthParams:
     return SynthParams(**{**base, **kw})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Derived-data caches (FID extractors, statistics) go to a temporary folder, not ~/.cache."""
+    os.environ["PHENEXPLAIN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def plate_factory(tmp_path_factory):
     """Generate (and cache for the session) a plate for a given assay and overrides."""
@@ -47,3 +54,13 @@ def plate_factory(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_crops(plate_factory, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "crops"
+    p = IngestParams(
+        layout="manifest", channels=["DNA", "NFkB"], crop_size=32, min_images_per_condition=2
+    )
+    ingest(plate_factory("nfkb"), out, p)
+    return out

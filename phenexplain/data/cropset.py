@@ -102,6 +102,18 @@ class CropSet:
     def __len__(self) -> int:
         return len(self.manifest)
 
+    @property
+    def content_id(self) -> str:
+        """Identity of the crops: hash of every crop checksum, in order."""
+        return hashlib.sha256("\n".join(self.manifest["checksum"]).encode()).hexdigest()[:16]
+
+    @property
+    def cache_dir(self) -> Path:
+        """Per-crop-set cache for derived data (extractors, reference statistics), outside the
+        crop set so a DVC-tracked crop set stays untouched: $PHENEXPLAIN_CACHE or ~/.cache."""
+        base = Path(os.environ.get("PHENEXPLAIN_CACHE", Path.home() / ".cache" / "phenexplain"))
+        return base / "cropsets" / self.content_id
+
     def shard(self, name: str) -> np.ndarray:
         if name not in self._shards:
             self._shards[name] = np.load(self.root / "images" / f"{name}.npy", mmap_mode="r", allow_pickle=False)

@@ -24,8 +24,13 @@ class RunFolderCallback:
         Image.fromarray(grid).save(
             self.run_dir / "samples" / f"fakes_kimg{stats['kimg']:08.3f}.png"
         )
+        record = {
+            k: v
+            for k, v in stats.items()
+            if k == "kimg" or k.startswith(("fid_", "kid_", "extractor"))
+        }
         with (self.run_dir / "snapshots.jsonl").open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"kimg": stats["kimg"], "checkpoint": str(checkpoint)}) + "\n")
+            fh.write(json.dumps({**record, "checkpoint": str(checkpoint)}, sort_keys=True) + "\n")
 
     def should_stop(self) -> bool:
         return False

@@ -15,10 +15,10 @@ processes and gradients are averaged before each optimiser step; rank 0 reports 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -97,12 +97,6 @@ def network_kwargs(profile: TrainProfile, data: TrainingData) -> dict[str, dict]
     return {"G": g, "G_ema": g, "D": d}
 
 
-def crop_set_id(data: TrainingData) -> str:
-    """Identity of the training data: hash of every crop checksum in order."""
-    digest = hashlib.sha256("\n".join(data.crops.manifest["checksum"]).encode())
-    return digest.hexdigest()[:16]
-
-
 class Trainer:
     """Owns the networks, optimisers, augmentation and randomness of one training run."""
 
@@ -159,7 +153,7 @@ class Trainer:
             self.phases += [(f"{name}main", module, opt, 1), (f"{name}reg", module, opt, interval)]
         self.opts = {"G": self.phases[0][2], "D": self.phases[2][2]}
         self.progress = Progress()
-        self.crop_set_id = crop_set_id(data)
+        self.crop_set_id = data.crops.content_id
 
     # ---------------------------------------------------------------- one minibatch
     def _allreduce_grads(self, module: torch.nn.Module) -> None:
@@ -369,9 +363,11 @@ def train(
     snapshot_ticks: int,
     sample_seeds: int,
     callbacks: list[Callback],
+    evaluate: Callable[[Trainer], dict] | None = None,
 ) -> Progress:
     """Run until `kimg` thousand images; tick stats every `tick_kimg`, checkpoint every
-    `snapshot_ticks` ticks and at the end. Only rank 0 writes and reports."""
+    `snapshot_ticks` ticks and at the end, with `evaluate(trainer)` (FID/KID) merged into the
+    snapshot's stats. Only rank 0 writes and reports."""
     run_dir = Path(run_dir)
     total = int(kimg * 1000)
     tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
@@ -399,6 +395,8 @@ def train(
                 cb.on_tick(stats)
             if done or stop or prog.tick % snapshot_ticks == 0:
                 name = f"kimg{prog.cur_nimg / 1000:08.3f}"
+                if evaluate is not None:
+                    stats.update(evaluate(trainer))
                 path = trainer.save(run_dir / "checkpoints" / name)
                 atomic_write_bytes(run_dir / "checkpoints" / LATEST, name.encode())
                 grid = trainer.sample_grid(sample_seeds)

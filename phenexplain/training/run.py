@@ -93,6 +93,12 @@ def run_training(
         (run_dir / "training_options.json").write_text(
             json.dumps(options, indent=2, sort_keys=True) + "\n"
         )
+    evaluate = None
+    if "cnn" in params.metrics and trainer.rank == 0:
+        from phenexplain.metrics.evaluate import cnn_extractor, fid_kid
+
+        extractor = cnn_extractor(data, seed=params.seed)
+        evaluate = lambda tr: fid_kid(tr.G_ema, data, extractor, n=params.metric_images)  # noqa: E731
     return train(
         trainer,
         run_dir,
@@ -101,4 +107,5 @@ def run_training(
         snapshot_ticks=params.snapshot_ticks,
         sample_seeds=params.sample_seeds,
         callbacks=callbacks if callbacks is not None else [RunFolderCallback(run_dir)],
+        evaluate=evaluate,
     )

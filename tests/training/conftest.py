@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
-from phenexplain.config import IngestParams, TrainProfile
-from phenexplain.data.ingest import ingest
+from phenexplain.config import TrainProfile
 
 TINY = TrainProfile(
     resolution=16, batch=8, z_dim=16, w_dim=16, map_layers=2, channel_base=256, channel_max=32,
     mbstd_group=4, r1_gamma=0.1, pl_weight=2.0, style_mixing=0.5, ema_kimg=0.05, augment=True,
     ada_kimg=1.0, num_fp16_res=0, conv_clamp=None,
 )  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def tiny_crops(plate_factory, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny") / "crops"
-    p = IngestParams(
-        layout="manifest", channels=["DNA", "NFkB"], crop_size=32, min_images_per_condition=2
-    )
-    ingest(plate_factory("nfkb"), out, p)
-    return out

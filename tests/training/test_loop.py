@@ -146,7 +146,7 @@ def _cli(*args, cwd):
 def _tiny_params(tmp_path: Path) -> Path:
     profile = TINY.model_dump()
     params = {"train": {"profile": "tiny", "kimg": 0.384, "seed": 5, "tick_kimg": 0.032, "snapshot_ticks": 1,
-                        "sample_seeds": 2, "threads": 1, "profiles": {"tiny": profile}}}  # fmt: skip
+                        "sample_seeds": 2, "threads": 1, "metrics": [], "profiles": {"tiny": profile}}}  # fmt: skip
     path = tmp_path / "params.yaml"
     path.write_text(json.dumps(params))  # JSON is YAML
     return path

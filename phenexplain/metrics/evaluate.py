@@ -1,0 +1,71 @@
+"""FID/KID of a generator against a crop set, with cached reference statistics.
+
+Real features are cached in the crop set's cache folder per extractor id and resolution;
+generated images are drawn with the crop set's condition frequencies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from phenexplain.metrics.distances import feature_stats, frechet_distance, kernel_distance
+from phenexplain.metrics.extractors import CNNExtractor
+from phenexplain.nets import Generator
+from phenexplain.training.data import TrainingData
+
+
+def cnn_extractor(data: TrainingData, seed: int = 0) -> CNNExtractor:
+    """The crop set's CNN extractor at the training resolution (trained once, then cached)."""
+    images = np.stack([data.image(i) for i in range(len(data.crops))])
+    cache = data.crops.cache_dir / f"extractor-cnn-r{data.resolution}-s{seed}.safetensors"
+    return CNNExtractor.for_data(images, data.labels.numpy(), data.num_conditions, cache, seed=seed)
+
+
+def real_features(data: TrainingData, extractor: CNNExtractor) -> np.ndarray:
+    cache = data.crops.cache_dir / f"features-{extractor.id}-r{data.resolution}.npy"
+    if cache.is_file():
+        return np.load(cache, allow_pickle=False)
+    images = (
+        torch.from_numpy(np.stack([data.image(i) for i in range(len(data.crops))])).float() / 127.5
+        - 1
+    )
+    features = extractor(images)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, features)
+    return features
+
+
+def generated_features(
+    G: Generator,
+    data: TrainingData,
+    extractor: CNNExtractor,
+    n: int,
+    seed: int = 0,
+    batch: int = 64,
+) -> np.ndarray:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            z = torch.randn([m, G.z_dim], generator=g).to(device)
+            c = data.sample_conditions(m, g).to(device)
+            out.append(extractor(G(z, c, noise_mode="const", force_fp32=True).cpu()))
+    return np.concatenate(out)
+
+
+def fid_kid(
+    G: Generator, data: TrainingData, extractor: CNNExtractor, n: int = 1000, seed: int = 0
+) -> dict:
+    """{"fid_<name>", "kid_<name>", "extractor"} for `n` generated images against all real crops."""
+    real = real_features(data, extractor)
+    fake = generated_features(G, data, extractor, n, seed=seed)
+    mu_r, sigma_r = feature_stats(real)
+    mu_f, sigma_f = feature_stats(fake)
+    return {
+        f"fid_{extractor.name}": frechet_distance(mu_r, sigma_r, mu_f, sigma_f),
+        f"kid_{extractor.name}": kernel_distance(real, fake, num_subsets=100, subset_size=1000),
+        "extractor": extractor.id,
+    }
