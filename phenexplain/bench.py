@@ -14,6 +14,11 @@ from phenexplain.config import IngestParams, SynthParams
 from phenexplain.data.synthetic import generate_plates, get_assay
 
 
+def figure(name: str, value: float, unit: str, config: dict) -> dict:
+    """One benchmark figure, as `make bench` appends it to bench/results.jsonl."""
+    return {"name": name, "value": value, "unit": unit, "config": config}
+
+
 def _machine() -> dict:
     return {
         "cpus": os.cpu_count(),
@@ -43,19 +48,17 @@ def bench_synth(
             start = time.perf_counter()
             summary = generate_plates(spec, Path(tmp) / "plate")
             elapsed = time.perf_counter() - start
-        yield {
-            "name": "synth_fields_per_s",
-            "value": round(summary["fields"] / elapsed, 3),
-            "unit": "fields/s",
-            "config": {
-                "assay": "dose",
-                "field": "1024x1280x3 uint16",
-                "fields": summary["fields"],
-                "workers": n,
-                "seconds": round(elapsed, 2),
-                **_machine(),
-            },
+        config = {
+            "assay": "dose",
+            "field": "1024x1280x3 uint16",
+            "fields": summary["fields"],
+            "workers": n,
+            "seconds": round(elapsed, 2),
+            **_machine(),
         }
+        yield figure(
+            "synth_fields_per_s", round(summary["fields"] / elapsed, 3), "fields/s", config
+        )
 
 
 def bench_ingest(
@@ -92,20 +95,16 @@ def bench_ingest(
             start = time.perf_counter()
             summary = ingest(plate, Path(tmp) / f"crops-{n}", params)
             elapsed = time.perf_counter() - start
-            yield {
-                "name": "ingest_fields_per_s",
-                "value": round(n_fields / elapsed, 3),
-                "unit": "fields/s",
-                "config": {
-                    "field": "1024x1280x3 uint16",
-                    "fields": n_fields,
-                    "crops": summary["crops"],
-                    "crop_size": params.crop_size,
-                    "workers": n,
-                    "seconds": round(elapsed, 2),
-                    **_machine(),
-                },
+            config = {
+                "field": "1024x1280x3 uint16",
+                "fields": n_fields,
+                "crops": summary["crops"],
+                "crop_size": params.crop_size,
+                "workers": n,
+                "seconds": round(elapsed, 2),
+                **_machine(),
             }
+            yield figure("ingest_fields_per_s", round(n_fields / elapsed, 3), "fields/s", config)
 
 
 def _random_cropset(
@@ -184,18 +183,8 @@ def bench_train(
         for _ in range(steps):
             trainer.step()
         elapsed = time.perf_counter() - start
-    yield {
-        "name": "train_img_per_s",
-        "value": round(steps * batch / elapsed, 3),
-        "unit": "img/s",
-        "config": config,
-    }
-    yield {
-        "name": "train_peak_rss",
-        "value": round(_peak_memory_mb(), 1),
-        "unit": "MiB",
-        "config": config,
-    }
+    yield figure("train_img_per_s", round(steps * batch / elapsed, 3), "img/s", config)
+    yield figure("train_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)
 
 
 def bench_generate(
@@ -241,21 +230,6 @@ def bench_generate(
         for chunk in range(0, map_n, 10_000):
             G.mapping(zs[chunk : chunk + 10_000], cs[chunk : chunk + 10_000])
         mapping = time.perf_counter() - start
-    yield {
-        "name": "generate_img_per_s",
-        "value": round(batches * batch / infer, 3),
-        "unit": "img/s",
-        "config": config,
-    }
-    yield {
-        "name": "mapping_seconds",
-        "value": round(mapping, 3),
-        "unit": "s",
-        "config": {**config, "map_n": map_n},
-    }
-    yield {
-        "name": "generate_peak_rss",
-        "value": round(_peak_memory_mb(), 1),
-        "unit": "MiB",
-        "config": config,
-    }
+    yield figure("generate_img_per_s", round(batches * batch / infer, 3), "img/s", config)
+    yield figure("mapping_seconds", round(mapping, 3), "s", {**config, "map_n": map_n})
+    yield figure("generate_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)

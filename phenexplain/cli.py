@@ -240,17 +240,23 @@ def convert_nvlabs(
     conditions: Annotated[
         str | None, typer.Option(help="Comma-separated condition names in class-index order.")
     ] = None,
+    class_index: Annotated[
+        Path | None, typer.Option(help="phenexplain-style dataset.json naming the conditions.")
+    ] = None,
     channels: Annotated[str | None, typer.Option(help="Comma-separated channel names.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Convert a stylegan2-ada-pytorch snapshot into a phenexplain checkpoint, without running any
     code from the pickle (a restricted unpickler reads tensors and constructor arguments only)."""
-    from phenexplain.nets.convert import convert_snapshot
+    from phenexplain.nets.convert import conditions_from_dataset_json, convert_snapshot
 
+    names = conditions.split(",") if conditions else None
+    if class_index is not None:
+        names = conditions_from_dataset_json(class_index)
     config = convert_snapshot(
         snapshot,
         out,
-        conditions=conditions.split(",") if conditions else None,
+        conditions=names,
         channels=channels.split(",") if channels else None,
         overwrite=overwrite,
     )

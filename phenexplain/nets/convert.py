@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -40,6 +41,30 @@ def discriminator_kwargs(obj: PersistentObject) -> dict:
     if kw["epilogue_kwargs"].pop("architecture", "resnet") != "resnet":
         raise PhenexplainError("only the 'resnet' discriminator epilogue is supported")
     return kw
+
+
+def conditions_from_dataset_json(path: str | Path) -> list[str]:
+    """Condition names in class-index order from a phenexplain-style ``dataset.json``.
+
+    Its ``labels`` are ``[[file, class_index], ...]`` with files under ``<condition>/``, as the
+    phenexplain tooling packs a folder-per-condition dataset; each index must map to one folder.
+    """
+    try:
+        labels = json.loads(Path(path).read_text())["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PhenexplainError(f"{path}: not a dataset.json with labels ({exc})") from None
+    names: dict[int, set[str]] = {}
+    for file, index in labels:
+        parts = PurePosixPath(file).parts
+        if len(parts) < 2:
+            raise PhenexplainError(f"{path}: {file!r} is not inside a condition folder")
+        names.setdefault(int(index), set()).add(parts[-2])
+    if sorted(names) != list(range(len(names))):
+        raise PhenexplainError(f"{path}: class indices are not 0..{len(names) - 1}")
+    ambiguous = {i: sorted(n) for i, n in names.items() if len(n) != 1}
+    if ambiguous:
+        raise PhenexplainError(f"{path}: class indices with several folders: {ambiguous}")
+    return [next(iter(names[i])) for i in range(len(names))]
 
 
 def _build(cls, kwargs: dict, obj: PersistentObject, name: str) -> torch.nn.Module:
@@ -91,7 +116,7 @@ def convert_snapshot(
     if "G_ema" not in modules:
         raise PhenexplainError(f"{snapshot} has no G_ema, the generator phenexplain uses")
     g = kwargs["G_ema"]
-    conditions = conditions or [f"class_{i}" for i in range(g["c_dim"])]
+    conditions = conditions or [str(i) for i in range(g["c_dim"])]
     channels = channels or [f"ch{i}" for i in range(g["img_channels"])]
     if len(conditions) != g["c_dim"]:
         raise PhenexplainError(

@@ -118,3 +118,24 @@ def test_wrong_names_and_garbage_are_clear_errors(tmp_path):
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle at all")
     with pytest.raises(PhenexplainError, match="not a readable stylegan2-ada snapshot"):
         read_snapshot(tmp_path / "junk.pkl")
+
+
+def test_condition_names_from_a_phenexplain_dataset_json(tmp_path):
+    import json
+
+    from phenexplain.nets.convert import conditions_from_dataset_json
+
+    path = tmp_path / "dataset.json"
+    labels = [
+        ["DMSO/img0.png", 0],
+        ["taxol/img1.png", 2],
+        ["noco/img2.png", 1],
+        ["DMSO/img3.png", 0],
+    ]
+    path.write_text(json.dumps({"labels": labels}))
+    assert conditions_from_dataset_json(path) == ["DMSO", "noco", "taxol"]
+    path.write_text(json.dumps({"labels": [["DMSO/a.png", 0], ["taxol/b.png", 0]]}))
+    with pytest.raises(PhenexplainError, match="several folders"):
+        conditions_from_dataset_json(path)
+    _write_snapshot(tmp_path / "s.pkl", tmp_path / "m")
+    assert convert_snapshot(tmp_path / "s.pkl", tmp_path / "ck")["conditions"] == ["0", "1", "2"]
