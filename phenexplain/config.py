@@ -138,8 +138,9 @@ class TrainParams(Section):
     snapshot_ticks: int = Field(4, gt=0)
     sample_seeds: int = Field(6, gt=0, description="images per condition in sample grids")
     threads: int | None = Field(None, gt=0, description="torch CPU threads; None = all cores")
-    metrics: list[Literal["cnn"]] = Field(
-        default_factory=lambda: ["cnn"], description="FID/KID extractors evaluated at each snapshot"
+    metrics: list[Literal["rand"]] = Field(
+        default_factory=lambda: ["rand"],
+        description="FID/KID extractors evaluated at each snapshot",
     )
     metric_images: int = Field(1000, gt=1, description="generated images per FID/KID evaluation")
     profiles: dict[str, TrainProfile] = Field(default_factory=dict)

@@ -10,19 +10,12 @@ import numpy as np
 import torch
 
 from phenexplain.metrics.distances import feature_stats, frechet_distance, kernel_distance
-from phenexplain.metrics.extractors import CNNExtractor
+from phenexplain.metrics.extractors import RandomCNNExtractor
 from phenexplain.nets import Generator
 from phenexplain.training.data import TrainingData
 
 
-def cnn_extractor(data: TrainingData, seed: int = 0) -> CNNExtractor:
-    """The crop set's CNN extractor at the training resolution (trained once, then cached)."""
-    images = np.stack([data.image(i) for i in range(len(data.crops))])
-    cache = data.crops.cache_dir / f"extractor-cnn-r{data.resolution}-s{seed}.safetensors"
-    return CNNExtractor.for_data(images, data.labels.numpy(), data.num_conditions, cache, seed=seed)
-
-
-def real_features(data: TrainingData, extractor: CNNExtractor) -> np.ndarray:
+def real_features(data: TrainingData, extractor: RandomCNNExtractor) -> np.ndarray:
     cache = data.crops.cache_dir / f"features-{extractor.id}-r{data.resolution}.npy"
     if cache.is_file():
         return np.load(cache, allow_pickle=False)
@@ -39,7 +32,7 @@ def real_features(data: TrainingData, extractor: CNNExtractor) -> np.ndarray:
 def generated_features(
     G: Generator,
     data: TrainingData,
-    extractor: CNNExtractor,
+    extractor: RandomCNNExtractor,
     n: int,
     seed: int = 0,
     batch: int = 64,
@@ -52,12 +45,14 @@ def generated_features(
             m = min(batch, n - start)
             z = torch.randn([m, G.z_dim], generator=g).to(device)
             c = data.sample_conditions(m, g).to(device)
-            out.append(extractor(G(z, c, noise_mode="const", force_fp32=True).cpu()))
+            img = G(z, c, noise_mode="const", force_fp32=True).cpu()
+            img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # as real crops are stored
+            out.append(extractor(img.float() / 127.5 - 1))
     return np.concatenate(out)
 
 
 def fid_kid(
-    G: Generator, data: TrainingData, extractor: CNNExtractor, n: int = 1000, seed: int = 0
+    G: Generator, data: TrainingData, extractor: RandomCNNExtractor, n: int = 1000, seed: int = 0
 ) -> dict:
     """{"fid_<name>", "kid_<name>", "extractor"} for `n` generated images against all real crops."""
     real = real_features(data, extractor)

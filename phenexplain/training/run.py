@@ -94,10 +94,11 @@ def run_training(
             json.dumps(options, indent=2, sort_keys=True) + "\n"
         )
     evaluate = None
-    if "cnn" in params.metrics and trainer.rank == 0:
-        from phenexplain.metrics.evaluate import cnn_extractor, fid_kid
+    if "rand" in params.metrics and trainer.rank == 0:
+        from phenexplain.metrics.evaluate import fid_kid
+        from phenexplain.metrics.extractors import RandomCNNExtractor
 
-        extractor = cnn_extractor(data, seed=params.seed)
+        extractor = RandomCNNExtractor(data.num_channels)
         evaluate = lambda tr: fid_kid(tr.G_ema, data, extractor, n=params.metric_images)  # noqa: E731
     return train(
         trainer,

@@ -1,10 +1,13 @@
 """The `cpu-small` profile learns the planted nfkb phenotype on this machine (slow: ~8 minutes).
 
 Run with `make test-all`. Real 32 px crops of the TNF condition have a higher nucleus/cytoplasm
-NFkB ratio than control crops; after training, generated TNF images must too.
+NFkB ratio than control crops; after training, generated TNF images must too, and the FID
+(random-CNN features) must have fallen over training.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -53,3 +56,7 @@ def test_cpu_small_learns_the_nfkb_translocation(tmp_path):
             )
         medians[name] = np.nanmedian([centre_ratio(im) for im in images])
     assert medians["TNF"] > 1.3 * medians["control"], medians
+    snapshots = [
+        json.loads(line) for line in (tmp_path / "run" / "snapshots.jsonl").read_text().splitlines()
+    ]
+    assert snapshots[-1]["fid_rand"] < 0.5 * snapshots[0]["fid_rand"], snapshots
