@@ -70,7 +70,10 @@ class SynthesisLayer(torch.nn.Module):
         noise = None
         if self.use_noise and noise_mode == "random":
             shape = [x.shape[0], 1, self.resolution, self.resolution]
-            noise = torch.randn(shape, device=x.device, generator=generator) * self.noise_strength
+            if generator is not None:  # an explicit (CPU) generator: draw there, then move
+                noise = torch.randn(shape, generator=generator).to(x.device) * self.noise_strength
+            else:
+                noise = torch.randn(shape, device=x.device) * self.noise_strength
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(

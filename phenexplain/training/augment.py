@@ -17,6 +17,39 @@ import torch
 import torch.nn.functional as F
 
 
+def _reflect(coord: torch.Tensor, size: int) -> torch.Tensor:
+    """Reflect pixel coordinates about -0.5 and size - 0.5, then clip to [0, size - 1]."""
+    span = float(size)
+    c = (coord + 0.5).abs()
+    flips = torch.floor(c / span)
+    extra = c - flips * span
+    c = torch.where(flips % 2 == 0, extra, span - extra) - 0.5
+    return c.clamp(0, size - 1)
+
+
+def grid_sample_reflect(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling with reflection padding (align_corners=False), as F.grid_sample does,
+    written with gathers so that it can be differentiated twice with respect to the images (R1
+    regularisation backpropagates through the augmentation; grid_sample's backward is not
+    differentiable). images [N, C, H, W], grid [N, Ho, Wo, 2] in [-1, 1]."""
+    n, c, h, w = images.shape
+    gx = _reflect(((grid[..., 0] + 1) * w - 1) / 2, w)
+    gy = _reflect(((grid[..., 1] + 1) * h - 1) / 2, h)
+    x0, y0 = gx.floor(), gy.floor()
+    wx, wy = (gx - x0)[:, None], (gy - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    flat = images.reshape(n, c, h * w)
+
+    def take(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        index = (yy * w + xx).reshape(n, 1, -1).expand(n, c, -1)
+        return flat.gather(2, index).reshape(n, c, *yy.shape[1:])
+
+    top = take(y0, x0) * (1 - wx) + take(y0, x1) * wx
+    bottom = take(y1, x0) * (1 - wx) + take(y1, x1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
 class AugmentPipe(torch.nn.Module):
     """images [N, C, H, W] -> augmented images, differentiable; `p` is a buffer (saved, synced)."""
 
@@ -133,9 +166,7 @@ class AugmentPipe(torch.nn.Module):
             grid = F.affine_grid(
                 theta.to(images.device, images.dtype), [n, c, h, w], align_corners=False
             )
-            images = F.grid_sample(
-                images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-            )
+            images = grid_sample_reflect(images, grid)
         shift = torch.randn(n, c, generator=g) * self.brightness_std
         shift = shift * self._mask("brightness", n, g)[:, None]
         gain = torch.exp2(
