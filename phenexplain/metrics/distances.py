@@ -7,10 +7,7 @@ KID = unbiased MMD^2 with the polynomial kernel k(x, y) = (x.y / D + 1)^3, avera
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import scipy.linalg
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,13 +21,19 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
 ) -> float:
-    """Frechet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2)."""
-    with warnings.catch_warnings():  # singular products (e.g. dead ReLU features) are expected
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    """Frechet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2).
+
+    Tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of the symmetric PSD
+    matrix S1^(1/2) S2 S1^(1/2); unlike a general matrix square root (which can return NaN) this
+    stays finite when the covariances are singular (fewer samples than features, dead features).
+    """
+    lam, vec = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (vec * np.sqrt(np.clip(lam, 0, None))) @ vec.T
+    middle = root1 @ ((sigma2 + sigma2.T) / 2) @ root1
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
     diff = mu1 - mu2
-    value = diff @ diff + np.trace(sigma1 + sigma2 - 2 * np.real(covmean))
-    return float(max(np.real(value), 0.0))
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean
+    return float(max(value, 0.0))
 
 
 def kernel_distance(
