@@ -434,60 +434,36 @@ def bench_ingest(
         typer.echo(json.dumps(line))
 
 
-@bench_app.command("train")
-def bench_train(
+def bench_network(
+    ctx: typer.Context,
     resolution: Annotated[int, typer.Option(help="Image size, px.")] = 32,
     channel_base: Annotated[int, typer.Option(help="Channel base.")] = 4096,
     channel_max: Annotated[int, typer.Option(help="Channel max.")] = 128,
-    batch: Annotated[int, typer.Option(help="Minibatch.")] = 16,
-    map_layers: Annotated[int, typer.Option(help="Mapping depth.")] = 2,
-    conditions: Annotated[int, typer.Option(help="Number of conditions.")] = 4,
-    channels: Annotated[int, typer.Option(help="Image channels.")] = 3,
-    steps: Annotated[int, typer.Option(help="Timed minibatches (a multiple of 16).")] = 32,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
-) -> None:
-    """Training speed (img/s) and peak memory, same config as the reference anchor benchmark."""
-    from phenexplain.bench import bench_train as run
-
-    for line in run(
-        resolution,
-        channel_base,
-        channel_max,
-        batch,
-        map_layers,
-        conditions,
-        channels,
-        steps=steps,
-        threads=threads,
-    ):
-        typer.echo(json.dumps(line))
-
-
-@bench_app.command("generate")
-def bench_generate(
-    resolution: Annotated[int, typer.Option(help="Image size, px.")] = 32,
-    channel_base: Annotated[int, typer.Option(help="Channel base.")] = 4096,
-    channel_max: Annotated[int, typer.Option(help="Channel max.")] = 128,
-    batch: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    batch: Annotated[int | None, typer.Option(help="Minibatch (train 16, generate 64).")] = None,
     map_layers: Annotated[int, typer.Option(help="Mapping depth.")] = 2,
     conditions: Annotated[int, typer.Option(help="Number of conditions.")] = 4,
     channels: Annotated[int, typer.Option(help="Image channels.")] = 3,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
 ) -> None:
-    """Generator inference speed (img/s), mapping time for 100,000 z, peak memory."""
-    from phenexplain.bench import bench_generate as run
+    """Network speed for one config (the reference anchor's defaults), JSON lines."""
+    from phenexplain import bench
 
-    for line in run(
-        resolution,
-        channel_base,
-        channel_max,
-        batch,
-        map_layers,
-        conditions,
-        channels,
-        threads=threads,
-    ):
+    net = (resolution, channel_base, channel_max)
+    rest = dict(map_layers=map_layers, conditions=conditions, channels=channels, threads=threads)
+    if ctx.info_name == "train":
+        lines = bench.bench_train(*net, batch=batch or 16, **rest)
+    else:
+        lines = bench.bench_generate(*net, batch=batch or 64, **rest)
+    for line in lines:
         typer.echo(json.dumps(line))
+
+
+bench_app.command(
+    "train", help="Training speed (img/s, reference schedule, fp32) and peak memory."
+)(bench_network)
+bench_app.command("generate", help="Inference img/s, time to map 100,000 z, peak memory.")(
+    bench_network
+)
 
 
 def main() -> None:
