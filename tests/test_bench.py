@@ -29,5 +29,9 @@ def test_network_benchmarks_report_speed_and_memory():
     assert [x["name"] for x in train] == ["train_img_per_s", "train_peak_rss"]
     assert train[0]["value"] > 0 and train[0]["config"]["resolution"] == 8
     gen = list(bench_generate(8, 64, 16, batch=8, z_dim=16, batches=2, map_n=2000, threads=1))
-    assert [x["name"] for x in gen] == ["generate_img_per_s", "mapping_seconds", "generate_peak_rss"]
+    assert [x["name"] for x in gen] == [
+        "generate_img_per_s",
+        "mapping_seconds",
+        "generate_peak_rss",
+    ]
     assert all(x["value"] > 0 for x in gen)
