@@ -34,4 +34,6 @@ def test_network_benchmarks_report_speed_and_memory():
         "mapping_seconds",
         "generate_peak_rss",
     ]
-    assert all(x["value"] > 0 for x in gen)
+    assert (
+        gen[0]["value"] > 0 and gen[1]["value"] >= 0 and gen[2]["value"] > 0
+    )  # mapping may round to 0
