@@ -127,6 +127,10 @@ class Trainer:
             torch.manual_seed(seed)
             self.G = Generator(**self.kwargs["G"]).train().requires_grad_(False).to(self.device)
             self.D = Discriminator(**self.kwargs["D"]).train().requires_grad_(False).to(self.device)
+        self.channels_last = self.device.type == "cpu"  # oneDNN convolutions: ~1.2x on CPU
+        if self.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         self.G_ema = copy.deepcopy(self.G).eval()
         self.augment_pipe = AugmentPipe().to(self.device) if profile.augment else None
         self.data_gen = torch.Generator().manual_seed(seed)
@@ -171,6 +175,8 @@ class Trainer:
         indices = torch.randint(len(self.data), (prof.batch,), generator=self.data_gen)
         local = indices[self.rank * self.batch_local : (self.rank + 1) * self.batch_local]
         real_img, real_c = (t.to(self.device) for t in self.data.batch(local))
+        if self.channels_last:
+            real_img = real_img.contiguous(memory_format=torch.channels_last)
         stats: dict[str, float] = {}
         for name, module, opt, interval in self.phases:
             if prog.batch_idx % interval:
