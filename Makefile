@@ -33,7 +33,7 @@ demo: $(VENV)/.installed-run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/phenexplain summarize data
 	@echo "Crop set: cropsets/default (QC table, quarantine list, Data Docs in cropsets/default/report/data_docs/index.html)"
-	@echo "Demo scope today: synthetic plates -> QC + crop set -> measured summary. Training, traversals and reports are not built yet."
+	@echo "Demo scope today: synthetic plates -> QC + crop set -> measured summary. Training runs with phenexplain train (see README); traversals and reports are not built yet."
 
 # Record regenerated data/ in the DVC cache and check it against the pin in data.dvc.
 data-pin: $(VENV)/.installed-run
