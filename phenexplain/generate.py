@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.nets.ops import to_uint8
 from phenexplain.training.checkpoint import load_network, read_config
 
 
@@ -35,11 +36,6 @@ def parse_seeds(text: str) -> list[int]:
 def latent(seed: int, z_dim: int) -> torch.Tensor:
     """The reference's z for `seed`: RandomState(seed).randn(z_dim), as float32 [1, z_dim]."""
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> uint8 [N, C, H, W], as the reference converts."""
-    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def generate_images(
@@ -72,7 +68,7 @@ def generate_images(
                 noise_mode=noise_mode,
                 force_fp32=True,
             )
-            pixels = to_uint8(img)[0]
+            pixels = to_uint8(img)[0].numpy()
             stem = out / f"{condition}_seed{seed:04d}"
             if pixels.shape[0] in (1, 3):
                 path = stem.with_suffix(".png")

@@ -12,6 +12,7 @@ import torch
 from phenexplain.metrics.distances import feature_stats, frechet_distance, kernel_distance
 from phenexplain.metrics.extractors import RandomCNNExtractor
 from phenexplain.nets import Generator
+from phenexplain.nets.ops import from_uint8, to_uint8
 from phenexplain.training.data import TrainingData
 
 
@@ -19,10 +20,7 @@ def real_features(data: TrainingData, extractor: RandomCNNExtractor) -> np.ndarr
     cache = data.crops.cache_dir / f"features-{extractor.id}-r{data.resolution}.npy"
     if cache.is_file():
         return np.load(cache, allow_pickle=False)
-    images = (
-        torch.from_numpy(np.stack([data.image(i) for i in range(len(data.crops))])).float() / 127.5
-        - 1
-    )
+    images = from_uint8(np.stack([data.image(i) for i in range(len(data.crops))]))
     features = extractor(images)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, features)
@@ -45,9 +43,8 @@ def generated_features(
             m = min(batch, n - start)
             z = torch.randn([m, G.z_dim], generator=g).to(device)
             c = data.sample_conditions(m, g).to(device)
-            img = G(z, c, noise_mode="const", force_fp32=True).cpu()
-            img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # as real crops are stored
-            out.append(extractor(img.float() / 127.5 - 1))
+            img = to_uint8(G(z, c, noise_mode="const", force_fp32=True))  # as reals are stored
+            out.append(extractor(from_uint8(img)))
     return np.concatenate(out)
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from phenexplain.nets.ops import from_uint8
+
 
 class ConditionCNN(torch.nn.Module):
     """4 conv layers (stride-2 after each pair), global average pooling, a 128-d feature layer."""
@@ -60,7 +62,7 @@ def train_condition_cnn(
         torch.manual_seed(seed)
         model = ConditionCNN(images.shape[1], conditions)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    x = torch.from_numpy(np.ascontiguousarray(images)).float() / 127.5 - 1
+    x = from_uint8(images)
     y = torch.from_numpy(np.asarray(labels)).long()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=g)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,13 +67,6 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     fw = f.shape[-1]
     p = [(fw + up - 1) // 2, (fw - up) // 2]
     return upfirdn2d(x, f, up=up, padding=[p[0], p[1], p[0], p[1]], gain=up * up)
-
-
-def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
-    """FIR downsampling that keeps the image centred; output [N, C, H/down, W/down]."""
-    fw = f.shape[-1]
-    p = [(fw - down + 1) // 2, (fw - down) // 2]
-    return upfirdn2d(x, f, down=down, padding=[p[0], p[1], p[0], p[1]])
 
 
 def bias_act(
@@ -218,3 +212,13 @@ def modulated_conv2d(
     )
     x = x.reshape(n, -1, *x.shape[2:])
     return x + noise if noise is not None else x
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8 on the CPU, as the reference converts: x * 127.5 + 128."""
+    return (images.to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+
+
+def from_uint8(images) -> torch.Tensor:
+    """uint8 images (array or tensor) -> float32 in [-1, 1], the networks' convention."""
+    return torch.as_tensor(np.ascontiguousarray(images)).to(torch.float32) / 127.5 - 1

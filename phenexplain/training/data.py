@@ -12,6 +12,7 @@ import torch
 
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import PhenexplainError
+from phenexplain.nets.ops import from_uint8
 
 
 class TrainingData:
@@ -58,8 +59,7 @@ class TrainingData:
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images float [B, C, R, R] in [-1, 1] and one-hot conditions [B, c_dim]."""
         images = np.stack([self.image(int(i)) for i in indices])
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32) / 127.5 - 1
-        return x, self.one_hot(self.labels[indices % len(self.crops)])
+        return from_uint8(images), self.one_hot(self.labels[indices % len(self.crops)])
 
     def sample_conditions(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """One-hot conditions [n, c_dim] drawn with the crop set's condition frequencies."""

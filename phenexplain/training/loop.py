@@ -31,6 +31,7 @@ from phenexplain.config import TrainProfile
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import atomic_write_bytes
 from phenexplain.nets import Discriminator, Generator
+from phenexplain.nets.ops import to_uint8
 from phenexplain.training.augment import AugmentPipe
 from phenexplain.training.checkpoint import load_tensors, read_config, save_checkpoint
 from phenexplain.training.data import TrainingData
@@ -342,7 +343,7 @@ class Trainer:
 
 def to_rgb(images: torch.Tensor) -> np.ndarray:
     """[C, H, W] in [-1, 1] -> uint8 [H, W, 3]: 1 channel grey, 2 as (0, ch1, ch0), else first 3."""
-    x = ((images.to(torch.float32) * 127.5 + 128).clamp(0, 255)).to(torch.uint8)
+    x = to_uint8(images)
     c = x.shape[0]
     if c == 1:
         rgb = x.repeat(3, 1, 1)

@@ -17,6 +17,7 @@ from phenexplain.config import IngestParams, load_params
 from phenexplain.data.ingest import ingest
 from phenexplain.data.nuclei import segment_nuclei
 from phenexplain.measure.assays import nc_ratio
+from phenexplain.nets.ops import to_uint8
 from phenexplain.training.checkpoint import load_network, read_config
 from phenexplain.training.loop import latest_checkpoint
 from phenexplain.training.run import run_training
@@ -48,12 +49,7 @@ def test_cpu_small_learns_the_nfkb_translocation(tmp_path):
     for k, name in enumerate(conditions):
         c = torch.nn.functional.one_hot(torch.full((200,), k), len(conditions)).float()
         with torch.no_grad():
-            images = (
-                (G(z, c, noise_mode="const", force_fp32=True) * 127.5 + 128)
-                .clamp(0, 255)
-                .byte()
-                .numpy()
-            )
+            images = to_uint8(G(z, c, noise_mode="const", force_fp32=True)).numpy()
         medians[name] = np.nanmedian([centre_ratio(im) for im in images])
     assert medians["TNF"] > 1.3 * medians["control"], medians
     snapshots = [

@@ -138,7 +138,7 @@ def test_run_folder_callback_writes_stats_and_samples(tiny_crops, tmp_path):
     assert Image.open(samples[-1]).size == (3 * 16, 2 * 16)  # 3 seeds x 2 conditions
 
 
-def _cli(*args, cwd):
+def _cli(*args):
     exe = Path(sys.executable).with_name("phenexplain")
     return [str(exe), *args]
 
@@ -156,15 +156,13 @@ def test_kill_9_and_resume_ends_with_the_same_weights(tiny_crops, tmp_path):
     params = _tiny_params(tmp_path)
     base = ["--params", str(params), "train", str(tiny_crops)]
     full = subprocess.run(
-        _cli(*base, "--run-dir", str(tmp_path / "full"), cwd=tmp_path),
+        _cli(*base, "--run-dir", str(tmp_path / "full")),
         capture_output=True,
         text=True,
     )
     assert full.returncode == 0, full.stderr
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        _cli(*base, "--run-dir", str(run), cwd=tmp_path), stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen(_cli(*base, "--run-dir", str(run)), stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while latest_checkpoint(run) is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.005)
@@ -173,14 +171,12 @@ def test_kill_9_and_resume_ends_with_the_same_weights(tiny_crops, tmp_path):
     killed_at = latest_checkpoint(run)
     assert killed_at is not None and "0.384" not in killed_at.name  # it was interrupted mid-run
     resumed = subprocess.run(
-        _cli(*base, "--run-dir", str(run), "--resume", cwd=tmp_path), capture_output=True, text=True
+        _cli(*base, "--run-dir", str(run), "--resume"), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
     a, b = _weights(latest_checkpoint(tmp_path / "full"), ""), _weights(latest_checkpoint(run), "")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    again = subprocess.run(
-        _cli(*base, "--run-dir", str(run), cwd=tmp_path), capture_output=True, text=True
-    )
+    again = subprocess.run(_cli(*base, "--run-dir", str(run)), capture_output=True, text=True)
     assert again.returncode == 1 and "pass --resume" in again.stderr
 
 
