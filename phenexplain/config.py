@@ -138,9 +138,14 @@ class TrainParams(Section):
     snapshot_ticks: int = Field(4, gt=0)
     sample_seeds: int = Field(6, gt=0, description="images per condition in sample grids")
     threads: int | None = Field(None, gt=0, description="torch CPU threads; None = all cores")
-    metrics: list[Literal["rand"]] = Field(
+    metrics: list[Literal["rand", "inception"]] = Field(
         default_factory=lambda: ["rand"],
-        description="FID/KID extractors evaluated at each snapshot",
+        description="FID/KID extractors evaluated at each snapshot (fid_rand, fid_inception, ...)",
+    )
+    inception_weights: str | None = Field(
+        None,
+        description="Inception weights file or folder for the 'inception' metric (never "
+        "downloaded, hash-checked); None: $PHENEXPLAIN_INCEPTION, then the torch hub cache",
     )
     metric_images: int = Field(1000, gt=1, description="generated images per FID/KID evaluation")
     profiles: dict[str, TrainProfile] = Field(default_factory=dict)

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 
 from phenexplain.metrics.distances import feature_stats, frechet_distance, kernel_distance
-from phenexplain.metrics.extractors import RandomCNNExtractor
+from phenexplain.metrics.extractors import FeatureExtractor
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import from_uint8, to_uint8
 from phenexplain.training.data import TrainingData
 
 
-def real_features(data: TrainingData, extractor: RandomCNNExtractor) -> np.ndarray:
+def real_features(data: TrainingData, extractor: FeatureExtractor) -> np.ndarray:
     cache = data.crops.cache_dir / f"features-{extractor.id}-r{data.resolution}.npy"
     if cache.is_file():
         return np.load(cache, allow_pickle=False)
@@ -30,7 +30,7 @@ def real_features(data: TrainingData, extractor: RandomCNNExtractor) -> np.ndarr
 def generated_features(
     G: Generator,
     data: TrainingData,
-    extractor: RandomCNNExtractor,
+    extractor: FeatureExtractor,
     n: int,
     seed: int = 0,
     batch: int = 64,
@@ -49,9 +49,10 @@ def generated_features(
 
 
 def fid_kid(
-    G: Generator, data: TrainingData, extractor: RandomCNNExtractor, n: int = 1000, seed: int = 0
+    G: Generator, data: TrainingData, extractor: FeatureExtractor, n: int = 1000, seed: int = 0
 ) -> dict:
-    """{"fid_<name>", "kid_<name>", "extractor"} for `n` generated images against all real crops."""
+    """{"fid_<name>", "kid_<name>", "extractor_<name>" (its id)} for `n` generated images against
+    all real crops."""
     real = real_features(data, extractor)
     fake = generated_features(G, data, extractor, n, seed=seed)
     mu_r, sigma_r = feature_stats(real)
@@ -59,5 +60,5 @@ def fid_kid(
     return {
         f"fid_{extractor.name}": frechet_distance(mu_r, sigma_r, mu_f, sigma_f),
         f"kid_{extractor.name}": kernel_distance(real, fake, num_subsets=100, subset_size=1000),
-        "extractor": extractor.id,
+        f"extractor_{extractor.name}": extractor.id,
     }

@@ -1,22 +1,39 @@
 """Feature extractors for FID/KID, and the small condition CNN.
 
-`rand` (offline: no download, no training): `RandomCNNExtractor`. `ConditionCNN` (four
-convolutional layers, as in the paper's discriminability test) and `train_condition_cnn` tell
-conditions apart on real crops.
+`make_extractor` builds one by name:
 
-The standard Inception extractor is not available yet: it needs the weights file with a
-verified hash (see the closing notes of the training issue).
+* ``rand`` (offline: no download, no training): `RandomCNNExtractor`;
+* ``inception``: the standard FID Inception-v3 (`phenexplain.metrics.inception`), loaded only
+  from a local weights file whose SHA-256 is pinned; nothing is downloaded.
+
+Values of different extractors are never compared: metric names carry the extractor's name
+(``fid_rand``, ``fid_inception``). `ConditionCNN` (four convolutional layers, as in the paper's
+discriminability test) and `train_condition_cnn` tell conditions apart on real crops.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from phenexplain.errors import PhenexplainError
 from phenexplain.nets.ops import from_uint8
+
+
+class FeatureExtractor(Protocol):
+    """What `fid_kid` needs: a `name` (in metric names), an `id` (for caches) and a call."""
+
+    name: str
+    id: str
+
+    def __call__(self, images: torch.Tensor, batch: int = ...) -> np.ndarray:
+        """Images float [N, C, H, W] in [-1, 1] -> float64 features [N, D]."""
+        ...
 
 
 class ConditionCNN(torch.nn.Module):
@@ -114,3 +131,26 @@ class RandomCNNExtractor:
                     feats += [x.mean(dim=[2, 3]), x.std(dim=[2, 3])]
                 out.append(torch.cat(feats, dim=1).double().numpy())
         return np.concatenate(out)
+
+
+EXTRACTORS = ("rand", "inception")
+
+
+def make_extractor(
+    name: str,
+    channels: int,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> FeatureExtractor:
+    """The extractor called `name` for images with `channels` channels.
+
+    `weights` (inception only): the weights file or a folder holding it; None searches the
+    usual places (see `phenexplain.metrics.inception`). `device` is where Inception runs.
+    """
+    if name == "rand":
+        return RandomCNNExtractor(channels)
+    if name == "inception":
+        from phenexplain.metrics.inception import InceptionExtractor
+
+        return InceptionExtractor(weights, device=device)
+    raise PhenexplainError(f"unknown feature extractor {name!r}; choose one of: {EXTRACTORS}")

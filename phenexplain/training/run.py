@@ -94,12 +94,23 @@ def run_training(
             json.dumps(options, indent=2, sort_keys=True) + "\n"
         )
     evaluate = None
-    if "rand" in params.metrics and trainer.rank == 0:
+    if params.metrics and trainer.rank == 0:
         from phenexplain.metrics.evaluate import fid_kid
-        from phenexplain.metrics.extractors import RandomCNNExtractor
+        from phenexplain.metrics.extractors import make_extractor
 
-        extractor = RandomCNNExtractor(data.num_channels)
-        evaluate = lambda tr: fid_kid(tr.G_ema, data, extractor, n=params.metric_images)  # noqa: E731
+        weights = params.inception_weights
+        extractors = [  # built now, so a missing weights file stops the run before training
+            make_extractor(name, data.num_channels, weights=weights, device=device)
+            for name in dict.fromkeys(params.metrics)
+        ]
+
+        def evaluate_all(tr: Trainer) -> dict:  # fid_<name>, kid_<name>, extractor_<name>
+            out: dict = {}
+            for ex in extractors:
+                out.update(fid_kid(tr.G_ema, data, ex, n=params.metric_images))
+            return out
+
+        evaluate = evaluate_all
     return train(
         trainer,
         run_dir,
