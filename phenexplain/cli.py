@@ -30,6 +30,8 @@ bench_app = typer.Typer(
     help="Benchmarks: each prints one JSON line per figure (name, value, unit, config)."
 )
 app.add_typer(bench_app, name="bench")
+latent_app = typer.Typer(help="Latent analysis in W: LDA maps and dose response (paper Fig. 4b-d).")
+app.add_typer(latent_app, name="latent")
 
 err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for logs and tests
 log = logging.getLogger("phenexplain")
@@ -345,6 +347,169 @@ def generate(
         checkpoint, out, condition, parse_seeds(seeds), truncation=truncation, noise_mode=noise_mode
     )
     err.print(f"wrote {len(paths)} images to {out}")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+Checkpoint = Annotated[Path, typer.Argument(help="Checkpoint folder (train or convert-nvlabs).")]
+
+
+@app.command()
+def traverse(
+    checkpoint: Checkpoint,
+    source: Annotated[str, typer.Option("--from", help="Source condition (column 0).")],
+    targets: Annotated[str, typer.Option("--to", help="Target condition(s): B or B,C,...")],
+    out: Annotated[
+        Path, typer.Option(help=".gif, .mp4, .png (APNG), .tif (stack), or a folder of PNGs.")
+    ],
+    method: Annotated[
+        int, typer.Option(help="1 label embedding (eq. 3), 2 centroid shift (eq. 5), 3 W (eq. 6).")
+    ] = 3,
+    seeds: Annotated[str, typer.Option(help="Seeds, one row each: '0-3' or '1,5,7'.")] = "0-3",
+    steps: Annotated[int, typer.Option(help="Steps: steps + 1 frames.")] = 16,
+    truncation: Annotated[float, typer.Option(help="Truncation psi (1 = none).")] = 1.0,
+    centroid_samples: Annotated[
+        int, typer.Option(help="K random z per centroid (method 2).")
+    ] = 100_000,
+    colours: Annotated[
+        str | None, typer.Option(help="Colour per channel, e.g. blue,green (default: DNA blue).")
+    ] = None,
+    view: Annotated[
+        str, typer.Option(help="composite, or channels (composite + each channel in grey).")
+    ] = "composite",
+    contrast: Annotated[
+        str, typer.Option(help="fixed (uint8 range) or auto (one stretch for the whole video).")
+    ] = "fixed",
+    fps: Annotated[float, typer.Option(help="Frames per second.")] = 8.0,
+    scale: Annotated[int | None, typer.Option(help="Enlarge each image this many times.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Latent traversal grid video: a row per seed, column 0 the source, a column per target."""
+    from phenexplain.explain.jobs import traversal_video
+    from phenexplain.generate import parse_seeds
+
+    with _progress("centroids") as update:
+        info = traversal_video(
+            checkpoint, out, source=source, targets=_names(targets), seeds=parse_seeds(seeds),
+            method=method, steps=steps, truncation_psi=truncation,
+            centroid_samples=centroid_samples, colours=colours, view=view, contrast=contrast,
+            fps=fps, scale=scale, device=device, progress=update,
+        )  # fmt: skip
+    err.print(f"wrote {info['frames']} frames of {info['size'][0]}x{info['size'][1]} px to {out}")
+
+
+@latent_app.command("lda")
+def latent_lda(
+    checkpoint: Checkpoint,
+    fit: Annotated[str, typer.Option(help="Conditions the LDA is fitted on: A,B,C.")],
+    out: Annotated[Path, typer.Option(help="Folder for lda.png and lda.csv.")],
+    project: Annotated[
+        str, typer.Option(help="Conditions projected onto the plane (e.g. each dose).")
+    ] = "",
+    n_fit: Annotated[int, typer.Option(help="Samples per fitted condition.")] = 3000,
+    n_project: Annotated[int, typer.Option(help="Samples per projected condition.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the z samples.")] = 0,
+) -> None:
+    """LDA of W of generated samples (paper Fig. 4b)."""
+    from phenexplain.explain.jobs import lda_job
+
+    info = lda_job(
+        checkpoint, out, fit=_names(fit), project_names=_names(project), n_fit=n_fit,
+        n_project=n_project, seed=seed,
+    )  # fmt: skip
+    err.print(f"wrote {info['png']} and {info['csv']} ({info['points']} points)")
+
+
+@latent_app.command("dose")
+def latent_dose(
+    checkpoint: Checkpoint,
+    control: Annotated[str, typer.Option(help="The control condition (e.g. DMSO).")],
+    out: Annotated[Path, typer.Option(help="Folder for the plots, CSVs and summary.")],
+    doses: Annotated[
+        str | None,
+        typer.Option(
+            help="Doses in increasing order (default: the others, by the number in their names)."
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option(help="Samples per dose.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the z samples.")] = 0,
+    projection_seeds: Annotated[
+        str, typer.Option(help="Seeds shown projected onto the traversal (Fig. 4c).")
+    ] = "0-2",
+    centroid_samples: Annotated[int, typer.Option(help="K random z per centroid.")] = 100_000,
+) -> None:
+    """Dose response: W distances to the control centroid (Fig. 4d) and projections (Fig. 4c)."""
+    from phenexplain.explain.jobs import dose_job
+    from phenexplain.generate import parse_seeds
+
+    with _progress("centroids") as update:
+        summary = dose_job(
+            checkpoint, out, control=control, doses=_names(doses) if doses else None, n=n,
+            seed=seed, projection_seeds=parse_seeds(projection_seeds),
+            centroid_samples=centroid_samples, progress=update,
+        )  # fmt: skip
+    medians = ", ".join(f"{k} {v:.3f}" for k, v in summary["median_distance"].items())
+    err.print(f"median W distance to {control}: {medians}")
+    err.print(
+        f"Spearman rho (median distance vs dose): {summary['spearman_rho_median_vs_dose']:.3f}"
+    )
+
+
+@app.command("project")
+def project_cmd(
+    checkpoint: Checkpoint,
+    source: Annotated[
+        Path, typer.Argument(help="A crop image (PNG/TIFF, uint8) or a crop set folder.")
+    ],
+    condition: Annotated[str, typer.Option(help="The crop's condition.")],
+    to: Annotated[str, typer.Option(help="Condition to translate it to (method 2).")],
+    out: Annotated[Path, typer.Option(help="Folder for the GIFs and projection.json.")],
+    crops: Annotated[
+        str, typer.Option(help="With a crop set: which of its --condition crops ('0-7').")
+    ] = "0-3",
+    steps: Annotated[int, typer.Option(help="Optimisation steps per crop.")] = 400,
+    frames: Annotated[int, typer.Option(help="Translation steps.")] = 16,
+    per_layer: Annotated[bool, typer.Option(help="Optimise one w per layer (W+).")] = True,
+    noise: Annotated[bool, typer.Option(help="Also optimise the noise maps.")] = False,
+    centroid_samples: Annotated[int, typer.Option(help="K random z per centroid.")] = 100_000,
+) -> None:
+    """Project real crops into W and translate them to another condition; reports PSNR/SSIM."""
+    import numpy as np
+
+    from phenexplain.explain.jobs import project_job, read_crop
+    from phenexplain.generate import parse_seeds
+
+    if source.is_dir():
+        from phenexplain.data.cropset import CropSet
+
+        cs = CropSet(source)
+        if condition not in cs.conditions:
+            raise PhenexplainError(
+                f"{source} has no crops of {condition!r}: {sorted(cs.conditions)}"
+            )
+        of_condition = np.flatnonzero(cs.labels == cs.conditions[condition])
+        wanted = parse_seeds(crops)
+        if max(wanted) >= len(of_condition):
+            raise PhenexplainError(
+                f"{source} has {len(of_condition)} crops of {condition!r}; --crops asks for "
+                f"number {max(wanted)}"
+            )
+        picked = [cs[int(of_condition[i])] for i in wanted]
+        images = np.stack([image for image, _ in picked])
+    else:
+        images = read_crop(source)[None]
+    with _progress("projecting") as update:
+        summary = project_job(
+            checkpoint, images, out, source=condition, target=to, steps=steps, frames=frames,
+            per_layer=per_layer, optimize_noise=noise, centroid_samples=centroid_samples,
+            progress=update,
+        )  # fmt: skip
+    err.print(
+        f"projected {len(summary['crops'])} crop(s): PSNR {summary['mean_psnr_db']:.2f} dB, "
+        f"SSIM {summary['mean_ssim']:.3f}; results in {out}"
+    )
 
 
 @app.command()

@@ -38,6 +38,15 @@ def latent(seed: int, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
 
 
+def one_hot(conditions: list[str], name: str) -> torch.Tensor:
+    """The condition vector c [1, len(conditions)] of `name`; unknown names raise with the list."""
+    if name not in conditions:
+        raise PhenexplainError(f"unknown condition {name!r}; the checkpoint has {conditions}")
+    c = torch.zeros([1, len(conditions)])
+    c[0, conditions.index(name)] = 1
+    return c
+
+
 def generate_images(
     checkpoint: str | Path,
     out: str | Path,
@@ -48,14 +57,8 @@ def generate_images(
     noise_mode: str = "const",
     device: str = "cpu",
 ) -> list[Path]:
-    config = read_config(checkpoint)
-    if condition not in config["conditions"]:
-        raise PhenexplainError(
-            f"unknown condition {condition!r}; the checkpoint has {config['conditions']}"
-        )
+    c = one_hot(read_config(checkpoint)["conditions"], condition).to(device)
     G = load_network(checkpoint, "G_ema", device)
-    c = torch.zeros([1, G.c_dim], device=device)
-    c[0, config["conditions"].index(condition)] = 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

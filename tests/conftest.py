@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from phenexplain.config import IngestParams, SynthParams
 from phenexplain.data.ingest import ingest
 from phenexplain.data.synthetic import generate_plates
+from phenexplain.nets import Generator
+from phenexplain.training.checkpoint import save_checkpoint
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -64,3 +67,29 @@ def tiny_crops(plate_factory, tmp_path_factory):
     )
     ingest(plate_factory("nfkb"), out, p)
     return out
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """Factory: a checkpoint folder holding a small random G_ema -> (path, G in eval mode)."""
+
+    def make(channels: int = 3, conditions=("ctrl", "drug"), resolution: int = 8, seed: int = 0):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            kw = dict(z_dim=8, c_dim=len(conditions), w_dim=8, img_resolution=resolution,
+                      img_channels=channels, mapping_kwargs={"num_layers": 2},
+                      synthesis_kwargs={"channel_base": 64, "channel_max": 8})  # fmt: skip
+            G = Generator(**kw).eval()
+        with torch.no_grad():  # a w_avg away from 0, so truncation has something to do
+            G.mapping.w_avg.copy_(torch.linspace(-0.5, 0.5, kw["w_dim"]))
+        path = tmp_path / f"ckpt-{channels}-{len(conditions)}-{resolution}-{seed}"
+        config = {
+            "kwargs": {"G_ema": kw},
+            "conditions": list(conditions),
+            "channels": [f"c{i}" for i in range(channels)],
+            "resolution": resolution,
+        }
+        save_checkpoint(path, {"G_ema": G}, config)
+        return path, G
+
+    return make

@@ -10,23 +10,7 @@ from PIL import Image
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.generate import generate_images, latent, parse_seeds, to_uint8
-from phenexplain.nets import Generator
-from phenexplain.training.checkpoint import load_network, save_checkpoint
-
-
-def _checkpoint(tmp_path, channels: int):
-    torch.manual_seed(0)
-    kw = dict(z_dim=8, c_dim=2, w_dim=8, img_resolution=8, img_channels=channels,
-              mapping_kwargs={"num_layers": 1}, synthesis_kwargs={"channel_base": 64, "channel_max": 8})  # fmt: skip
-    G = Generator(**kw).eval()
-    path = tmp_path / f"ckpt{channels}"
-    config = {
-        "kwargs": {"G_ema": kw},
-        "conditions": ["ctrl", "drug"],
-        "channels": [f"c{i}" for i in range(channels)],
-    }
-    save_checkpoint(path, {"G_ema": G}, config)
-    return path, G
+from phenexplain.training.checkpoint import load_network
 
 
 def test_seeds_give_the_reference_latents():
@@ -41,8 +25,8 @@ def test_seeds_give_the_reference_latents():
 @pytest.mark.parametrize(
     ("channels", "suffix"), [(1, ".png"), (3, ".png"), (2, ".tif"), (5, ".tif")]
 )
-def test_images_match_the_generator_and_format(tmp_path, channels, suffix):
-    ckpt, G = _checkpoint(tmp_path, channels)
+def test_images_match_the_generator_and_format(tmp_path, tiny_checkpoint, channels, suffix):
+    ckpt, G = tiny_checkpoint(channels)
     paths = generate_images(ckpt, tmp_path / "out", "drug", [3, 4])
     assert [p.suffix for p in paths] == [suffix, suffix] and paths[
         0
@@ -55,8 +39,8 @@ def test_images_match_the_generator_and_format(tmp_path, channels, suffix):
     assert torch.equal(load_network(ckpt).mapping.w_avg, G.mapping.w_avg)
 
 
-def test_unknown_condition_is_named(tmp_path):
-    ckpt, _ = _checkpoint(tmp_path, 1)
+def test_unknown_condition_is_named(tmp_path, tiny_checkpoint):
+    ckpt, _ = tiny_checkpoint(1)
     with pytest.raises(PhenexplainError, match=r"unknown condition 'taxol'.*ctrl"):
         generate_images(ckpt, tmp_path / "o", "taxol", [0])
 

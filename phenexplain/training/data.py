@@ -15,6 +15,16 @@ from phenexplain.errors import PhenexplainError
 from phenexplain.nets.ops import from_uint8
 
 
+def downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 [..., C, S, S] -> uint8 [..., C, S / factor, S / factor] by box averaging, rounded."""
+    if factor == 1:
+        return image
+    *lead, s = image.shape[:-1]
+    r = s // factor
+    boxes = image.astype(np.float32).reshape(*lead, r, factor, r, factor)
+    return np.clip(np.rint(boxes.mean(axis=(-3, -1))), 0, 255).astype(np.uint8)
+
+
 class TrainingData:
     """Images uint8 [N, C, R, R] and labels [N]; batches drawn with an explicit torch.Generator."""
 
@@ -38,11 +48,10 @@ class TrainingData:
         self._images = self._downsampled() if self.factor > 1 else None
 
     def _downsampled(self) -> np.ndarray:
-        n, c, f, r = len(self.crops), self.num_channels, self.factor, self.resolution
+        n, c, r = len(self.crops), self.num_channels, self.resolution
         out = np.empty((n, c, r, r), dtype=np.uint8)
         for i in range(n):
-            image = self.crops[i][0].astype(np.float32).reshape(c, r, f, r, f).mean(axis=(2, 4))
-            out[i] = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+            out[i] = downsample(self.crops[i][0], self.factor)
         return out
 
     def __len__(self) -> int:

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from phenexplain.config import TrainProfile
+from phenexplain.display import composite, default_colours
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import atomic_write_bytes
 from phenexplain.nets import Discriminator, Generator
@@ -263,8 +264,8 @@ class Trainer:
                 c[:, k] = 1
                 img = self.G_ema(z, c, noise_mode="const", force_fp32=True)
                 rows.append(torch.cat(list(img), dim=2))  # [C, R, cols * R]
-        grid = torch.cat(rows, dim=1).cpu()
-        return to_rgb(grid)
+        grid = to_uint8(torch.cat(rows, dim=1).cpu()).numpy()
+        return composite(grid, default_colours(self.data.crops.channels))
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON-able config) that resume this run exactly."""
@@ -339,19 +340,6 @@ class Trainer:
                 {"state": state, "param_groups": training["optimizer_param_groups"][name]}
             )
         self.progress = Progress(**training["progress"])
-
-
-def to_rgb(images: torch.Tensor) -> np.ndarray:
-    """[C, H, W] in [-1, 1] -> uint8 [H, W, 3]: 1 channel grey, 2 as (0, ch1, ch0), else first 3."""
-    x = to_uint8(images)
-    c = x.shape[0]
-    if c == 1:
-        rgb = x.repeat(3, 1, 1)
-    elif c == 2:
-        rgb = torch.stack([torch.zeros_like(x[0]), x[1], x[0]])
-    else:
-        rgb = x[:3]
-    return rgb.permute(1, 2, 0).numpy()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

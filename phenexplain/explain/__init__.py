@@ -1,0 +1,1 @@
+"""Explain: latent traversals between conditions, their rendering, latent analysis, projection."""

@@ -1,0 +1,183 @@
+"""Latent analysis in W: the LDA map of conditions (paper Fig. 4b), the dose response as distances
+to the control centroid (Fig. 4d), and the orthogonal projection of dose-conditioned W onto the
+control-to-highest-dose traversal (Fig. 4c).
+
+Samples are drawn with z from a seeded torch generator; the same z serve every condition (the
+"same cells" under each condition), so differences between conditions are not sampling noise of z.
+Every function returns the numbers it plots as a pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from phenexplain.errors import PhenexplainError
+from phenexplain.explain.traversal import map_w, synthesize
+from phenexplain.generate import latent
+from phenexplain.nets import Generator
+from phenexplain.nets.ops import to_uint8
+
+
+def sample_w(G: Generator, condition: int, n: int, seed: int = 0, batch: int = 4096) -> np.ndarray:
+    """w = M(z, c) for n seeded z: float64 [n, w_dim] (same z for every condition)."""
+    device = next(G.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            z = torch.randn([m, G.z_dim], generator=g).to(device)
+            c = torch.eye(G.c_dim, device=device)[condition].expand(m, -1)
+            out.append(map_w(G, z, c).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _indices(conditions: list[str], names: list[str]) -> list[int]:
+    unknown = [n for n in names if n not in conditions]
+    if unknown:
+        raise PhenexplainError(f"unknown condition(s) {unknown}; the checkpoint has {conditions}")
+    return [conditions.index(n) for n in names]
+
+
+def dose_order(names: list[str]) -> list[str]:
+    """Sort condition names by the first number in each ('cytoD_0.3uM' < 'cytoD_3uM'); names
+    without a number cannot be ordered: pass the order explicitly."""
+    values = {}
+    for name in names:
+        match = re.search(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", name)
+        if match is None:
+            raise PhenexplainError(
+                f"cannot tell the dose of condition {name!r} from its name; "
+                "list the doses in increasing order with --doses"
+            )
+        values[name] = float(match[0])
+    return sorted(names, key=values.__getitem__)
+
+
+def lda_map(
+    G: Generator,
+    conditions: list[str],
+    fit: list[str],
+    project: list[str] = (),
+    *,
+    n_fit: int = 3000,
+    n_project: int = 300,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """LDA fitted on W of `n_fit` samples of each `fit` condition, with `n_project` samples of each
+    `project` condition projected onto the same plane. Two or more fit conditions give LD1; with
+    three or more, LD2 too; with two, the second axis is the first principal component of W
+    orthogonal to LD1 (so the map stays a plane). Columns: condition, role, ld1, ld2."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    if len(fit) < 2:
+        raise PhenexplainError("the LDA needs at least two conditions to fit")
+    fit_idx, proj_idx = _indices(conditions, fit), _indices(conditions, list(project))
+    x = [sample_w(G, j, n_fit, seed) for j in fit_idx]
+    y = np.repeat(np.arange(len(fit)), n_fit)
+    lda = LinearDiscriminantAnalysis(n_components=min(2, len(fit) - 1)).fit(np.concatenate(x), y)
+    axes = lda.scalings_[:, : lda.n_components]
+    if axes.shape[1] == 1:
+        a = axes[:, 0] / np.linalg.norm(axes[:, 0])
+        centred = np.concatenate(x) - np.concatenate(x).mean(axis=0)
+        residual = centred - np.outer(centred @ a, a)
+        pc = np.linalg.svd(residual, full_matrices=False)[2][0]
+        axes = np.stack([axes[:, 0], pc], axis=1)
+    mean = lda.xbar_
+    rows = []
+    for role, names, idx, n in (
+        ("fit", fit, fit_idx, n_fit),
+        ("projected", project, proj_idx, n_project),
+    ):
+        for name, j in zip(names, idx, strict=True):
+            coords = (sample_w(G, j, n, seed + 1 if role == "projected" else seed) - mean) @ axes
+            rows.append(
+                pd.DataFrame(
+                    {"condition": name, "role": role, "ld1": coords[:, 0], "ld2": coords[:, 1]}
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
+
+
+def dose_distances(
+    G: Generator,
+    conditions: list[str],
+    control: str,
+    doses: list[str],
+    *,
+    centroid: torch.Tensor,
+    n: int = 1000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """Distance in W of `n` samples of the control and of each dose to the control centroid w̄
+    (eq. 4). Returns (rows: condition, dose_rank, sample, distance; summary: medians, Spearman rho
+    of the median distance against dose rank, the control counted as rank 0)."""
+    idx = _indices(conditions, [control, *doses])
+    centre = centroid[idx[0]].double().numpy()
+    frames = []
+    for rank, (name, j) in enumerate(zip([control, *doses], idx, strict=True)):
+        d = np.linalg.norm(sample_w(G, j, n, seed) - centre, axis=1)
+        frames.append(
+            pd.DataFrame(
+                {"condition": name, "dose_rank": rank, "sample": np.arange(n), "distance": d}
+            )
+        )
+    rows = pd.concat(frames, ignore_index=True)
+    medians = rows.groupby("dose_rank")["distance"].median()
+    rho = float(stats.spearmanr(medians.index, medians.values).statistic)
+    summary = {
+        "control": control,
+        "doses": list(doses),
+        "n": n,
+        "median_distance": {name: float(medians[r]) for r, name in enumerate([control, *doses])},
+        "spearman_rho_median_vs_dose": rho,
+        "spearman_rho_samples_vs_dose": float(
+            stats.spearmanr(rows["dose_rank"], rows["distance"]).statistic
+        ),
+    }
+    return rows, summary
+
+
+def dose_projection(
+    G: Generator,
+    conditions: list[str],
+    control: str,
+    doses: list[str],
+    seeds: list[int],
+    *,
+    noise_mode: str = "const",
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """For each seed z, w_d = M(z, c_d) for the control and every dose, and its orthogonal
+    projection p_d onto the line from M(z, c_control) to M(z, c_highest) (Fig. 4c).
+
+    Returns (rows: seed, condition, dose_rank, t (position along the line, 0 control, 1 highest
+    dose), residual (distance from the line); images uint8 [seeds, doses + 1, 2, C, H, W] with
+    S(w_d) then S(p_d))."""
+    idx = _indices(conditions, [control, *doses])
+    device = next(G.parameters()).device
+    z = torch.cat([latent(s, G.z_dim) for s in seeds]).to(device)
+    eye = torch.eye(G.c_dim, device=device)
+    with torch.no_grad():
+        w = torch.stack([map_w(G, z, eye[j].expand(len(z), -1)) for j in idx], dim=1)  # [S, D, w]
+    start, axis = w[:, :1], w[:, -1:] - w[:, :1]
+    t = ((w - start) * axis).sum(-1, keepdim=True) / (axis * axis).sum(-1, keepdim=True)
+    projected = start + t * axis
+    residual = (w - projected).norm(dim=-1)
+    rows = [
+        {
+            "seed": s,
+            "condition": name,
+            "dose_rank": r,
+            "t": float(t[i, r, 0]),
+            "residual": float(residual[i, r]),
+        }
+        for i, s in enumerate(seeds)
+        for r, name in enumerate([control, *doses])
+    ]
+    images = to_uint8(synthesize(G, torch.stack([w, projected], dim=2), noise_mode=noise_mode))
+    return pd.DataFrame(rows), images.numpy()

@@ -1,0 +1,170 @@
+"""Latent traversals between conditions: the paper's three methods (eq. 3 to 6).
+
+Notation as in the paper: G(z, c) = S(M(z, c)), M the mapping network, S the synthesis network,
+E the label embedding inside M (normalised, then concatenated to the normalised z), w a point of
+W. A traversal of `steps` + 1 frames goes from the source condition c1 (fraction t = 0) to the
+target c2 (t = 1); the paper indexes its frames the other way round, which changes nothing else.
+
+- method 1 (eq. 3): M(z, (1 - t) E(c1) + t E(c2)), the same z with an interpolated embedding;
+- method 2 (eq. 4, 5): M(z, c1) + t (w̄2 - w̄1), where w̄j is the mean of M over K random z under
+  condition j (the centroid);
+- method 3 (eq. 6): (1 - t) M(z, c1) + t M(z, c2). (Eq. 6 as printed wraps the interpolation in
+  a second M; the interpolated point is already in W and goes to S directly.)
+
+Truncation (psi < 1) pulls every w towards the tracked mean w_avg after the traversal is built;
+it is off (psi = 1) by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from phenexplain.errors import PhenexplainError
+from phenexplain.nets import Generator
+from phenexplain.training.checkpoint import WEIGHTS
+
+log = logging.getLogger(__name__)
+
+METHODS = (1, 2, 3)
+
+
+def fractions(steps: int) -> torch.Tensor:
+    """t = i / steps for i = 0..steps, float32 [steps + 1]."""
+    if steps < 1:
+        raise PhenexplainError(f"steps must be at least 1, got {steps}")
+    return torch.arange(steps + 1, dtype=torch.float64).div(steps).float()
+
+
+def map_w(G: Generator, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """w = M(z, c) without truncation, one w per sample: [N, w_dim] (every layer gets the same)."""
+    return G.mapping(z, c, update_w_avg=False)[:, 0]
+
+
+def centroids(
+    G: Generator,
+    num_samples: int = 100_000,
+    *,
+    seed: int = 0,
+    batch: int = 10_000,
+    progress=None,
+) -> torch.Tensor:
+    """w̄_j (eq. 4) for every condition j: float32 [c_dim, w_dim].
+
+    z is drawn from a seeded torch generator in batches; the same z serve every condition, and the
+    sums are kept in float64, so the result depends only on (G, num_samples, seed).
+    """
+    if num_samples < 1:
+        raise PhenexplainError(f"centroids need at least 1 sample, not {num_samples}")
+    device = next(G.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    sums = torch.zeros([G.c_dim, G.w_dim], dtype=torch.float64)
+    eye = torch.eye(G.c_dim, device=device)
+    done = 0
+    with torch.no_grad():
+        while done < num_samples:
+            m = min(batch, num_samples - done)
+            z = torch.randn([m, G.z_dim], generator=g).to(device)
+            for j in range(G.c_dim):
+                w = map_w(G, z, eye[j].expand(m, -1))
+                sums[j] += w.double().sum(dim=0).cpu()
+            done += m
+            if progress is not None:
+                progress(done, num_samples)
+    return (sums / num_samples).float()
+
+
+def _weights_digest(checkpoint: Path) -> str:
+    digest = hashlib.sha256()
+    with open(checkpoint / WEIGHTS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def cached_centroids(
+    checkpoint: str | Path,
+    G: Generator,
+    num_samples: int = 100_000,
+    *,
+    seed: int = 0,
+    progress=None,
+) -> torch.Tensor:
+    """`centroids` stored next to the checkpoint's weights (``centroids/``), keyed by the weights'
+    hash, K and seed; recomputed when any of them differs. A read-only checkpoint is not cached."""
+    checkpoint = Path(checkpoint)
+    key = f"k{num_samples}-seed{seed}-{_weights_digest(checkpoint)}"
+    path = checkpoint / "centroids" / f"{key}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    result = centroids(G, num_samples, seed=seed, progress=progress)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, result.numpy())
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("centroids not cached in %s: %s", path.parent, exc.strerror)
+    return result
+
+
+def truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:
+    """w_avg + psi (w - w_avg); psi = 1 returns `w` unchanged."""
+    if psi == 1:
+        return w
+    return G.mapping.w_avg.to(w.dtype).lerp(w, psi)
+
+
+def traverse(
+    G: Generator,
+    z: torch.Tensor,
+    source: int,
+    target: int,
+    *,
+    method: int,
+    steps: int,
+    centroid: torch.Tensor | None = None,
+    truncation_psi: float = 1.0,
+) -> torch.Tensor:
+    """W along the traversal from condition index `source` to `target` for each z [S, z_dim]:
+    [steps + 1, S, w_dim]. Method 2 needs `centroid` [c_dim, w_dim] (see `centroids`)."""
+    if method not in METHODS:
+        raise PhenexplainError(f"unknown traversal method {method}; choose 1, 2 or 3")
+    t = fractions(steps).to(z.device).view(-1, 1, 1)
+    eye = torch.eye(G.c_dim, device=z.device)
+    c1, c2 = eye[source].expand(len(z), -1), eye[target].expand(len(z), -1)
+    with torch.no_grad():
+        if method == 1:
+            e1, e2 = G.mapping.embed_condition(c1), G.mapping.embed_condition(c2)
+            e = torch.lerp(e1.unsqueeze(0), e2.unsqueeze(0), t)  # [T, S, E]
+            w = torch.stack(
+                [G.mapping(z, None, embedding=et, update_w_avg=False)[:, 0] for et in e]
+            )
+        elif method == 2:
+            if centroid is None:
+                raise PhenexplainError("method 2 needs the condition centroids (eq. 4)")
+            shift = (centroid[target] - centroid[source]).to(z.device)
+            w = map_w(G, z, c1).unsqueeze(0) + t * shift
+        else:
+            w = torch.lerp(map_w(G, z, c1).unsqueeze(0), map_w(G, z, c2).unsqueeze(0), t)
+    return truncate(G, w, truncation_psi)
+
+
+def synthesize(
+    G: Generator, w: torch.Tensor, *, noise_mode: str = "const", batch: int = 64
+) -> torch.Tensor:
+    """Images [..., C, H, W] in [-1, 1] for w [..., w_dim] (each w given to every layer)."""
+    lead = w.shape[:-1]
+    flat = w.reshape(-1, w.shape[-1])
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(flat), batch):
+            ws = flat[start : start + batch].unsqueeze(1).expand(-1, G.num_ws, -1)
+            out.append(G.synthesis(ws, noise_mode=noise_mode, force_fp32=True).cpu())
+    images = torch.cat(out)
+    return images.reshape(*lead, *images.shape[1:])
