@@ -7,7 +7,8 @@ Features (named as the synthetic assays' ground truth names them):
 - ``spot_count``, ``spot_area``: top-hat-detected spots assigned to the nearest nucleus;
 - ``cytoplasm_area``: cell area (watershed from nuclei over the cell-body foreground) minus the
   nucleus area;
-and per field ``cell_count`` (all nuclei) and ``background_fraction``.
+and per field ``cell_count`` (all nuclei) and ``background_fraction``. `measure_cells` works on any
+image, a full field or a crop; `measure_field` keeps the cells whose nucleus is inside the field.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from skimage.segmentation import clear_border, expand_labels, watershed
 RING_INNER_PX = 2
 RING_OUTER_PX = 6
 SPOT_REACH_PX = 30
+BODY_STAINS = ("actin", "tubulin")  # the first channel with one of these stains outlines cells
 
 
 def _background(image: np.ndarray, occupied: np.ndarray) -> float:
@@ -81,30 +83,45 @@ def cell_bodies(body: np.ndarray, nuclei: np.ndarray) -> tuple[np.ndarray, np.nd
     return cells, foreground
 
 
-def measure_field(
-    channels: dict[str, np.ndarray], stains: dict[str, str], nuclei: np.ndarray
-) -> tuple[list[dict], dict]:
-    """Per-cell rows and per-field values for one field.
+def measure_cells(
+    channels: dict[str, np.ndarray],
+    stains: dict[str, str],
+    nuclei: np.ndarray,
+    bodies: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-nucleus feature arrays (entry i is label i + 1) and per-image values of one image.
 
     `channels` maps channel name to image [H, W]; `stains` maps channel name to its stain kind
-    (``dna``, ``nfkb``, ``golgi``, ``actin``, ``tubulin``); `nuclei` is a label image.
-    Cells whose nucleus touches the border are left out of the per-cell rows.
+    (``dna``, ``nfkb``, ``golgi``, ``actin``, ``tubulin``; other kinds are not measured); `nuclei`
+    is a label image 1..n. `bodies` is `cell_bodies`' result on the first body-stain channel,
+    when the caller already has it.
     """
     n = int(nuclei.max())
-    interior = np.unique(clear_border(nuclei))
-    interior = interior[interior > 0]
     area = np.bincount(nuclei.ravel(), minlength=n + 1)[1:].astype(float)
     columns: dict[str, np.ndarray] = {"nucleus_area": area}
-    field = {"cell_count": float(len(np.unique(nuclei)) - 1)}
+    image = {"cell_count": float(len(np.unique(nuclei)) - 1)}
     for name, stain in stains.items():
         if stain == "nfkb":
             columns["nc_ratio"] = nc_ratio(channels[name], nuclei)
         elif stain == "golgi":
             columns["spot_count"], columns["spot_area"] = spots(channels[name], nuclei)
-        elif stain in ("actin", "tubulin") and "cytoplasm_area" not in columns:
-            cells, foreground = cell_bodies(channels[name], nuclei)
+        elif stain in BODY_STAINS and "cytoplasm_area" not in columns:
+            cells, foreground = bodies or cell_bodies(channels[name], nuclei)
             cell_area = np.bincount(cells.ravel(), minlength=n + 1)[1:].astype(float)
             columns["cytoplasm_area"] = cell_area - area
-            field["background_fraction"] = float(1.0 - foreground.mean())
+            image["background_fraction"] = float(1.0 - foreground.mean())
+    return columns, image
+
+
+def measure_field(
+    channels: dict[str, np.ndarray], stains: dict[str, str], nuclei: np.ndarray
+) -> tuple[list[dict], dict]:
+    """Per-cell rows and per-field values for one field (see `measure_cells`).
+
+    Cells whose nucleus touches the border are left out of the per-cell rows.
+    """
+    columns, field = measure_cells(channels, stains, nuclei)
+    interior = np.unique(clear_border(nuclei))
+    interior = interior[interior > 0]
     rows = [{k: float(v[i - 1]) for k, v in columns.items()} for i in interior]
     return rows, field

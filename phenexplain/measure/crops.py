@@ -1,0 +1,276 @@
+"""Segmentation and assay measurements on crops, real or generated (uint8 [C, H, W] alike).
+
+Normalisation, the same for real and generated crops: intensity = uint8 value / 255, a float in
+[0, 1] (CellProfiler's convention for 8-bit images). Nothing is rescaled per crop: real crops were
+scaled once per plate at ingest (percentiles to 0..255) and the generator learnt to draw on that
+scale, so a brightness difference between conditions survives measurement. Segmentation itself
+uses Otsu thresholds per crop, which do not depend on the scale.
+
+Objects, with CellProfiler's names:
+- ``Nuclei``: `segment_nuclei` on the DNA channel, with the ingest's nucleus parameters; objects
+  whose mean DNA intensity is below `MIN_DNA_INTENSITY` are dropped (on a crop with no nucleus,
+  Otsu's threshold would otherwise cut the background noise into "nuclei");
+- ``Cells``: a watershed from the nuclei over the first cell-body channel (`cell_bodies`), or,
+  without one, each nucleus grown by `CELL_EXPANSION_PX` (CellProfiler's "Distance-N");
+- ``Cytoplasm``: a cell minus its nucleus.
+A cell keeps its nucleus's label. Per-object rows are kept for nuclei that do not touch the crop
+border (a cut nucleus has a wrong area and shape); `cell_count` counts every nucleus.
+
+Per-crop assays (`measure_assays`) reuse `measure.assays.measure_cells`: ``nc_ratio`` per cell for
+an ``nfkb`` stain, ``spot_count`` and ``spot_area`` for ``golgi``, ``cytoplasm_area`` and the crop's
+``background_fraction`` for a cell-body stain (``actin``/``tubulin``; NaN without one).
+``nc_ratio`` has a heavy right tail (small bright debris, rings that reach the background give
+ratios of ~20 where cells give ~0.5): compare it on a log scale, where it is close to normal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pandas as pd
+from skimage.segmentation import clear_border, expand_labels
+from threadpoolctl import threadpool_limits
+
+from phenexplain.config import NucleiParams
+from phenexplain.data.cropset import CropSet
+from phenexplain.data.nuclei import segment_nuclei
+from phenexplain.data.synthetic.assays import ASSAYS
+from phenexplain.errors import PhenexplainError
+from phenexplain.measure.assays import BODY_STAINS, cell_bodies, measure_cells
+
+MIN_DNA_INTENSITY = 0.1  # real nuclei measure 0.5-0.9 after ingest scaling, background ~0.02
+CELL_EXPANSION_PX = 10  # CellProfiler's default distance for cells grown from nuclei
+CHUNK = 16  # crops per task sent to a worker process
+
+OBJECTS = ("Nuclei", "Cells", "Cytoplasm")
+
+Progress = Callable[[int, int], None]
+
+
+def to_intensity(crop: np.ndarray) -> np.ndarray:
+    """uint8 crop [C, H, W] -> float32 intensities [C, H, W] in [0, 1] (value / 255)."""
+    crop = np.asarray(crop)
+    if crop.dtype != np.uint8 or crop.ndim != 3:
+        raise PhenexplainError(
+            f"expected a uint8 crop [C, H, W], got {crop.dtype} {crop.shape}; convert generated "
+            "images with phenexplain.nets.ops.to_uint8 first"
+        )
+    return crop.astype(np.float32) / 255.0
+
+
+def known_stains() -> dict[str, str]:
+    """Channel name (lower case) -> stain, from the synthetic assays' channel definitions."""
+    return {ch.name.lower(): ch.stain for make in ASSAYS.values() for ch in make().channels}
+
+
+def channel_stains(channels: Sequence[str], dna_channel: str | None = None) -> dict[str, str]:
+    """Stain kind of each channel, in channel order; unknown names get ``other``."""
+    known = known_stains()
+    stains = {ch: known.get(ch.lower(), "other") for ch in channels}
+    if dna_channel is not None:
+        if dna_channel not in stains:
+            raise PhenexplainError(f"DNA channel {dna_channel!r} is not one of {list(channels)}")
+        stains = {ch: "dna" if ch == dna_channel else s for ch, s in stains.items()}
+    return stains
+
+
+def cropset_stains(crops: CropSet) -> dict[str, str]:
+    """Stain kind of each channel of a crop set; its DNA channel is the one ingest segmented."""
+    return channel_stains(crops.channels, crops.info.get("params", {}).get("dna_channel"))
+
+
+def check_stains(channels: Sequence[str], stains: Mapping[str, str] | None) -> dict[str, str]:
+    """`stains` (inferred from the names when None), checked against `channels`."""
+    stains = channel_stains(channels) if stains is None else dict(stains)
+    if list(stains) != list(channels):
+        raise PhenexplainError(
+            f"stains must name every channel, in order: channels {list(channels)}, "
+            f"stains {list(stains)}"
+        )
+    dna = [ch for ch, s in stains.items() if s == "dna"]
+    if len(dna) != 1:
+        raise PhenexplainError(
+            f"exactly one channel must have stain 'dna', got {dna} in {stains}; pass stains= "
+            "or channel_stains(channels, dna_channel=...)"
+        )
+    return stains
+
+
+@dataclass(frozen=True)
+class CropObjects:
+    """Label images [H, W] (int32, 0 = background) of one crop; a cell keeps its nucleus's label."""
+
+    nuclei: np.ndarray
+    cells: np.ndarray
+    foreground: np.ndarray | None  # bool [H, W] cell-body foreground; None without a body stain
+    interior: np.ndarray  # labels of the nuclei that do not touch the crop border
+
+    @property
+    def cytoplasm(self) -> np.ndarray:
+        """Cells minus nuclei [H, W]."""
+        return np.where(self.nuclei > 0, 0, self.cells)
+
+    def labels(self, name: str) -> np.ndarray:
+        """The label image of ``Nuclei``, ``Cells`` or ``Cytoplasm``."""
+        if name not in OBJECTS:
+            raise PhenexplainError(f"unknown object {name!r}; choose from {OBJECTS}")
+        return {"Nuclei": self.nuclei, "Cells": self.cells}.get(name, self.cytoplasm)
+
+
+def body_channel(stains: Mapping[str, str]) -> str | None:
+    """The channel `measure_cells` outlines cells with: the first with a cell-body stain."""
+    return next((ch for ch, s in stains.items() if s in BODY_STAINS), None)
+
+
+def segment_crop(
+    image: np.ndarray,
+    stains: Mapping[str, str],
+    *,
+    nuclei: NucleiParams | None = None,
+    min_dna_intensity: float = MIN_DNA_INTENSITY,
+) -> CropObjects:
+    """Objects of one crop of intensities [C, H, W] in [0, 1]; `stains` names its channels in order.
+
+    `nuclei` defaults to the ingest's defaults (`NucleiParams()`).
+    """
+    nuclei = nuclei or NucleiParams()
+    channels = list(stains)
+    dna = image[channels.index(next(ch for ch, s in stains.items() if s == "dna"))]
+    labels = segment_nuclei(
+        dna,
+        smoothing=nuclei.smoothing,
+        min_area=nuclei.min_area,
+        min_distance=nuclei.min_distance,
+    )
+    n = int(labels.max())
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    sums = np.bincount(labels.ravel(), weights=dna.ravel(), minlength=n + 1)[1:]
+    keep = sums >= min_dna_intensity * np.maximum(counts, 1)
+    relabel = np.zeros(n + 1, dtype=np.int32)
+    relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    labels = relabel[labels]
+    body = body_channel(stains)
+    if body is not None:
+        cells, foreground = cell_bodies(image[channels.index(body)], labels)
+    else:
+        cells, foreground = expand_labels(labels, CELL_EXPANSION_PX), None
+    interior = np.unique(clear_border(labels))
+    return CropObjects(labels, cells.astype(np.int32), foreground, interior[interior > 0])
+
+
+def assay_crop(
+    image: np.ndarray, stains: Mapping[str, str], objects: CropObjects
+) -> tuple[list[dict], dict]:
+    """Per-cell assay rows (interior nuclei, with their ``object`` label) and per-crop values."""
+    channels = dict(zip(stains, image, strict=True))
+    bodies = None if objects.foreground is None else (objects.cells, objects.foreground)
+    columns, crop = measure_cells(channels, dict(stains), objects.nuclei, bodies)
+    rows = [
+        {"object": int(i), **{k: float(v[i - 1]) for k, v in columns.items()}}
+        for i in objects.interior
+    ]
+    crop = {
+        "cell_count": crop["cell_count"],
+        "cells_measured": float(len(rows)),
+        "background_fraction": crop.get("background_fraction", np.nan),
+    }
+    for key in columns:  # crop value of a per-cell feature: the mean over its measured cells
+        values = np.array([r[key] for r in rows])
+        values = values[np.isfinite(values)]
+        crop[key] = float(values.mean()) if values.size else np.nan
+    return rows, crop
+
+
+def _one_thread(fn: Callable[[np.ndarray, int], list], block: np.ndarray, start: int) -> list:
+    """`fn` with BLAS on one thread: cp-measure's Haralick features make many tiny BLAS calls, and
+    OpenBLAS threads spinning on them made texture 20-50x slower (measured on 2 cores)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fn(block, start)
+
+
+def map_crops(
+    fn: Callable[[np.ndarray, int], list],
+    crops: np.ndarray,
+    workers: int,
+    on_progress: Progress | None = None,
+) -> list:
+    """`fn(block, start)` over blocks of `CHUNK` crops [N, C, H, W], concatenated in crop order.
+
+    Results do not depend on `workers`: every crop is measured on its own, and blocks come back
+    in order.
+    """
+    if workers < 1:
+        raise PhenexplainError(f"workers must be at least 1, got {workers}")
+    starts = list(range(0, len(crops), CHUNK))
+    blocks = [np.ascontiguousarray(crops[s : s + CHUNK]) for s in starts]
+    out: list = []
+    fn = partial(_one_thread, fn)
+    if workers == 1 or len(blocks) < 2:
+        results = map(fn, blocks, starts)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(blocks)))
+        results = pool.map(fn, blocks, starts)
+    try:
+        for done, result in enumerate(results, start=1):
+            out.extend(result)
+            if on_progress is not None:
+                on_progress(min(done * CHUNK, len(crops)), len(crops))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return out
+
+
+def check_crops(crops: np.ndarray, channels: Sequence[str]) -> np.ndarray:
+    """`crops` as a uint8 array [N, C, H, W] whose C matches `channels`."""
+    crops = np.asarray(crops)
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1] != len(channels):
+        raise PhenexplainError(
+            f"expected uint8 crops [N, {len(channels)}, H, W] for channels {list(channels)}, "
+            f"got {crops.dtype} {crops.shape}"
+        )
+    return crops
+
+
+def _assay_block(
+    block: np.ndarray, start: int, stains: dict[str, str], nuclei: NucleiParams | None
+) -> list[tuple[list[dict], dict]]:
+    out = []
+    for k, crop in enumerate(block):
+        image = to_intensity(crop)
+        rows, values = assay_crop(image, stains, segment_crop(image, stains, nuclei=nuclei))
+        out.append(([{"crop": start + k, **r} for r in rows], {"crop": start + k, **values}))
+    return out
+
+
+def measure_assays(
+    crops: np.ndarray,
+    channels: Sequence[str],
+    stains: Mapping[str, str] | None = None,
+    *,
+    nuclei: NucleiParams | None = None,
+    workers: int = 2,
+    on_progress: Progress | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Assays of uint8 crops [N, C, H, W] -> (one row per cell, one row per crop).
+
+    Both tables carry ``crop``, the crop's position in `crops`; the cell table also ``object``,
+    the cell's label in `segment_crop`'s label images. `stains` maps each channel to its stain
+    (default: from the channel names, see `channel_stains`).
+    """
+    crops = check_crops(crops, channels)
+    stains = check_stains(channels, stains)
+    fn = partial(_assay_block, stains=stains, nuclei=nuclei)
+    results = map_crops(fn, crops, workers, on_progress)
+    cells = pd.DataFrame([r for rows, _ in results for r in rows])
+    if cells.empty:
+        cells = pd.DataFrame(columns=["crop", "object"])
+    per_crop = pd.DataFrame([values for _, values in results])
+    if per_crop.empty:
+        per_crop = pd.DataFrame(columns=["crop", "cell_count", "background_fraction"])
+    return cells, per_crop
