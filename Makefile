@@ -58,6 +58,7 @@ bench: $(VENV)/.installed-run
 	$(BIN)/phenexplain bench ingest | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench train | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench generate | tee -a bench/results.jsonl
+	$(BIN)/phenexplain bench explain | tee -a bench/results.jsonl
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

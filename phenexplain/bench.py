@@ -233,3 +233,50 @@ def bench_generate(
     yield figure("generate_img_per_s", round(batches * batch / infer, 3), "img/s", config)
     yield figure("mapping_seconds", round(mapping, 3), "s", {**config, "map_n": map_n})
     yield figure("generate_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)
+
+
+def bench_explain(
+    resolution: int = 64,
+    rows: int = 5,
+    targets: int = 3,
+    steps: int = 16,
+    conditions: int = 4,
+    channels: int = 3,
+    centroid_samples: int = 100_000,
+    threads: int = 2,
+) -> Iterator[dict]:
+    """Traversal frames/s of a `rows` x (1 + `targets`) grid (5 x 4 by default) rendered to RGB
+    frames, and the time of the centroids (eq. 4) of every condition for K samples; the network is
+    the cpu-small profile's at `resolution` with random weights."""
+    import torch
+
+    from phenexplain.config import load_params
+    from phenexplain.display import IntensityMapping, default_colours
+    from phenexplain.explain.render import render_frames, traversal_grid
+    from phenexplain.explain.traversal import centroids
+    from phenexplain.nets import Generator
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml").train.profiles["cpu-small"]
+    G = Generator(
+        p.z_dim, conditions, p.w_dim, resolution, channels, {"num_layers": p.map_layers},
+        {"channel_base": p.channel_base, "channel_max": p.channel_max},
+    ).eval()  # fmt: skip
+    names = [f"c{k}" for k in range(conditions)]
+    config = {
+        "resolution": resolution, "grid": f"{rows}x{targets + 1}", "steps": steps,
+        "conditions": conditions, "channels": channels, "network": "cpu-small profile",
+        "threads": threads, **_machine(),
+    }  # fmt: skip
+    start = time.perf_counter()
+    grid = traversal_grid(G, names, list(range(rows)), names[0], names[1 : targets + 1],
+                          method=3, steps=steps)  # fmt: skip
+    frames = render_frames(grid, default_colours(["DNA", *names[1:channels]]),
+                           mapping=IntensityMapping.fit(grid.images))  # fmt: skip
+    elapsed = time.perf_counter() - start
+    yield figure("traverse_frames_per_s", round(len(frames) / elapsed, 3), "frames/s", config)
+    start = time.perf_counter()
+    centroids(G, centroid_samples)
+    elapsed = time.perf_counter() - start
+    yield figure("centroids_seconds", round(elapsed, 3), "s", {**config, "K": centroid_samples})

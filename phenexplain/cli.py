@@ -599,6 +599,18 @@ def bench_ingest(
         typer.echo(json.dumps(line))
 
 
+@bench_app.command("explain")
+def bench_explain(
+    resolution: Annotated[int, typer.Option(help="Image size, px.")] = 64,
+    centroid_samples: Annotated[int, typer.Option(help="K for the centroid timing.")] = 100_000,
+) -> None:
+    """Traversal frames/s (5 x 4 grid) and centroid time for K samples, JSON lines."""
+    from phenexplain.bench import bench_explain as run
+
+    for line in run(resolution=resolution, centroid_samples=centroid_samples):
+        typer.echo(json.dumps(line))
+
+
 def bench_network(
     ctx: typer.Context,
     resolution: Annotated[int, typer.Option(help="Image size, px.")] = 32,

@@ -63,22 +63,15 @@ def traversal_grid(
     src = conditions.index(source)
     c0 = torch.eye(G.c_dim, device=device)[src].expand(len(z), -1)
     w0 = truncate(G, map_w(G, z, c0), truncation_psi)
-    columns = [w0.unsqueeze(0).expand(steps + 1, -1, -1)]
-    for name in targets:
-        columns.append(
-            traverse(
-                G,
-                z,
-                src,
-                conditions.index(name),
-                method=method,
-                steps=steps,
-                centroid=centroid,
-                truncation_psi=truncation_psi,
-            )
-        )
-    w = torch.stack(columns, dim=2)  # [T, S, K, w_dim]
-    images = to_uint8(synthesize(G, w, noise_mode=noise_mode)).numpy()
+    columns = [
+        traverse(G, z, src, conditions.index(name), method=method, steps=steps,
+                 centroid=centroid, truncation_psi=truncation_psi)
+        for name in targets
+    ]  # fmt: skip
+    moving = to_uint8(synthesize(G, torch.stack(columns, dim=2), noise_mode=noise_mode))
+    still = to_uint8(synthesize(G, w0, noise_mode=noise_mode))  # column 0: the same every frame
+    still = still[None, :, None].expand(steps + 1, -1, -1, -1, -1, -1)
+    images = torch.cat([still, moving], dim=2).numpy()  # [T, S, K, C, H, W]
     return TraversalGrid(images, list(seeds), [source, *targets], fractions(steps).tolist(), method)
 
 
