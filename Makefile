@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo data-pin test test-all bench lint format repro clean-venv
+.PHONY: demo data-pin test test-all browser bench lint format repro clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,10 +46,20 @@ data-pin: $(VENV)/.installed-run
 	       "(were params.yaml's synth section or the generator changed?). Pin it with 'dvc add data'."; \
 	fi
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest
 
-test-all: $(VENV)/.installed-dev
+# Headless Debian chromium for the explorer-page test (Playwright drives it; no browser download).
+# Installed with apt when missing and permitted; otherwise that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian chromium for the explorer test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null) || echo "WARNING: chromium not installed"; \
+	  else echo "WARNING: chromium missing and apt-get not usable: the explorer test will skip"; fi; }
+
+test-all: $(VENV)/.installed-dev browser
 	$(BIN)/python -m pytest -m "not gpu"
 
 bench: $(VENV)/.installed-run

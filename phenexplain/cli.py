@@ -513,6 +513,62 @@ def project_cmd(
 
 
 @app.command()
+def report(
+    checkpoint: Checkpoint,
+    cropset: Annotated[Path, typer.Argument(help="The crop set the model was trained on.")],
+    out: Annotated[Path, typer.Argument(help="Folder for report.html, explorer.html, CSVs.")],
+    control: Annotated[str | None, typer.Option(help="The control condition.")] = None,
+    real_per_condition: Annotated[
+        int | None, typer.Option(help="Real crops per condition.")
+    ] = None,
+    synthetic_per_condition: Annotated[
+        int | None, typer.Option(help="Generated crops per condition.")
+    ] = None,
+    cnn_epochs: Annotated[int | None, typer.Option(help="Epochs of the CNN check.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Validation report: FID/KID, samples, traversals, real-vs-synthetic assays and statistics,
+    feature shifts, CNN discriminability, LDA and dose response (defaults: params.yaml report)."""
+    import time
+
+    from phenexplain.config import load_params, with_overrides
+    from phenexplain.report.build import build_report
+
+    params = with_overrides(
+        load_params(_State.params_path).report,
+        control=control,
+        real_per_condition=real_per_condition,
+        synthetic_per_condition=synthetic_per_condition,
+        cnn_epochs=cnn_epochs,
+    )
+    start = time.perf_counter()
+
+    def stage(name: str) -> None:
+        err.print(f"[{time.perf_counter() - start:6.1f} s] {name}")
+
+    build_report(checkpoint, cropset, out, params, device=device, stage=stage)
+    err.print(f"report: {out / 'report.html'}  explorer: {out / 'explorer.html'}")
+
+
+@app.command()
+def serve(
+    folder: Annotated[Path, typer.Argument(help="A report folder (report.html, explorer.html).")],
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve a report folder over HTTP (the pages also work opened as files)."""
+    import functools
+    import http.server
+
+    if not (folder / "report.html").is_file() and not (folder / "explorer.html").is_file():
+        raise PhenexplainError(f"{folder} holds no report.html or explorer.html")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer((host, port), handler) as server:
+        err.print(f"serving {folder} at http://{host}:{server.server_address[1]}/explorer.html")
+        server.serve_forever()
+
+
+@app.command()
 def summarize(
     plate_dir: Annotated[Path, typer.Argument(help="Plate folder written by `phenexplain synth`.")],
     max_fields_per_condition: Annotated[

@@ -157,6 +157,34 @@ class SummarizeParams(Section):
     max_fields_per_condition: int = Field(16, gt=0, description="fields measured per condition")
 
 
+class ReportParams(Section):
+    """`phenexplain report`: real-vs-synthetic validation of a model on its crop set."""
+
+    control: str | None = Field(
+        None, description="control condition; None: a name like control/ctrl/DMSO/untreated"
+    )
+    real_per_condition: int = Field(300, gt=1, description="real crops measured per condition")
+    synthetic_per_condition: int = Field(300, gt=1, description="generated crops per condition")
+    seed: int = Field(0, ge=0, description="seed of the crop sample and of the generated z")
+    level: float = Field(0.9999, gt=0, lt=1, description="confidence level of the intervals")
+    feature_panel: list[
+        Literal["intensity", "sizeshape", "zernike", "texture", "granularity", "radial"]
+    ] = Field(
+        default_factory=lambda: ["intensity", "sizeshape"],
+        description="cp-measure feature families for the real-vs-synthetic shift correlation",
+    )
+    grid_seeds: int = Field(8, gt=0, description="samples per condition in the sample grids")
+    traversal_seeds: int = Field(4, gt=0, description="rows of each traversal animation")
+    traversal_steps: int = Field(16, gt=0, description="steps of each traversal animation")
+    cnn_folds: int = Field(4, ge=2, description="cross-validation folds, grouped by well")
+    cnn_epochs: int = Field(10, gt=0, description="epochs of the discriminability CNN")
+    explorer_seeds: int = Field(6, gt=0, description="seeds offered in the explorer page")
+    lda_samples: int = Field(1000, gt=1, description="samples per condition in the LDA map")
+    dose_samples: int = Field(500, gt=1, description="samples per dose in the dose response")
+    centroid_samples: int = Field(100_000, gt=0, description="K random z per centroid (eq. 4)")
+    workers: int = Field(2, gt=0, description="processes for the measurements")
+
+
 class Params(Section):
     """All sections of params.yaml."""
 
@@ -164,6 +192,7 @@ class Params(Section):
     ingest: IngestParams = IngestParams()
     train: TrainParams = TrainParams()
     summarize: SummarizeParams = SummarizeParams()
+    report: ReportParams = ReportParams()
 
 
 def _format_errors(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:

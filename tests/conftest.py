@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from phenexplain.config import IngestParams, SynthParams
+from phenexplain.data.cropset import CropSet
 from phenexplain.data.ingest import ingest
-from phenexplain.data.synthetic import generate_plates
+from phenexplain.data.synthetic import generate_plates, get_assay
+from phenexplain.measure.crops import cropset_stains
 from phenexplain.nets import Generator
 from phenexplain.training.checkpoint import save_checkpoint
 
@@ -72,8 +77,26 @@ def tiny_crops(plate_factory, tmp_path_factory):
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     """Factory: a checkpoint folder holding a small random G_ema -> (path, G in eval mode)."""
+    return _tiny_checkpoint_factory(tmp_path)
 
-    def make(channels: int = 3, conditions=("ctrl", "drug"), resolution: int = 8, seed: int = 0):
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint_module(tmp_path_factory):
+    """`tiny_checkpoint` for module-scoped fixtures."""
+    return _tiny_checkpoint_factory(tmp_path_factory.mktemp("ckpt"))
+
+
+def _tiny_checkpoint_factory(tmp_path):
+    """Factory behind `tiny_checkpoint`: each call writes a new checkpoint folder."""
+
+    def make(
+        channels: int | list[str] = 3,
+        conditions=("ctrl", "drug"),
+        resolution: int = 8,
+        seed: int = 0,
+    ):
+        names = [f"c{i}" for i in range(channels)] if isinstance(channels, int) else channels
+        channels = len(names)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             kw = dict(z_dim=8, c_dim=len(conditions), w_dim=8, img_resolution=resolution,
@@ -82,14 +105,47 @@ def tiny_checkpoint(tmp_path):
             G = Generator(**kw).eval()
         with torch.no_grad():  # a w_avg away from 0, so truncation has something to do
             G.mapping.w_avg.copy_(torch.linspace(-0.5, 0.5, kw["w_dim"]))
-        path = tmp_path / f"ckpt-{channels}-{len(conditions)}-{resolution}-{seed}"
+        path = tmp_path / f"ckpt-{len(list(tmp_path.glob('ckpt-*')))}"
         config = {
             "kwargs": {"G_ema": kw},
             "conditions": list(conditions),
-            "channels": [f"c{i}" for i in range(channels)],
+            "channels": names,
             "resolution": resolution,
         }
         save_checkpoint(path, {"G_ema": G}, config)
         return path, G
+
+    return make
+
+
+@dataclass
+class Crops:
+    """uint8 crops [N, C, S, S], one manifest row per crop, channel names and their stains."""
+
+    root: Path  # the crop set folder
+    images: np.ndarray
+    manifest: pd.DataFrame
+    channels: list[str]
+    stains: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def assay_crops(plate_factory, tmp_path_factory):
+    """Factory: (assay, crop size, plate overrides) -> `Crops`, ingested once per session."""
+    cache: dict[tuple, Crops] = {}
+
+    def make(assay: str, size: int = 64, **plate) -> Crops:
+        key = (assay, size, tuple(sorted(plate.items())))
+        if key not in cache:
+            channels = [ch.name for ch in get_assay(assay).channels]
+            out = tmp_path_factory.mktemp(f"crops-{assay}-{size}") / "crops"
+            params = IngestParams(
+                layout="manifest", channels=channels, crop_size=size, min_images_per_condition=2
+            )
+            ingest(plate_factory(assay, **plate), out, params)
+            cs = CropSet(out)
+            images = np.stack([cs[i][0] for i in range(len(cs))])
+            cache[key] = Crops(out, images, cs.manifest, cs.channels, cropset_stains(cs))
+        return cache[key]
 
     return make

@@ -216,7 +216,8 @@ def condition_shifts(
     return pd.concat(frames, ignore_index=True)
 
 
-def _correlation(name: str, real: np.ndarray, synthetic: np.ndarray) -> dict:
+def correlate(name: str, real: np.ndarray, synthetic: np.ndarray) -> dict:
+    """Pearson and Spearman correlation of synthetic with real shifts (NaN if undefined)."""
     ok = np.isfinite(real) & np.isfinite(synthetic)
     x, y = real[ok], synthetic[ok]
     row = {"feature": name, "pairs": int(ok.sum())}
@@ -262,11 +263,9 @@ def compare_shifts(
     shifts = shifts.rename(
         columns={"cohens_d_real": "shift_real", "cohens_d_synthetic": "shift_synthetic"}
     )
-    rows = [
-        _correlation("all", shifts["shift_real"].to_numpy(), shifts["shift_synthetic"].to_numpy())
-    ]
+    rows = [correlate("all", shifts["shift_real"].to_numpy(), shifts["shift_synthetic"].to_numpy())]
     for feature, part in shifts.groupby("feature", sort=False):
         rows.append(
-            _correlation(feature, part["shift_real"].to_numpy(), part["shift_synthetic"].to_numpy())
+            correlate(feature, part["shift_real"].to_numpy(), part["shift_synthetic"].to_numpy())
         )
     return shifts, pd.DataFrame(rows)

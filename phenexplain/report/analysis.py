@@ -1,0 +1,190 @@
+"""The numbers of the validation report: real crops and generated crops, measured alike.
+
+Real crops are sampled per condition from the crop set and box-downsampled to the model's
+resolution, exactly as training saw them; generated crops come from G_ema with seeded z and
+constant noise. Both are then enlarged back to the crop set's size (bilinear) before measuring, so
+segmentation runs with the same parameters on both and neither source gets an advantage: one
+normalisation (uint8 / 255, `phenexplain.measure.crops`) for real and synthetic alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from phenexplain.config import ReportParams
+from phenexplain.data.cropset import CropSet
+from phenexplain.errors import PhenexplainError
+from phenexplain.measure.crops import measure_assays
+from phenexplain.measure.stats import (
+    benjamini_hochberg,
+    compare_shifts,
+    condition_shifts,
+    correlate,
+)
+from phenexplain.nets import Generator
+from phenexplain.nets.ops import to_uint8
+
+log = logging.getLogger(__name__)
+
+CONTROL_WORDS = ("control", "ctrl", "dmso", "untreated", "mock", "vehicle", "wt", "negative")
+# per-cell assays (nc_ratio compared on a log scale: see phenexplain.measure.crops)
+CELL_ASSAYS = ("log_nc_ratio", "spot_count", "spot_area", "cytoplasm_area", "nucleus_area")
+CROP_ASSAYS = ("cell_count", "background_fraction")
+
+
+def pick_control(conditions: list[str], given: str | None) -> str:
+    """`given` if it is a condition; otherwise the first condition named like a control."""
+    if given is not None:
+        if given not in conditions:
+            raise PhenexplainError(f"control {given!r} is not a condition of {conditions}")
+        return given
+    for name in conditions:
+        words = re.split(r"[^a-z0-9]+", name.lower())
+        if any(w in CONTROL_WORDS for w in words):
+            return name
+    raise PhenexplainError(
+        f"cannot tell which of {conditions} is the control; set report.control in params.yaml "
+        "or pass --control"
+    )
+
+
+def sample_real(
+    crops: CropSet, conditions: list[str], n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to `n` crops per condition -> (uint8 [N, C, S, S], condition names [N], wells [N])."""
+    rng = np.random.default_rng(seed)
+    names = crops.manifest["condition"].to_numpy()
+    wells = (
+        crops.manifest["plate"].astype(str) + "_" + crops.manifest["well"].astype(str)
+    ).to_numpy()
+    picked = []
+    for name in conditions:
+        index = np.flatnonzero(names == name)
+        picked.append(np.sort(rng.choice(index, size=min(n, len(index)), replace=False)))
+    index = np.concatenate(picked)
+    return np.stack([crops[int(i)][0] for i in index]), names[index], wells[index]
+
+
+def generate(
+    G: Generator, conditions: list[str], n: int, seed: int, batch: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` generated crops per condition (the same z for every condition) -> (uint8 [N, C, R, R],
+    condition names [N])."""
+    device = next(G.parameters()).device
+    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed)).to(device)
+    images = []
+    with torch.no_grad():
+        for k in range(len(conditions)):
+            for start in range(0, n, batch):
+                zb = z[start : start + batch]
+                c = torch.zeros([len(zb), G.c_dim], device=device)
+                c[:, k] = 1
+                images.append(to_uint8(G(zb, c, noise_mode="const", force_fp32=True)).cpu())
+    return torch.cat(images).numpy(), np.repeat(np.asarray(conditions), n)
+
+
+def enlarge(images: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 [N, C, R, R] -> uint8 [N, C, R * factor, R * factor], bilinear."""
+    if factor == 1:
+        return images
+    x = torch.from_numpy(images).float()
+    out = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@dataclass
+class Measurements:
+    """Per-cell and per-crop assay tables of one source (real or synthetic)."""
+
+    cells: pd.DataFrame
+    crops: pd.DataFrame
+    assays: list[str] = field(default_factory=list)
+
+
+def measure(
+    images: np.ndarray, names: np.ndarray, channels: list[str], workers: int, progress=None
+) -> Measurements:
+    """Assays of crops with their condition; log_nc_ratio replaces nc_ratio."""
+    cells, per_crop = measure_assays(images, channels, workers=workers, on_progress=progress)
+    cells["condition"] = names[cells["crop"].astype(int).to_numpy()] if len(cells) else []
+    per_crop["condition"] = names[per_crop["crop"].astype(int).to_numpy()]
+    if "nc_ratio" in cells:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cells["log_nc_ratio"] = np.log(cells["nc_ratio"].where(cells["nc_ratio"] > 0))
+    assays = [a for a in CELL_ASSAYS if a in cells and cells[a].notna().any()]
+    assays += [a for a in CROP_ASSAYS if a in per_crop and per_crop[a].notna().any()]
+    return Measurements(cells, per_crop, assays)
+
+
+def assay_table(m: Measurements, assay: str) -> pd.DataFrame:
+    """The table an assay lives in: per cell or per crop."""
+    return m.cells if assay in CELL_ASSAYS else m.crops
+
+
+def assay_statistics(
+    real: Measurements, synthetic: Measurements, control: str, level: float
+) -> pd.DataFrame:
+    """Every condition vs control, per assay, on real and on synthetic images, Student and Welch:
+    one row per (source, test, condition, assay), with BH q across the assays."""
+    frames = []
+    for source, m in (("real", real), ("synthetic", synthetic)):
+        for welch in (False, True):
+            per_assay = []
+            for assay in m.assays:
+                table = assay_table(m, assay)
+                if table["condition"].nunique() < 2 or control not in set(table["condition"]):
+                    continue
+                per_assay.append(
+                    condition_shifts(table, [assay], control=control, welch=welch, level=level)
+                )
+            if not per_assay:
+                continue
+            frame = pd.concat(per_assay, ignore_index=True)
+            frame = frame.drop(columns="q")
+            frame["q"] = np.nan
+            for _, part in frame.groupby("condition"):  # BH across the assay panel
+                frame.loc[part.index, "q"] = benjamini_hochberg(part["p"].to_numpy())
+            frame.insert(0, "test", "welch" if welch else "student")
+            frame.insert(0, "source", source)
+            frames.append(frame.rename(columns={"feature": "assay"}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def shift_correlation(
+    real: Measurements, synthetic: Measurements, control: str, level: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Real vs synthetic condition shifts (Cohen's d) over every assay and condition."""
+    shifts = []
+    for assay in sorted(set(real.assays) & set(synthetic.assays)):
+        s, _ = compare_shifts(
+            assay_table(real, assay),
+            assay_table(synthetic, assay),
+            [assay],
+            control=control,
+            level=level,
+        )
+        shifts.append(s)
+    if not shifts:
+        return pd.DataFrame(), pd.DataFrame()
+    shifts_df = pd.concat(shifts, ignore_index=True)
+    correlations = [
+        correlate(
+            "all assays",
+            shifts_df["shift_real"].to_numpy(),
+            shifts_df["shift_synthetic"].to_numpy(),
+        )
+    ]
+    return shifts_df, pd.DataFrame(correlations)
+
+
+def check_params(params: ReportParams) -> None:
+    """Reject settings the analysis cannot honour."""
+    if params.real_per_condition < 3 or params.synthetic_per_condition < 3:
+        raise PhenexplainError("report needs at least 3 crops per condition and source")

@@ -1,0 +1,383 @@
+"""`phenexplain report CKPT CROPSET OUT`: the validation report of a model on its crop set.
+
+OUT receives report.html (self-contained), explorer.html (interactive, static), summary.json
+(every headline number) and a CSV per table, figures/ and traversals/ with what the page embeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import phenexplain
+from phenexplain.config import ReportParams
+from phenexplain.data.cropset import CropSet
+from phenexplain.display import composite, default_colours
+from phenexplain.errors import PhenexplainError
+from phenexplain.explain import figures as explain_figures
+from phenexplain.explain import latent
+from phenexplain.explain.render import render_frames, traversal_grid, write_video
+from phenexplain.explain.traversal import centroids
+from phenexplain.fsutil import write_json
+from phenexplain.measure.discriminability import discriminability
+from phenexplain.measure.features import measure_crops
+from phenexplain.measure.stats import compare_shifts
+from phenexplain.report import analysis, plots
+from phenexplain.report.explorer import explorer_data, write_explorer
+from phenexplain.report.html import Page, file_uri, png_uri
+from phenexplain.training.checkpoint import load_network, read_config
+from phenexplain.training.data import TrainingData, downsample
+
+log = logging.getLogger(__name__)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(phenexplain.__file__).parent,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(checkpoint: Path, crops: CropSet, config: dict, control: str) -> dict:
+    """Where the model and the data come from."""
+    training = config.get("training", {})
+    counts = crops.manifest["condition"].value_counts().sort_index()
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "phenexplain_version": phenexplain.__version__,
+        "git_commit": _git_commit(),
+        "checkpoint": str(checkpoint),
+        "kimg": training.get("kimg"),
+        "trained_on_crop_set": training.get("crop_set_id"),
+        "crop_set": str(crops.root),
+        "crop_set_id": crops.content_id,
+        "same_crop_set": training.get("crop_set_id") in (None, crops.content_id),
+        "resolution": config.get("resolution"),
+        "channels": config["channels"],
+        "conditions": config["conditions"],
+        "control": control,
+        "crops_per_condition": {k: int(v) for k, v in counts.items()},
+    }
+
+
+def _sample_grid(images: np.ndarray, n: int, colours: list[str]) -> np.ndarray:
+    """Generated crops [K * n, C, R, R] (condition-major) -> one RGB image, a row per condition."""
+    k = len(images) // n
+    rgb = composite(images, colours)  # [K * n, R, R, 3]
+    rows = [np.concatenate(list(rgb[i * n : (i + 1) * n]), axis=1) for i in range(k)]
+    return np.concatenate(rows, axis=0).repeat(3, axis=0).repeat(3, axis=1)
+
+
+def _doses(crops: CropSet, conditions: list[str], control: str) -> list[str] | None:
+    """The non-control conditions in increasing dose, if the crop set or the names tell it."""
+    others = [c for c in conditions if c != control]
+    if len(others) < 2:
+        return None
+    manifest = crops.manifest
+    if "concentration_um" in manifest:
+        dose = manifest.groupby("condition")["concentration_um"].first()
+        if dose.reindex(others).notna().all():
+            return sorted(others, key=lambda c: float(dose[c]))
+    try:
+        return latent.dose_order(others)
+    except PhenexplainError:
+        return None
+
+
+def build_report(
+    checkpoint: str | Path,
+    cropset: str | Path,
+    out: str | Path,
+    params: ReportParams,
+    *,
+    device: str = "cpu",
+    stage: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """Compute everything, write the files, return summary.json's content."""
+    analysis.check_params(params)
+    checkpoint, out = Path(checkpoint), Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "traversals").mkdir(exist_ok=True)
+    config = read_config(checkpoint)
+    crops = CropSet(cropset)
+    conditions, channels = config["conditions"], config["channels"]
+    if sorted(crops.conditions) != sorted(conditions) or crops.channels != channels:
+        raise PhenexplainError(
+            f"{cropset} (conditions {sorted(crops.conditions)}, channels {crops.channels}) does "
+            f"not match the checkpoint (conditions {conditions}, channels {channels})"
+        )
+    control = analysis.pick_control(conditions, params.control)
+    G = load_network(checkpoint, "G_ema", device)
+    colours = default_colours(channels)
+    factor = crops.resolution // G.img_resolution
+    summary: dict = {"provenance": provenance(checkpoint, crops, config, control)}
+    page = Page(f"Phenexplain report: {crops.root.name}")
+    _provenance_section(page, summary["provenance"])
+
+    stage("FID/KID")
+    summary["fid_kid"] = _fid_section(page, G, crops, params)
+
+    stage("samples and traversals")
+    _samples_section(page, G, conditions, control, colours, params, out)
+
+    stage("measuring real and generated crops")
+    real_images, real_names, _ = analysis.sample_real(
+        crops, conditions, params.real_per_condition, params.seed
+    )
+    real_small = downsample(real_images, factor)
+    fake_small, fake_names = analysis.generate(
+        G, conditions, params.synthetic_per_condition, params.seed
+    )
+    real = analysis.measure(
+        analysis.enlarge(real_small, factor), real_names, channels, params.workers
+    )
+    fake = analysis.measure(
+        analysis.enlarge(fake_small, factor), fake_names, channels, params.workers
+    )
+    for name, m in (("real", real), ("synthetic", fake)):
+        m.cells.to_csv(out / f"cells_{name}.csv", index=False)
+        m.crops.to_csv(out / f"crops_{name}.csv", index=False)
+    summary["assays"] = _assay_section(page, real, fake, conditions, control, params, out)
+
+    stage("feature panel")
+    summary["feature_shifts"] = _feature_section(
+        page,
+        analysis.enlarge(real_small, factor),
+        real_names,
+        analysis.enlarge(fake_small, factor),
+        fake_names,
+        channels,
+        control,
+        params,
+        out,
+    )
+
+    stage("CNN discriminability")
+    summary["cnn"] = _cnn_section(page, crops, G.img_resolution, params, out)
+
+    stage("latent analysis")
+    summary["latent"] = _latent_section(page, G, crops, conditions, control, params, out)
+
+    stage("explorer")
+    real_for_explorer = {name: real_small[real_names == name][:6] for name in conditions}
+    data = explorer_data(
+        G,
+        conditions,
+        control,
+        colours,
+        list(range(params.explorer_seeds)),
+        params.traversal_steps,
+        real_for_explorer,
+    )
+    write_explorer(data, out / "explorer.html", f"Phenexplain explorer: {crops.root.name}")
+    page.heading("Explorer")
+    page.raw(
+        '<p><a href="explorer.html">Open the interactive explorer</a> (static page: choose '
+        "conditions and a seed, scrub along the traversal, compare with real crops).</p>"
+    )
+
+    write_json(out / "summary.json", summary)
+    (out / "report.html").write_text(page.render(), encoding="utf-8")
+    return summary
+
+
+def _provenance_section(page: Page, prov: dict) -> None:
+    page.heading("Provenance")
+    rows = [(k, str(v)) for k, v in prov.items() if k != "crops_per_condition"]
+    page.table(pd.DataFrame(rows, columns=["field", "value"]))
+    page.table(
+        pd.DataFrame(list(prov["crops_per_condition"].items()), columns=["condition", "real crops"])
+    )
+    if not prov["same_crop_set"]:
+        page.text("Warning: the model was trained on another crop set than the one compared here.")
+
+
+def _fid_section(page: Page, G, crops: CropSet, params: ReportParams) -> dict:
+    from phenexplain.metrics.evaluate import fid_kid
+    from phenexplain.metrics.extractors import make_extractor
+
+    data = TrainingData(crops, resolution=G.img_resolution)
+    n = min(1000, 2 * len(crops))
+    result = fid_kid(G, data, make_extractor("rand", data.num_channels), n=n, seed=params.seed)
+    page.heading("FID / KID")
+    page.table(pd.DataFrame([{k: v for k, v in result.items()}]))
+    page.text(
+        f"{n} generated images against all {len(crops)} real crops. fid_rand uses the "
+        "offline random-CNN extractor; its values are not comparable with Inception FID.",
+        "note",
+    )
+    return result
+
+
+def _samples_section(page, G, conditions, control, colours, params, out: Path) -> None:
+    page.heading("Generated samples")
+    images, _ = analysis.generate(G, conditions, params.grid_seeds, params.seed + 1)
+    page.image(
+        png_uri(_sample_grid(images, params.grid_seeds, colours)),
+        "one row per condition (" + ", ".join(conditions) + "), same z in each column",
+    )
+    page.heading("Traversals")
+    targets = [c for c in conditions if c != control]
+    seeds = list(range(params.traversal_seeds))
+    for target in targets:
+        grid = traversal_grid(
+            G, conditions, seeds, control, [target], method=3, steps=params.traversal_steps
+        )
+        frames = render_frames(grid, colours)
+        path = write_video(frames, out / "traversals" / f"{control}_to_{target}.gif", fps=6)
+        page.image(file_uri(path), f"{control} -> {target} (method 3, same intensity mapping)")
+
+
+def _assay_section(page, real, fake, conditions, control, params, out: Path) -> dict:
+    page.heading("Assays: real vs synthetic")
+    stats = analysis.assay_statistics(real, fake, control, params.level)
+    stats.to_csv(out / "stats.csv", index=False)
+    for assay in real.assays:
+        if assay not in fake.assays:
+            continue
+        path = plots.real_vs_synthetic(
+            analysis.assay_table(real, assay),
+            analysis.assay_table(fake, assay),
+            assay,
+            conditions,
+            out / "figures" / f"box_{assay}.png",
+        )
+        page.image(file_uri(path), assay, width=420)
+    page.heading("Statistics", 3)
+    page.text(
+        f"Each condition against {control}; t, df and p two-sided; CI of the mean "
+        f"difference at {params.level:.2%}; q: Benjamini-Hochberg across the assays.",
+        "note",
+    )
+    page.table(
+        stats[
+            [
+                "source",
+                "test",
+                "condition",
+                "assay",
+                "n",
+                "n_control",
+                "difference",
+                "ci_low",
+                "ci_high",
+                "t",
+                "df",
+                "p",
+                "q",
+                "cohens_d",
+            ]
+        ]
+    )
+    shifts, corr = analysis.shift_correlation(real, fake, control, params.level)
+    shifts.to_csv(out / "assay_shifts.csv", index=False)
+    student = stats[stats["test"] == "student"] if len(stats) else stats
+    return {
+        "statistics": student.to_dict(orient="records"),
+        "shift_correlation": corr.to_dict(orient="records"),
+    }
+
+
+def _feature_section(
+    page, real_img, real_names, fake_img, fake_names, channels, control, params, out: Path
+) -> dict:
+    tables = {}
+    for source, images, names in (
+        ("real", real_img, real_names),
+        ("synthetic", fake_img, fake_names),
+    ):
+        t = measure_crops(images, channels, panel=params.feature_panel, workers=params.workers)
+        t["condition"] = names[t["crop"].astype(int).to_numpy()] if len(t) else []
+        tables[source] = t
+    features = [c for c in tables["real"].columns if c not in ("crop", "object", "condition")]
+    page.heading("Real vs synthetic feature shifts")
+    if tables["real"].empty or tables["synthetic"].empty:
+        page.text("no cells measured in one of the sources", "note")
+        return {}
+    shifts, corr = compare_shifts(
+        tables["real"], tables["synthetic"], features, control=control, level=params.level
+    )
+    shifts.to_csv(out / "feature_shifts.csv", index=False)
+    corr.to_csv(out / "feature_shift_correlation.csv", index=False)
+    path = plots.shift_scatter(shifts, out / "figures" / "shift_scatter.png")
+    page.image(file_uri(path), "Cohen's d of each feature and condition vs control", width=420)
+    overall = corr.iloc[0].to_dict()
+    page.text(
+        f"{len(features)} CellProfiler-style features ({', '.join(params.feature_panel)}); "
+        f"over {overall['pairs']} (feature, condition) pairs: Pearson r "
+        f"{overall['pearson_r']:.3f}, Spearman rho {overall['spearman_r']:.3f}."
+    )
+    return overall
+
+
+def _cnn_section(page, crops: CropSet, resolution: int, params: ReportParams, out: Path) -> dict:
+    result = discriminability(
+        crops,
+        resolution=resolution,
+        folds=params.cnn_folds,
+        epochs=params.cnn_epochs,
+        seed=params.seed,
+    )
+    result.folds.to_csv(out / "cnn_folds.csv", index=False)
+    page.heading("CNN discriminability (real crops)")
+    info = result.as_dict()
+    page.table(pd.DataFrame([{k: v for k, v in info.items() if k != "folds"}]))
+    page.table(result.folds)
+    page.text(
+        f"4 convolutional layers, {params.cnn_epochs} epochs, {params.cnn_folds}-fold "
+        "cross-validation grouped by well (no well on both sides).",
+        "note",
+    )
+    return {k: v for k, v in info.items() if k != "folds"}
+
+
+def _latent_section(page, G, crops, conditions, control, params, out: Path) -> dict:
+    result: dict = {}
+    if len(conditions) < 3:
+        return result
+    page.heading("Latent analysis")
+    doses = _doses(crops, conditions, control)
+    fit = [control, doses[-1]] if doses else conditions[:3]
+    points = latent.lda_map(
+        G,
+        conditions,
+        fit,
+        [c for c in conditions if c not in fit],
+        n_fit=params.lda_samples,
+        n_project=params.lda_samples // 10,
+    )
+    points.to_csv(out / "lda.csv", index=False)
+    path = explain_figures.plot_lda(
+        points, out / "figures" / "lda.png", order=[*fit, *(doses or [])]
+    )
+    page.image(file_uri(path), "LDA of W", width=480)
+    if doses:
+        centroid = centroids(G, params.centroid_samples, seed=params.seed)
+        rows, dose = latent.dose_distances(
+            G,
+            conditions,
+            control,
+            doses,
+            centroid=centroid,
+            n=params.dose_samples,
+            seed=params.seed,
+        )
+        rows.to_csv(out / "dose_distances.csv", index=False)
+        path = explain_figures.plot_dose_distances(rows, dose, out / "figures" / "dose.png")
+        page.image(file_uri(path), "dose response in W", width=480)
+        result["dose"] = dose
+    return result

@@ -1,0 +1,167 @@
+"""The validation report: planted effects found on real images, files written, explorer works."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from phenexplain.config import ReportParams
+from phenexplain.errors import PhenexplainError
+from phenexplain.report import analysis
+from phenexplain.report.build import build_report
+
+SMALL = dict(real_per_condition=40, synthetic_per_condition=24, grid_seeds=3, traversal_seeds=2,
+             traversal_steps=3, cnn_folds=2, cnn_epochs=2, explorer_seeds=2, lda_samples=60,
+             dose_samples=30, centroid_samples=500, workers=1)  # fmt: skip
+
+
+def _real(crops, n=200, seed=0) -> analysis.Measurements:
+    """Assays of up to n real crops per condition, measured as the report measures them."""
+    from phenexplain.data.cropset import CropSet
+
+    cs = CropSet(crops.root)
+    names = sorted(cs.conditions)
+    images, labels, _ = analysis.sample_real(cs, names, n, seed)
+    return analysis.measure(images, labels, cs.channels, workers=2)
+
+
+@pytest.fixture(scope="module")
+def nfkb_report(assay_crops, tiny_checkpoint_module, tmp_path_factory):
+    crops = assay_crops("nfkb", 64)
+    ckpt, _ = tiny_checkpoint_module(["DNA", "NFkB"], ("TNF", "control"), 16)
+    out = tmp_path_factory.mktemp("report") / "nfkb"
+    summary = build_report(ckpt, crops.root, out, ReportParams(**SMALL))
+    return out, summary
+
+
+def test_report_files_and_numbers(nfkb_report):
+    out, summary = nfkb_report
+    for name in ("report.html", "explorer.html", "summary.json", "stats.csv", "cells_real.csv",
+                 "cells_synthetic.csv", "feature_shifts.csv", "cnn_folds.csv"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert summary == json.loads((out / "summary.json").read_text())
+    html = (out / "report.html").read_text()
+    assert "data:image/gif;base64," in html and "data:image/png;base64," in html
+    assert 'src="figures/' not in html and "http" not in html.split("<body>")[1][:50]
+    stats_table = pd.read_csv(out / "stats.csv")
+    assert set(stats_table["source"]) == {"real", "synthetic"}
+    assert set(stats_table["test"]) == {"student", "welch"}
+    assert summary["provenance"]["control"] == "control"
+    assert 0 <= summary["cnn"]["accuracy_mean"] <= 1
+    assert "fid_rand" in summary["fid_kid"]
+
+
+def test_report_finds_the_nfkb_effect_on_real_images(nfkb_report):
+    _, summary = nfkb_report
+    rows = [r for r in summary["assays"]["statistics"]
+            if r["source"] == "real" and r["assay"] == "log_nc_ratio"]  # fmt: skip
+    assert len(rows) == 1 and rows[0]["condition"] == "TNF"
+    assert rows[0]["difference"] > 0 and rows[0]["p"] < 0.01  # the planted direction: up
+    assert rows[0]["ci_low"] > 0  # 99.99% interval excludes no change
+
+
+def test_golgi_spot_area_falls_and_dose_is_monotone(assay_crops):
+    golgi = _real(assay_crops("golgi", 64))
+    control = analysis.pick_control(sorted(golgi.cells["condition"].unique()), None)
+    table = analysis.assay_statistics(golgi, golgi, control, 0.9999)
+    row = table[(table.source == "real") & (table.test == "welch") & (table.assay == "spot_area")]
+    assert len(row) == 1 and row["difference"].iloc[0] < 0 and row["p"].iloc[0] < 0.01
+    dose = _real(assay_crops("dose", 64), n=120)
+    area = dose.cells.groupby("condition")["cytoplasm_area"].mean()
+    conc = {name: 0.0 if name == "DMSO" else float(name.split("_")[1][:-2]) for name in area.index}
+    rho = stats.spearmanr([conc[n] for n in area.index], area.to_numpy()).statistic
+    assert rho < -0.8  # cytoplasm contracts monotonically with dose
+
+
+def test_two_samples_of_one_condition_differ_at_rate_alpha(assay_crops):
+    cells = _real(assay_crops("nfkb", 64)).cells
+    control = cells[cells["condition"] == "control"].copy()
+    rng = np.random.default_rng(1)
+    hits, draws, alpha = 0, 200, 0.05
+    for _ in range(draws):
+        crops = control["crop"].unique()
+        half = set(rng.choice(crops, size=len(crops) // 2, replace=False))
+        control["condition"] = np.where(control["crop"].isin(half), "control", "other")
+        table = analysis.assay_statistics(analysis.Measurements(control, control.iloc[:0], ["log_nc_ratio"]),
+                                          analysis.Measurements(control, control.iloc[:0], []),
+                                          "control", 0.9999)  # fmt: skip
+        hits += int(table.loc[table.test == "student", "p"].iloc[0] < alpha)
+    sd = np.sqrt(alpha * (1 - alpha) / draws)
+    assert abs(hits / draws - alpha) < 3 * sd + 0.01
+
+
+def test_control_is_named_or_refused():
+    assert analysis.pick_control(["TNF", "control"], None) == "control"
+    assert analysis.pick_control(["cytoD_1uM", "DMSO"], None) == "DMSO"
+    assert analysis.pick_control(["a", "b"], "b") == "b"
+    with pytest.raises(PhenexplainError, match=r"report\.control"):
+        analysis.pick_control(["a", "b"], None)
+    with pytest.raises(PhenexplainError, match="not a condition"):
+        analysis.pick_control(["a", "b"], "c")
+
+
+def test_report_refuses_a_crop_set_of_other_conditions(assay_crops, tiny_checkpoint, tmp_path):
+    ckpt, _ = tiny_checkpoint(["DNA", "NFkB"], ("ctrl", "drug"), 16)
+    with pytest.raises(PhenexplainError, match="does not match the checkpoint"):
+        build_report(ckpt, assay_crops("nfkb", 64).root, tmp_path / "r", ReportParams(**SMALL))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_with_the_explorer(nfkb_report):
+    out, _ = nfkb_report
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "phenexplain.cli", "serve", str(out),
+                             "--port", str(port)])  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/explorer.html").read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("phenexplain serve did not answer")
+        assert b'id="slider"' in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make browser)")
+def test_explorer_slider_changes_the_frame_in_headless_chromium(nfkb_report):
+    from playwright.sync_api import sync_playwright
+
+    out, _ = nfkb_report
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])  # fmt: skip
+        page = browser.new_page()
+        page.goto((out / "explorer.html").as_uri())
+        first = page.get_attribute("#frame", "src")
+        assert first.startswith("data:image/png;base64,")
+        assert page.locator("#source-real img").count() > 0  # real crops of the source condition
+        page.fill("#slider", "3")  # fires input: the last frame
+        last = page.get_attribute("#frame", "src")
+        assert page.get_attribute("#frame", "data-index") == "3" and last != first
+        assert page.inner_text("#t") == "t = 1.00"
+        page.select_option("#seed", "1")
+        assert page.get_attribute("#frame", "src") not in (first, last)
+        browser.close()
