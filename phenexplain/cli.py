@@ -269,6 +269,25 @@ def convert_nvlabs(
     )
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _checkpoint(path: Path) -> Path:
+    from phenexplain.training.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(path)
+
+
+Checkpoint = Annotated[
+    Path,
+    typer.Argument(
+        help="Checkpoint folder (train or convert-nvlabs), or a run folder (its latest).",
+        callback=_checkpoint,
+    ),
+]
+
+
 @app.command()
 def train(
     cropset: Annotated[
@@ -331,9 +350,7 @@ def train(
 
 @app.command()
 def generate(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="Checkpoint folder (train or convert-nvlabs).")
-    ],
+    checkpoint: Checkpoint,
     out: Annotated[Path, typer.Argument(help="Folder for the images.")],
     condition: Annotated[str, typer.Option(help="Condition name (as in the checkpoint).")],
     seeds: Annotated[str, typer.Option(help="Seeds: '0-99' or '1,5,7'.")] = "0-7",
@@ -349,11 +366,54 @@ def generate(
     err.print(f"wrote {len(paths)} images to {out}")
 
 
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+@app.command()
+def evaluate(
+    checkpoint: Checkpoint,
+    cropset: Annotated[Path, typer.Argument(help="Crop set to compare with.")],
+    out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here.")] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Extractors: rand, inception (default: train.metrics).")
+    ] = None,
+    images: Annotated[int | None, typer.Option(help="Generated images per metric.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """FID/KID of a checkpoint (or a run's latest) against a crop set."""
+    from phenexplain.config import load_params
+    from phenexplain.fsutil import write_json
+    from phenexplain.metrics.evaluate import evaluate_checkpoint
+
+    train = load_params(_State.params_path).train
+    result = evaluate_checkpoint(
+        checkpoint, cropset, _names(metrics) if metrics else list(train.metrics),
+        n=images or train.metric_images, inception_weights=train.inception_weights, device=device,
+    )  # fmt: skip
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, result)
+    typer.echo(json.dumps(result))
 
 
-Checkpoint = Annotated[Path, typer.Argument(help="Checkpoint folder (train or convert-nvlabs).")]
+@app.command()
+def explain(
+    checkpoint: Checkpoint,
+    out: Annotated[Path, typer.Argument(help="Folder for the videos, LDA and dose response.")],
+    control: Annotated[
+        str | None, typer.Option(help="The control (when explain.source is null).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """The `explain` section of params.yaml: traversal videos, LDA map and dose response."""
+    from phenexplain.config import load_params
+    from phenexplain.explain.jobs import explain_run
+
+    result = explain_run(checkpoint, out, load_params(_State.params_path).explain, control=control,
+                         device=device)  # fmt: skip
+    for video in result["videos"]:
+        err.print(f"wrote {video['path']} ({video['frames']} frames)")
+    if "dose" in result:
+        err.print(
+            f"dose response: Spearman rho {result['dose']['spearman_rho_median_vs_dose']:.3f}"
+        )
 
 
 @app.command()

@@ -157,6 +157,26 @@ class SummarizeParams(Section):
     max_fields_per_condition: int = Field(16, gt=0, description="fields measured per condition")
 
 
+class ExplainParams(Section):
+    """`phenexplain explain`: the traversal videos and latent analyses of a model."""
+
+    source: str | None = Field(None, description="source condition; None: the control")
+    targets: list[str] | None = Field(None, description="target conditions; None: all others")
+    method: Literal[1, 2, 3] = Field(3, description="1 embedding (eq. 3), 2 centroid shift, 3 W")
+    seeds: str = Field("0-3", description="one grid row per seed: '0-3' or '1,5,7'")
+    steps: int = Field(16, gt=0, description="steps of each traversal (steps + 1 frames)")
+    truncation: float = Field(1.0, ge=0, le=1, description="truncation psi (1 = none)")
+    formats: list[Literal["gif", "mp4", "png", "tif", "frames"]] = Field(
+        default_factory=lambda: ["gif", "mp4"], description="video formats written"
+    )
+    view: Literal["composite", "channels"] = "composite"
+    contrast: Literal["fixed", "auto"] = "fixed"
+    fps: float = Field(8.0, gt=0)
+    centroid_samples: int = Field(100_000, gt=0, description="K random z per centroid (eq. 4)")
+    lda_samples: int = Field(3000, gt=1, description="samples per fitted condition (Fig. 4b)")
+    dose_samples: int = Field(1000, gt=1, description="samples per dose (Fig. 4d)")
+
+
 class ReportParams(Section):
     """`phenexplain report`: real-vs-synthetic validation of a model on its crop set."""
 
@@ -192,6 +212,7 @@ class Params(Section):
     ingest: IngestParams = IngestParams()
     train: TrainParams = TrainParams()
     summarize: SummarizeParams = SummarizeParams()
+    explain: ExplainParams = ExplainParams()
     report: ReportParams = ReportParams()
 
 
@@ -226,7 +247,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ConfigError(_format_errors(exc, str(path))) from None
 
 
-def with_overrides(section: Section, source: str = "command line", **overrides: Any) -> Section:
+def with_overrides(
+    section: Section, /, *, overrides_from: str = "command line", **overrides: Any
+) -> Section:
     """A copy of `section` with the non-None `overrides` applied and validated."""
     given = {k: v for k, v in overrides.items() if v is not None}
     if not given:
@@ -234,4 +257,4 @@ def with_overrides(section: Section, source: str = "command line", **overrides: 
     try:
         return type(section).model_validate({**section.model_dump(), **given})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, overrides_from)) from None

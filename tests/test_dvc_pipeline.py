@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,3 +44,51 @@ def test_dvc_repro_ingest_from_a_clean_copy(tmp_path):
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Stage 'ingest' didn't change, skipping" in second.stdout
     assert "Running stage" not in second.stdout
+
+
+def _small_params(repo: Path) -> None:
+    """Shrink every stage so the whole DAG runs in a couple of minutes on 2 cores."""
+    import yaml
+
+    path = repo / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    p["synth"].update(wells_per_condition=2, sites_per_well=2, height=256, width=320)
+    p["ingest"].update(crop_size=32, min_images_per_condition=2)
+    p["train"].update(kimg=0.1, tick_kimg=0.05, snapshot_ticks=1, metric_images=64, sample_seeds=2)
+    p["train"]["profiles"]["cpu-small"].update(batch=8, channel_base=256, channel_max=32)
+    p["explain"].update(seeds="0-1", steps=2, formats=["gif"], centroid_samples=500)
+    p["report"].update(real_per_condition=20, synthetic_per_condition=20, cnn_epochs=1,
+                       cnn_folds=2, grid_seeds=2, traversal_seeds=1, traversal_steps=2,
+                       explorer_seeds=1, workers=1)  # fmt: skip
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def _ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_full_dag_reproduces_and_reruns_only_what_changed(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _clean_copy(repo)
+    _small_params(repo)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    run = dict(cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
+    assert subprocess.run(["phenexplain", "synth", "data"], **run).returncode == 0
+    subprocess.run([*git, "commit", "-qam", "small params"], **run)
+    first = subprocess.run(["dvc", "repro"], **run)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert _ran(first.stdout) == {"ingest", "summarize", "train", "evaluate", "explain", "report"}
+    metrics = (repo / "reports" / "metrics.json").read_text()
+    assert "fid_rand" in metrics and (repo / "reports" / "report" / "report.html").is_file()
+    assert (repo / "reports" / "explain" / "traversal_method3.gif").is_file()
+    again = subprocess.run(["dvc", "repro"], **run)
+    assert again.returncode == 0 and _ran(again.stdout) == set(), again.stdout
+    subprocess.run([*git, "add", "-A"], **run)
+    subprocess.run([*git, "commit", "-qm", "lock"], **run)
+    exp = subprocess.run(["dvc", "exp", "run", "-S", "train.kimg=0.15"], **run)
+    assert exp.returncode == 0, exp.stdout + exp.stderr
+    assert _ran(exp.stdout) == {"train", "evaluate", "explain", "report"}
+    assert json.loads((repo / "reports" / "metrics.json").read_text())["kimg"] >= 0.15

@@ -231,3 +231,52 @@ def project_job(
     write_json(out / "projection.json", summary)
     log.info("projected %d crops: PSNR %.2f dB", len(results), summary["mean_psnr_db"])
     return summary
+
+
+def explain_run(
+    checkpoint: str | Path,
+    out: str | Path,
+    params,
+    *,
+    control: str | None = None,
+    device: str = "cpu",
+) -> dict:
+    """What `params` (an `ExplainParams`) asks for: a traversal video per format from the source
+    to the targets, and, with 3 or more conditions, the LDA map and (doses in the names) the dose
+    response. Returns explain.json's content."""
+    from phenexplain.generate import parse_seeds
+    from phenexplain.report.analysis import pick_control
+
+    conditions = read_config(checkpoint)["conditions"]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = params.source or pick_control(conditions, control)
+    targets = params.targets or [c for c in conditions if c != source]
+    suffix = {"gif": ".gif", "mp4": ".mp4", "png": ".png", "tif": ".tif", "frames": ""}
+    result: dict = {"source": source, "targets": targets, "videos": []}
+    for fmt in params.formats:
+        info = traversal_video(
+            checkpoint, out / f"traversal_method{params.method}{suffix[fmt]}", source=source,
+            targets=targets, seeds=parse_seeds(params.seeds), method=params.method,
+            steps=params.steps, truncation_psi=params.truncation,
+            centroid_samples=params.centroid_samples, view=params.view,
+            contrast=params.contrast, fps=params.fps, device=device,
+        )  # fmt: skip
+        result["videos"].append(info)
+    if len(conditions) >= 3:
+        try:
+            doses = latent.dose_order([c for c in conditions if c != source])
+        except PhenexplainError:
+            doses = None
+        fit = [source, doses[-1]] if doses else conditions[:3]
+        others = [c for c in conditions if c not in fit]
+        result["lda"] = lda_job(checkpoint, out / "lda", fit=fit, project_names=others,
+                                n_fit=params.lda_samples, n_project=params.lda_samples // 10,
+                                device=device)  # fmt: skip
+        if doses:
+            result["dose"] = dose_job(
+                checkpoint, out / "dose", control=source, doses=doses, n=params.dose_samples,
+                centroid_samples=params.centroid_samples, device=device,
+            )  # fmt: skip
+    write_json(out / "explain.json", result)
+    return result

@@ -6,6 +6,8 @@ generated images are drawn with the crop set's condition frequencies.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -62,3 +64,38 @@ def fid_kid(
         f"kid_{extractor.name}": kernel_distance(real, fake, num_subsets=100, subset_size=1000),
         f"extractor_{extractor.name}": extractor.id,
     }
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    cropset: str | Path,
+    metrics: list[str],
+    *,
+    n: int = 1000,
+    inception_weights: str | None = None,
+    device: str = "cpu",
+) -> dict:
+    """FID/KID of a checkpoint's G_ema against a crop set for each extractor in `metrics`, with
+    the checkpoint's kimg and whether it was trained on this crop set."""
+    from phenexplain.data.cropset import CropSet
+    from phenexplain.metrics.extractors import make_extractor
+    from phenexplain.training.checkpoint import load_network, read_config
+
+    config = read_config(checkpoint)
+    G = load_network(checkpoint, "G_ema", device)
+    crops = CropSet(cropset)
+    data = TrainingData(crops, resolution=G.img_resolution)
+    result = {
+        "checkpoint": str(checkpoint),
+        "kimg": config.get("training", {}).get("kimg"),
+        "crop_set_id": crops.content_id,
+        "trained_on_this_crop_set": config.get("training", {}).get("crop_set_id")
+        in (None, crops.content_id),
+        "metric_images": n,
+    }
+    for name in dict.fromkeys(metrics):
+        extractor = make_extractor(
+            name, data.num_channels, weights=inception_weights, device=device
+        )
+        result.update(fid_kid(G, data, extractor, n=n))
+    return result

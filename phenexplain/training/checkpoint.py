@@ -26,6 +26,29 @@ FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 CONFIG = "checkpoint.json"
 NETWORKS = {"G": Generator, "G_ema": Generator, "D": Discriminator}
+LATEST = "latest"  # in a run folder's checkpoints/: the name of the newest complete checkpoint
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or None before the first one."""
+    pointer = Path(run_dir) / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    return Path(run_dir) / "checkpoints" / pointer.read_text().strip()
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder as given, or the latest checkpoint of a run folder."""
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is not None and (latest / CONFIG).is_file():
+        return latest
+    raise PhenexplainError(
+        f"{path} is neither a checkpoint (no {CONFIG}) nor a run folder with a checkpoint "
+        "(no checkpoints/latest); give a folder written by `phenexplain train` or `convert-nvlabs`"
+    )
 
 
 def save_checkpoint(

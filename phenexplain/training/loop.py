@@ -34,12 +34,16 @@ from phenexplain.fsutil import atomic_write_bytes
 from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.augment import AugmentPipe
-from phenexplain.training.checkpoint import load_tensors, read_config, save_checkpoint
+from phenexplain.training.checkpoint import (
+    LATEST,
+    load_tensors,
+    read_config,
+    save_checkpoint,
+)
 from phenexplain.training.data import TrainingData
 from phenexplain.training.loss import StyleGAN2Loss
 
 log = logging.getLogger(__name__)
-LATEST = "latest"
 
 
 class Callback(Protocol):
@@ -340,13 +344,6 @@ class Trainer:
                 {"state": state, "param_groups": training["optimizer_param_groups"][name]}
             )
         self.progress = Progress(**training["progress"])
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / LATEST
-    if not pointer.is_file():
-        return None
-    return run_dir / "checkpoints" / pointer.read_text().strip()
 
 
 def train(

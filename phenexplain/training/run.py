@@ -12,8 +12,9 @@ from phenexplain.config import TrainParams, TrainProfile
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import PhenexplainError
 from phenexplain.training.callbacks import RunFolderCallback
+from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Callback, Progress, Trainer, latest_checkpoint, train
+from phenexplain.training.loop import Callback, Progress, Trainer, train
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,7 @@ from phenexplain.data.ingest import ingest
 from phenexplain.data.nuclei import segment_nuclei
 from phenexplain.measure.assays import nc_ratio
 from phenexplain.nets.ops import to_uint8
-from phenexplain.training.checkpoint import load_network, read_config
-from phenexplain.training.loop import latest_checkpoint
+from phenexplain.training.checkpoint import latest_checkpoint, load_network, read_config
 from phenexplain.training.run import run_training
 from tests.conftest import REPO
 

@@ -17,8 +17,9 @@ from safetensors.torch import load_file
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import PhenexplainError
 from phenexplain.training.callbacks import RunFolderCallback
+from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Trainer, latest_checkpoint, train
+from phenexplain.training.loop import Trainer, train
 from tests.training.conftest import TINY
 
 
