@@ -1,0 +1,292 @@
+"""The served model and the registry: `PhenexplainModel` (pyfunc) and `log_and_register`.
+
+The model is logged from code (MLflow's models-from-code: nothing is pickled) with a slim
+checkpoint (G_ema and the cached W centroids) as its artifact, registered as
+``phenexplain-<crop set>``; alias ``champion`` follows the lowest FID among comparable versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from phenexplain.errors import PhenexplainError
+from phenexplain.integrations.mlflow_tracking import TAG, _tracking_errors, client, tracking_uri
+
+log = logging.getLogger(__name__)
+
+MODEL_PREFIX = "phenexplain-"
+CHAMPION = "champion"
+
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("long", "seed"),
+            ColSpec("string", "source"),
+            ColSpec("string", "target"),
+            ColSpec("long", "method"),
+            ColSpec("long", "steps"),
+        ]
+    )
+)
+_MODEL_CODE = '''"""MLflow models-from-code entry point of the phenexplain pyfunc model."""
+from mlflow.models import set_model
+
+from phenexplain.integrations.mlflow_registry import PhenexplainModel
+
+set_model(PhenexplainModel())
+'''
+
+
+class PhenexplainModel(mlflow.pyfunc.PythonModel):
+    """A traversal renderer: one row (seed, source, target, method, steps) -> its frames.
+
+    Input: a DataFrame with ``seed`` (int), ``source`` and ``target`` (condition names),
+    ``method`` (1, 2 or 3: the paper's eq. 3, 4-5, 6) and ``steps`` (frames - 1). Output: the
+    input columns plus ``images``, one uint8 array [steps + 1, C, H, W] per row (frame 0 is the
+    source condition; z = RandomState(seed).randn, constant noise, no truncation). Served over
+    REST, each array arrives as nested lists.
+    """
+
+    def load_context(self, context) -> None:
+        from phenexplain.training.checkpoint import load_network, read_config
+
+        self.checkpoint = Path(context.artifacts["checkpoint"])
+        self.G = load_network(self.checkpoint, "G_ema")
+        self.conditions = list(read_config(self.checkpoint)["conditions"])
+        config = context.model_config or {}
+        self.centroid_samples = int(config.get("centroid_samples", 100_000))
+        self._centroids = None
+
+    def _index(self, name: Any) -> int:
+        if str(name) not in self.conditions:
+            raise PhenexplainError(f"unknown condition {name!r}; the model has {self.conditions}")
+        return self.conditions.index(str(name))
+
+    def _centroid(self):
+        from phenexplain.explain.traversal import cached_centroids
+
+        if self._centroids is None:
+            self._centroids = cached_centroids(self.checkpoint, self.G, self.centroid_samples)
+        return self._centroids
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Frames of each requested traversal (see the class docstring)."""
+        from phenexplain.explain.traversal import synthesize, traverse
+        from phenexplain.generate import latent
+        from phenexplain.nets.ops import to_uint8
+
+        frames = []
+        for row in model_input.itertuples(index=False):
+            method = int(row.method)
+            w = traverse(
+                self.G,
+                latent(int(row.seed), self.G.z_dim),
+                self._index(row.source),
+                self._index(row.target),
+                method=method,
+                steps=int(row.steps),
+                centroid=self._centroid() if method == 2 else None,
+            )  # [T, 1, w_dim]
+            frames.append(to_uint8(synthesize(self.G, w))[:, 0].numpy())
+        out = model_input.reset_index(drop=True).copy()
+        out["images"] = pd.Series(frames, dtype=object)
+        return out
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The outcome of `log_and_register`: the new version and where the champion alias is."""
+
+    name: str
+    version: str
+    model_uri: str
+    champion: str | None
+
+    @property
+    def is_champion(self) -> bool:
+        return self.champion == self.version
+
+
+def registered_model_name(crop_set_name: str) -> str:
+    return MODEL_PREFIX + crop_set_name
+
+
+def _serving_checkpoint(checkpoint: Path, out: Path, centroid_samples: int) -> Path:
+    """A copy of `checkpoint` with G_ema only (no D, no optimizer state) and cached centroids."""
+    from phenexplain.explain.traversal import cached_centroids
+    from phenexplain.training.checkpoint import load_network, read_config, save_checkpoint
+
+    config = read_config(checkpoint)
+    G = load_network(checkpoint, "G_ema")
+    slim = {k: v for k, v in config.items() if k not in ("format_version", "networks", "kwargs")}
+    slim["kwargs"] = {"G_ema": config["kwargs"]["G_ema"]}
+    if isinstance(slim.get("training"), dict):
+        slim["training"] = {
+            k: v for k, v in slim["training"].items() if k != "optimizer_param_groups"
+        }
+    save_checkpoint(out, {"G_ema": G}, slim)
+    cached_centroids(out, G, centroid_samples)
+    return out
+
+
+def _requirements() -> list[str]:
+    import torch
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        "safetensors",
+        "numpy",
+        "pandas",
+    ]
+
+
+def _log_model(run_id: str, checkpoint: Path, centroid_samples: int, uri: str):
+    """Log the pyfunc model (models-from-code, nothing pickled) into run `run_id`."""
+    from phenexplain.training.checkpoint import read_config
+
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)  # log_model is fluent-only: it uses the global URI
+    active = mlflow.active_run()
+    same = active is not None and active.info.run_id == run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        slim = _serving_checkpoint(Path(checkpoint), Path(tmp) / "checkpoint", centroid_samples)
+        code = Path(tmp) / "phenexplain_model.py"
+        code.write_text(_MODEL_CODE)
+        conditions = read_config(slim)["conditions"]
+        example = pd.DataFrame(
+            {"seed": [0], "source": [conditions[0]], "target": [conditions[-1]], "method": [3],
+             "steps": [1]}
+        )  # fmt: skip
+        with contextlib.nullcontext() if same else mlflow.start_run(run_id=run_id):
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code),
+                artifacts={"checkpoint": str(slim)},
+                model_config={"centroid_samples": centroid_samples},
+                signature=SIGNATURE,
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
+
+
+def _comparable(tags: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """What makes two FIDs comparable: metric name, extractor id, crop set id (None: unknown)."""
+    key = tuple(tags.get(TAG + name) for name in ("fid_metric", "extractor_id", "crop_set_id"))
+    return key if all(key) and tags.get(TAG + "fid") else None  # type: ignore[return-value]
+
+
+def _best_version(mlf: MlflowClient, name: str, key: tuple[str, str, str]):
+    """The comparable version with the lowest FID (the earliest one on a tie)."""
+    escaped = name.replace("'", "\\'")
+    versions = [
+        v for v in mlf.search_model_versions(f"name='{escaped}'") if _comparable(v.tags) == key
+    ]
+    return min(versions, key=lambda v: (float(v.tags[TAG + "fid"]), int(v.version)))
+
+
+def promote_if_better(
+    mlf: MlflowClient, name: str, version: str, *, alias: str = CHAMPION, attempts: int = 10
+) -> str | None:
+    """Point `alias` at the comparable version with the lowest FID if it beats the current
+    holder; returns the version the alias ends on.
+
+    A version is comparable when its FID was measured with the same metric, extractor and crop
+    set (model-version tags). A holder that is not comparable is left alone. Racing
+    registrations: after each move the alias is read again and checked against a fresh listing
+    of the versions, until a read shows it on the best; whichever registration checks last
+    has seen every version registered before, so the alias ends on the best of them.
+    """
+    key = _comparable(mlf.get_model_version(name, version).tags)
+    if key is None:
+        raise PhenexplainError(f"{name} version {version} has no FID tags; cannot compare it")
+    for _ in range(attempts):
+        best = _best_version(mlf, name, key)
+        holder = mlf.get_registered_model(name).aliases.get(alias)
+        if holder is not None:
+            current = mlf.get_model_version(name, holder)
+            if _comparable(current.tags) != key:
+                log.warning(
+                    "%s@%s is version %s, whose FID is not comparable (other metric, extractor "
+                    "or crop set); not moving it",
+                    name, alias, holder,
+                )  # fmt: skip
+                return str(holder)
+            if float(current.tags[TAG + "fid"]) <= float(best.tags[TAG + "fid"]):
+                return str(holder)
+        mlf.set_registered_model_alias(name, alias, best.version)
+        log.info("%s@%s -> version %s (FID %s)", name, alias, best.version, best.tags[TAG + "fid"])
+    holder = mlf.get_registered_model(name).aliases.get(alias)
+    return None if holder is None else str(holder)
+
+
+def log_and_register(
+    checkpoint: str | Path,
+    run_id: str,
+    crop_set_name: str,
+    fid_metric_name: str,
+    fid_value: float,
+    extractor_id: str,
+    *,
+    crop_set_id: str | None = None,
+    centroid_samples: int = 100_000,
+    uri: str | None = None,
+) -> Registration:
+    """Log `checkpoint` as a `PhenexplainModel` in run `run_id`, register it as
+    ``phenexplain-<crop_set_name>`` with its FID as version tags, and move alias ``champion`` to
+    it only if its FID beats the champion's (same metric, extractor and crop set).
+
+    The model's artifacts hold G_ema and the W centroids (`centroid_samples` z per condition,
+    seed 0). `crop_set_id` defaults to the one recorded in the checkpoint. Logging the model ends
+    run `run_id` (status FINISHED) unless it is this thread's active run, and points MLflow's
+    global tracking URI at `uri` (MLflow logs models through its fluent API only)."""
+    from phenexplain.training.checkpoint import read_config
+
+    uri = uri or tracking_uri()
+    if crop_set_id is None:
+        crop_set_id = (read_config(checkpoint).get("training") or {}).get("crop_set_id")
+    if not crop_set_id:
+        raise PhenexplainError(
+            f"{checkpoint} records no crop set id; pass crop_set_id (CropSet(...).content_id)"
+        )
+    if not math.isfinite(float(fid_value)):
+        raise PhenexplainError(
+            f"{fid_metric_name} = {fid_value} is not a finite FID; not registering"
+        )
+    name = registered_model_name(crop_set_name)
+    tags = {
+        TAG + "fid_metric": fid_metric_name,
+        TAG + "fid": repr(float(fid_value)),
+        TAG + "extractor_id": extractor_id,
+        TAG + "crop_set": crop_set_name,
+        TAG + "crop_set_id": crop_set_id,
+    }
+    mlf = client(uri)
+    with _tracking_errors(uri, "register the model"):
+        info = _log_model(run_id, Path(checkpoint), centroid_samples, uri)
+        try:
+            mlf.create_registered_model(name, tags={TAG + "crop_set": crop_set_name})
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        mv = mlf.create_model_version(
+            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+        )
+        champion = promote_if_better(mlf, name, mv.version)
+    log.info("registered %s version %s (%s = %s)", name, mv.version, fid_metric_name, fid_value)
+    version = str(mv.version)
+    return Registration(name, version, f"models:/{name}/{version}", champion)

@@ -1,0 +1,278 @@
+"""MLflow for phenexplain: tracking of training runs, the served model, the registry's champion.
+
+- `tracking_uri()`: ``$MLFLOW_TRACKING_URI``, else a SQLite database ``mlruns/mlflow.db`` (MLflow 3
+  refuses the plain file store by default; its own default is SQLite), with experiment artifacts
+  in ``mlruns/artifacts/``.
+- `start_training_run`: one experiment per crop set; the run's params are the resolved training
+  params (flattened), its tags the provenance (git commit, crop set id, ``data.dvc`` hash,
+  extractor ids). Anything that looks like a credential is dropped before it is sent.
+- `MlflowCallback` (in `mlflow_callback`): the training loop's `Callback` for MLflow, buffered in
+  the run folder so a tracking server that is down never stops training.
+- `PhenexplainModel`, `log_and_register` (in `mlflow_registry`): a pyfunc model that renders
+  traversals, registered as ``phenexplain-<crop set>``, alias ``champion`` on the lowest FID.
+
+Those names are importable from this module too (loaded on first use), so callers need one import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+
+from phenexplain.errors import PhenexplainError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "mlflow.db"
+TAG = "phenexplain."  # prefix of our run and model-version tags
+_SECRET_NAME = re.compile(
+    r"secret|password|passwd|token|credential|access_key|api_key|private_key|auth", re.I
+)
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_MAX_PARAMS, _MAX_PARAM_LEN = 100, 6000
+
+
+# ---------------------------------------------------------------- tracking URI and client
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlruns/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    return "sqlite:///" + (Path.cwd() / "mlruns" / DB_NAME).as_posix()
+
+
+def _sqlite_folder(uri: str) -> Path | None:
+    """The folder of a local SQLite tracking database (created if missing), else None."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return None
+    folder = Path(uri[len("sqlite:///") :]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    """An MlflowClient for tracking and registry at `uri` (default `tracking_uri()`)."""
+    uri = uri or tracking_uri()
+    _sqlite_folder(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def shown(uri: str) -> str:
+    """`uri` without any user:password part, for messages and logs."""
+    return _URL_USERINFO.sub("***@", uri)
+
+
+def reachable(uri: str, timeout: float = 2.0) -> bool:
+    """Whether an HTTP tracking server answers ``/health`` (local stores are always reachable)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        return requests.get(uri.rstrip("/") + "/health", timeout=timeout).ok
+    except requests.RequestException:
+        return False
+
+
+@contextlib.contextmanager
+def _tracking_errors(uri: str, action: str) -> Iterator[None]:
+    try:
+        yield
+    except (MlflowException, requests.RequestException) as exc:
+        raise PhenexplainError(
+            f"cannot {action} on the MLflow tracking server {shown(uri)}: {exc}; check that it "
+            "is running, or unset MLFLOW_TRACKING_URI to use the local mlruns/ store"
+        ) from None
+
+
+@contextlib.contextmanager
+def _http_limits(max_retries: int, timeout: int) -> Iterator[None]:
+    """MLflow's HTTP retry/timeout settings for a block, unless the user has set them.
+
+    MLflow reads ``MLFLOW_HTTP_REQUEST_*`` from the environment at each request and offers no
+    other knob, so they are set for the block and removed after; its defaults (7 retries with
+    exponential backoff) would stall a training step for minutes when the server dies."""
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": max_retries,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": timeout,
+    }
+    added = [name for name in wanted if name not in os.environ]
+    for name in added:
+        os.environ[name] = str(wanted[name])
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+# ---------------------------------------------------------------- params, tags, provenance
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> one level with dotted keys; lists and tuples become JSON strings."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, list | tuple | Mapping):
+            out[name] = json.dumps(value, sort_keys=True, default=str)
+        else:
+            out[name] = value
+    return out
+
+
+def redact(values: Mapping[str, Any]) -> dict[str, str]:
+    """`values` as strings, without entries that look like credentials: a key naming a secret,
+    or a value holding the value of a secret environment variable. URL passwords are masked."""
+    secrets = [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 4]
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        text = _URL_USERINFO.sub("***@", str(value))
+        if _SECRET_NAME.search(str(key)) or any(secret in text for secret in secrets):
+            log.warning("not sending %r to MLflow: it looks like a credential", key)
+            continue
+        out[str(key)] = text
+    return out
+
+
+def git_commit(repo: str | Path) -> str | None:
+    """The commit checked out in `repo`, or None outside a git work tree (read-only)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def dvc_data_md5(dvc_file: str | Path) -> str | None:
+    """The md5 recorded in a ``.dvc`` file's first output (read as YAML; DVC is not imported)."""
+    path = Path(dvc_file)
+    if not path.is_file():
+        return None
+    try:
+        outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or []
+    except yaml.YAMLError:
+        log.warning("%s is not valid YAML; no data hash recorded", path)
+        return None
+    return next((str(o["md5"]) for o in outs if isinstance(o, dict) and o.get("md5")), None)
+
+
+def provenance_tags(
+    crop_set: str | Path | None = None,
+    extractor_ids: Mapping[str, str] | None = None,
+    repo: str | Path | None = None,
+) -> dict[str, str]:
+    """Run tags: git commit, DVC data hash (``data.dvc`` in `repo`), crop set name and content
+    id, feature extractor ids. `repo` defaults to the current folder."""
+    repo = Path(repo) if repo is not None else Path.cwd()
+    tags: dict[str, str] = {}
+    if commit := git_commit(repo):
+        tags["mlflow.source.git.commit"] = commit
+    if md5 := dvc_data_md5(repo / "data.dvc"):
+        tags[TAG + "data_md5"] = md5
+    if crop_set is not None:
+        from phenexplain.data.cropset import CropSet
+
+        crops = CropSet(crop_set)
+        tags[TAG + "crop_set"] = crops.root.name
+        tags[TAG + "crop_set_id"] = crops.content_id
+    for name, ident in (extractor_ids or {}).items():
+        tags[f"{TAG}extractor.{name}"] = str(ident)
+    return tags
+
+
+def experiment_id(mlf: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if missing (local stores keep artifacts in
+    ``mlruns/artifacts/``); safe when two processes create it at once."""
+    found = mlf.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage != "active":
+            raise PhenexplainError(
+                f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
+                "or use another crop set name"
+            )
+        return found.experiment_id
+    folder = _sqlite_folder(mlf.tracking_uri)
+    location = (folder / "artifacts" / re.sub(r"[^\w.-]", "_", name)).as_uri() if folder else None
+    try:
+        return mlf.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlf.get_experiment_by_name(name).experiment_id
+
+
+def start_training_run(
+    experiment: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any] | None = None,
+    *,
+    crop_set: str | Path | None = None,
+    extractor_ids: Mapping[str, str] | None = None,
+    repo: str | Path | None = None,
+    run_name: str | None = None,
+    uri: str | None = None,
+) -> str:
+    """Create a run in experiment `experiment` (the crop set name) with `params` flattened and
+    the provenance tags plus `tags`; returns its run id. `params` may be a pydantic model.
+    Credentials are never sent (see `redact`)."""
+    if hasattr(params, "model_dump"):
+        params = params.model_dump()
+    uri = uri or tracking_uri()
+    if not reachable(uri):
+        raise PhenexplainError(
+            f"the MLflow tracking server {shown(uri)} does not answer; start it or unset "
+            "MLFLOW_TRACKING_URI to use the local mlruns/ store"
+        )
+    mlf = client(uri)
+    all_tags = redact({**provenance_tags(crop_set, extractor_ids, repo), **(tags or {})})
+    flat = redact(flatten(params))
+    long = [k for k, v in flat.items() if len(v) > _MAX_PARAM_LEN]
+    if long:
+        log.warning("params %s are longer than MLflow allows; truncated", long)
+    items = [Param(k, v[:_MAX_PARAM_LEN]) for k, v in sorted(flat.items())]
+    with _tracking_errors(uri, "start a run"):
+        run = mlf.create_run(experiment_id(mlf, experiment), run_name=run_name, tags=all_tags)
+        for start in range(0, len(items), _MAX_PARAMS):
+            mlf.log_batch(run.info.run_id, params=items[start : start + _MAX_PARAMS])
+    log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, shown(uri))
+    return run.info.run_id
+
+
+_LAZY = {
+    "MlflowCallback": "mlflow_callback",
+    "Outbox": "mlflow_callback",
+    "flush_outbox": "mlflow_callback",
+    "PhenexplainModel": "mlflow_registry",
+    "Registration": "mlflow_registry",
+    "log_and_register": "mlflow_registry",
+    "promote_if_better": "mlflow_registry",
+    "registered_model_name": "mlflow_registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The callback and registry halves, importable from here (PEP 562, no import cycle)."""
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"phenexplain.integrations.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

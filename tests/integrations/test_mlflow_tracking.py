@@ -1,0 +1,188 @@
+"""Tracking against a real MLflow server: provenance, no credentials, the callback, outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+from PIL import Image
+
+from phenexplain.data.cropset import CropSet
+from phenexplain.errors import PhenexplainError
+from phenexplain.integrations.mlflow_tracking import (
+    MlflowCallback,
+    flush_outbox,
+    git_commit,
+    start_training_run,
+    tracking_uri,
+)
+from phenexplain.training.callbacks import RunFolderCallback
+from phenexplain.training.data import TrainingData
+from phenexplain.training.loop import Trainer, train
+from tests.conftest import REPO
+from tests.integrations.conftest import SECRET, free_port
+from tests.training.conftest import TINY
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+
+
+def _stats(tick: int) -> dict:
+    """What the loop reports at a tick (kimg in steps of 8 images)."""
+    return {
+        "tick": tick, "kimg": tick * 0.008, "img_per_s": 100.0 + tick, "augment_p": 0.01 * tick,
+        "Loss/G/loss": 1.0 / tick, "Loss/D/loss": 0.5 * tick,
+    }  # fmt: skip
+
+
+def _history(run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in _client().get_metric_history(run_id, key))
+
+
+def test_default_tracking_uri_is_sqlite_under_mlruns(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking_uri() == "http://tracking.example:5000"
+
+
+def test_training_run_has_flat_params_provenance_and_no_credentials(mlflow_server, tiny_crops):
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
+    params = {
+        "train": {"kimg": 1.5, "profiles": {"tiny": {"batch": 8}}, "metrics": ["rand"]},
+        "storage": {"secret_access_key": SECRET, "endpoint": "http://admin:hunter22@minio:9000"},
+        "note": f"pasted {SECRET} by mistake",
+    }
+    run_id = start_training_run(
+        "crops", params, tags={"owner": "tests", "leak": f"x{SECRET}"}, crop_set=tiny_crops,
+        extractor_ids={"rand": "rand-123"}, repo=REPO,
+    )  # fmt: skip
+    run = _client().get_run(run_id)
+    assert _client().get_experiment(run.info.experiment_id).name == "crops"
+    assert run.data.params["train.kimg"] == "1.5"
+    assert run.data.params["train.profiles.tiny.batch"] == "8"
+    assert run.data.params["train.metrics"] == '["rand"]'
+    assert run.data.params["storage.endpoint"] == "http://***@minio:9000"
+    assert "storage.secret_access_key" not in run.data.params and "note" not in run.data.params
+    tags = run.data.tags
+    assert tags["owner"] == "tests" and "leak" not in tags
+    assert tags["phenexplain.crop_set"] == "crops"
+    assert tags["phenexplain.crop_set_id"] == CropSet(tiny_crops).content_id
+    assert tags["phenexplain.extractor.rand"] == "rand-123"
+    dvc = yaml.safe_load((REPO / "data.dvc").read_text())
+    assert tags["phenexplain.data_md5"] == dvc["outs"][0]["md5"]
+    if (commit := git_commit(REPO)) is not None:
+        assert tags["mlflow.source.git.commit"] == commit
+    dump = json.dumps(run.to_dictionary())
+    assert SECRET not in dump and "hunter22" not in dump
+
+
+def test_callback_reports_a_real_training_run(mlflow_server, tiny_crops, tmp_path):
+    torch.set_num_threads(1)
+    trainer = Trainer(TrainingData(CropSet(tiny_crops), resolution=16, xflip=True), TINY, seed=1)
+    run_id = start_training_run(f"train-{uuid.uuid4().hex[:6]}", {"seed": 1})
+    callback = MlflowCallback(tmp_path, run_id, retry_interval=0)
+
+    def evaluate(_trainer) -> dict:
+        return {"fid_rand": 12.5, "kid_rand": 0.25, "extractor_rand": "rand-v1"}
+
+    train(
+        trainer, tmp_path, kimg=0.032, tick_kimg=0.008, snapshot_ticks=2, sample_seeds=2,
+        callbacks=[RunFolderCallback(tmp_path), callback], evaluate=evaluate,
+    )  # fmt: skip
+    assert callback.finish()
+    run = _client().get_run(run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("Loss/G/loss", "Loss/D/loss", "img_per_s", "augment_p", "kimg", "tick"):
+        assert _history(run_id, key) == [8, 16, 24, 32], key
+    assert _history(run_id, "fid_rand") == [16, 32] == _history(run_id, "kid_rand")
+    assert run.data.metrics["fid_rand"] == 12.5
+    assert run.data.tags["phenexplain.extractor.rand"] == "rand-v1"
+    names = [a.path for a in _client().list_artifacts(run_id, "samples")]
+    assert names == ["samples/fakes_kimg0000.016.png", "samples/fakes_kimg0000.032.png"]
+    got = _client().download_artifacts(run_id, names[-1], str(tmp_path / "dl"))
+    local = tmp_path / "samples" / "fakes_kimg0000.032.png"
+    assert np.array_equal(np.asarray(Image.open(got)), np.asarray(Image.open(local)))
+    assert callback.outbox.pending() == []
+
+
+def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server, tmp_path):
+    run_id = start_training_run(f"outage-{uuid.uuid4().hex[:6]}", {"seed": 2})
+    grid = np.arange(8 * 12 * 3, dtype=np.uint8).reshape(8, 12, 3)
+    callback = MlflowCallback(tmp_path, run_id, retry_interval=0, probe_timeout=1)
+    for tick in (1, 2):
+        callback.on_tick(_stats(tick))
+    assert callback.outbox.pending() == []
+
+    mlflow_server.kill()
+    start = time.monotonic()
+    for tick in (3, 4):
+        callback.on_tick(_stats(tick))
+    callback.on_snapshot({**_stats(4), "fid_rand": 3.5, "extractor_rand": "r1"}, grid, tmp_path)
+    assert not callback.finish()  # nothing raised, nothing sent, training went on
+    assert time.monotonic() - start < 15
+    assert len(callback.outbox.pending()) == 5  # 2 ticks, FID, extractor tag, sample grid
+
+    mlflow_server.start()
+    resumed = MlflowCallback(tmp_path, retry_interval=0)  # a restarted process: run id on disk
+    resumed.on_tick(_stats(5))
+    assert resumed.finish()
+    steps = [8, 16, 24, 32, 40]
+    for key in ("Loss/G/loss", "img_per_s", "kimg"):
+        assert _history(run_id, key) == steps, key
+    assert _history(run_id, "fid_rand") == [32]
+    assert _client().get_run(run_id).data.tags["phenexplain.extractor.rand"] == "r1"
+    assert [a.path for a in _client().list_artifacts(run_id, "samples")] == [
+        "samples/fakes_kimg0000.032.png"
+    ]
+
+    # An acknowledgement lost on the way back: the ledger forgets, everything is sent again.
+    (tmp_path / "mlflow-outbox" / "sent.jsonl").write_text("")
+    assert flush_outbox(tmp_path)
+    for key in ("Loss/G/loss", "img_per_s", "kimg"):
+        assert _history(run_id, key) == steps, key
+    assert _history(run_id, "fid_rand") == [32]
+
+
+def test_callback_without_any_server_never_raises(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    callback = MlflowCallback(tmp_path, "0123abcd", uri=dead, retry_interval=60)
+    start = time.monotonic()
+    for tick in range(1, 4):
+        callback.on_tick(_stats(tick))
+    callback.on_snapshot(_stats(3), np.zeros((4, 4, 3), np.uint8), tmp_path)
+    assert not callback.flush()
+    assert time.monotonic() - start < 10
+    assert len(callback.outbox.pending()) == 4
+    files = list((tmp_path / "mlflow-outbox" / "files").rglob("*.png"))
+    assert [f.name for f in files] == ["fakes_kimg0000.024.png"]
+    with pytest.raises(PhenexplainError, match="unsent records of MLflow run 0123abcd"):
+        MlflowCallback(tmp_path, "another", uri=dead)
+    with pytest.raises(PhenexplainError, match="no MLflow run recorded"):
+        MlflowCallback(tmp_path / "elsewhere", uri=dead)
+
+
+def test_callback_on_another_rank_reports_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    callback = MlflowCallback(tmp_path, "run-x", uri=f"http://127.0.0.1:{free_port()}")
+    callback.on_tick(_stats(1))
+    callback.on_snapshot(_stats(1), np.zeros((4, 4, 3), np.uint8), tmp_path)
+    assert callback.finish() and not (tmp_path / "mlflow-outbox").exists()
+
+
+def test_a_record_the_server_refuses_does_not_block_the_others(mlflow_server, tmp_path):
+    run_id = start_training_run(f"refused-{uuid.uuid4().hex[:6]}", {"seed": 3})
+    callback = MlflowCallback(tmp_path, run_id, retry_interval=0)
+    callback.outbox.put("metrics", metrics=[["bad(key)", 1.0, int(time.time() * 1000), 1]])
+    callback.on_tick({**_stats(1), "odd key (%)": 2.0})
+    assert callback.finish() and callback.outbox.pending() == []
+    assert _history(run_id, "Loss/G/loss") == [8] == _history(run_id, "odd key ___")
