@@ -7,6 +7,7 @@ clamped. 1- and 3-channel images are written as PNG, others as multi-channel TIF
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,44 @@ from phenexplain.errors import PhenexplainError
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.checkpoint import load_network, read_config
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws z, takes seeds 0 .. 2**32 - 1
+MAX_SEEDS = 1_000_000  # seeds per list: one image each, so more is a typo or a runaway range
+
+
+def _seed(digits: str, text: str) -> int:
+    """One seed of the list `text`; refuses numbers over `MAX_SEED` before converting them."""
+    significant = digits.lstrip("0") or "0"  # int() refuses over 4300 digits, zeros included
+    if len(significant) > len(str(MAX_SEED)) or int(significant) > MAX_SEED:
+        shown = digits if len(digits) <= 20 else f"{digits[:12]}... ({len(digits)} digits)"
+        raise PhenexplainError(
+            f"bad seed list {reprlib.repr(text)}: seed {shown} is too large; seeds run from 0 to "
+            f"{MAX_SEED}"
+        )
+    return int(significant)
+
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    """'0-3,7' -> [0, 1, 2, 3, 7].
+
+    Seeds run from 0 to 2**32 - 1 (numpy's RandomState range), and a list holds at most
+    1,000,000 seeds (`MAX_SEEDS`) in all, so a mistyped range cannot exhaust memory.
+    """
     seeds: list[int] = []
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if match is None:
-            raise PhenexplainError(f"bad seed list {text!r}: use e.g. 0-99 or 1,5,7")
-        lo, hi = int(match[1]), int(match[2] or match[1])
+            raise PhenexplainError(f"bad seed list {reprlib.repr(text)}: use e.g. 0-99 or 1,5,7")
+        lo = _seed(match[1], text)
+        hi = _seed(match[2], text) if match[2] else lo
         if hi < lo:
-            raise PhenexplainError(f"bad seed range {part!r}: the end is before the start")
+            raise PhenexplainError(
+                f"bad seed range {reprlib.repr(part)}: the end is before the start"
+            )
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise PhenexplainError(
+                f"bad seed list {reprlib.repr(text)}: more than {MAX_SEEDS:,} seeds; ask for "
+                "fewer (split the list over several runs)"
+            )
         seeds.extend(range(lo, hi + 1))
     return seeds
 

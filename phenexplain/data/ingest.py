@@ -23,7 +23,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -34,8 +34,14 @@ import pandas as pd
 from phenexplain import __version__
 from phenexplain.config import IngestParams
 from phenexplain.data import cropset as cs
-from phenexplain.data.crops import block_mean, centroids, cut, illumination_function, to_uint8
-from phenexplain.data.crops import percentiles_from_histogram
+from phenexplain.data.crops import (
+    block_mean,
+    centroids,
+    cut,
+    illumination_function,
+    percentiles_from_histogram,
+    to_uint8,
+)
 from phenexplain.data.images import UnreadableImageError, load_field
 from phenexplain.data.nuclei import segment_nuclei
 from phenexplain.data.qc import field_quality, robust_z
@@ -108,7 +114,9 @@ def _analyse(args: tuple[FieldRecord, IngestParams]) -> Analysis:
         result.qc["Count_Nuclei"] = float(len(result.centres))
         result.qc[f"ForegroundFraction_{params.dna_channel}"] = float(np.mean(labels > 0))
         if not result.reasons and len(result.centres) < params.qc.min_nuclei:
-            result.reasons.append(f"no nuclei: {len(result.centres)} found, {params.qc.min_nuclei} needed")
+            result.reasons.append(
+                f"no nuclei: {len(result.centres)} found, {params.qc.min_nuclei} needed"
+            )
     bins = 256 if image.dtype == np.uint8 else 65536
     result.hist = np.stack([np.bincount(p.ravel(), minlength=bins) for p in image])
     if params.illumination_correction:
@@ -121,7 +129,9 @@ def _illumination(path: str) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def _crop(args: tuple[FieldRecord, IngestParams, np.ndarray, list[tuple[float, float]], str | None]):
+def _crop(
+    args: tuple[FieldRecord, IngestParams, np.ndarray, list[tuple[float, float]], str | None],
+):
     record, params, centres, scaling, illum_path = args
     image = load_field(record.files, len(params.channels), params.max_megapixels)
     source = image
@@ -130,7 +140,9 @@ def _crop(args: tuple[FieldRecord, IngestParams, np.ndarray, list[tuple[float, f
     if image.dtype == np.uint8 and illum_path is None:
         scaled = image
     else:
-        scaled = np.stack([to_uint8(p, lo, hi) for p, (lo, hi) in zip(source, scaling, strict=True)])
+        scaled = np.stack(
+            [to_uint8(p, lo, hi) for p, (lo, hi) in zip(source, scaling, strict=True)]
+        )
     if params.precropped:
         return scaled[None], np.zeros(1, int), np.zeros((1, 2), int)
     return cut(scaled, centres, params.crop_size, params.border)
@@ -145,9 +157,13 @@ def _map(fn, items: list, workers: int) -> Iterator:
 
 
 def _plate_fingerprint(records: Iterable[FieldRecord], hashes: dict[Path, str]) -> str:
+    """Hash of a plate's field ids, conditions and file contents (ids are valid text: see
+    `_with_printable_names`), so a changed plate gets new crop-set ids."""
     digest = hashlib.sha256()
     for r in records:
-        digest.update(f"{r.field_id}|{r.condition}|{'|'.join(hashes[f] for f in r.files)}\n".encode())
+        digest.update(
+            f"{r.field_id}|{r.condition}|{'|'.join(hashes[f] for f in r.files)}\n".encode()
+        )
     return digest.hexdigest()
 
 
@@ -158,12 +174,63 @@ def _params_key(params: IngestParams) -> str:
 
 
 def _rel(path: Path, root: Path) -> str:
-    """`path` relative to the source folder when it lies inside, else as it is."""
+    """`path` relative to the source folder when it lies inside, else as it is (printable)."""
     base = Path(os.path.abspath(root if root.is_dir() else root.parent))
     try:
-        return Path(os.path.abspath(path)).relative_to(base).as_posix()
+        return _printable(Path(os.path.abspath(path)).relative_to(base).as_posix())
     except ValueError:
-        return path.as_posix()
+        return _printable(path.as_posix())
+
+
+def _printable(name: str) -> str:
+    r"""`name` as valid UTF-8 text: bytes of a file name that are not UTF-8 become ``\xNN``.
+
+    Python keeps such bytes as lone surrogates (PEP 383), which parquet and JSON cannot store.
+    Valid text is returned unchanged, so ordinary names, fingerprints and ids stay the same.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def _with_printable_names(records: list[FieldRecord], source: Path) -> list[FieldRecord]:
+    """`records` with printable ids, plates, wells and conditions; the file paths are kept.
+
+    Readers of CSVs yield valid text; names taken from the file system (the ``folders`` layout)
+    may not be.
+    """
+    out = [
+        replace(
+            r,
+            field_id=_printable(r.field_id),
+            plate=_printable(r.plate),
+            well=_printable(r.well),
+            condition=_printable(r.condition),
+        )
+        for r in records
+    ]
+    renamed = [new for old, new in zip(records, out, strict=True) if new != old]
+    if not renamed:
+        return records
+    log.warning(
+        "%d field(s) of %s have names that are not valid UTF-8; they are recorded with \\xNN "
+        "escapes (e.g. plate %s, field %s)",
+        len(renamed),
+        source,
+        renamed[0].plate,
+        renamed[0].field_id,
+    )
+    seen: set[str] = set()
+    for r in out:
+        if r.field_id in seen:
+            raise StructureError(
+                f"{source}: two fields are both named {r.field_id!r} once bytes that are not "
+                "UTF-8 are written as \\xNN; rename one of the files"
+            )
+        seen.add(r.field_id)
+    return out
 
 
 def _qc_table(analyses: list[Analysis], root: Path, params: IngestParams) -> pd.DataFrame:
@@ -245,10 +312,16 @@ def _corrected_scaling(analyses, qc, params, illum: dict[str, str]) -> dict[str,
         values = [[] for _ in params.channels]
         for a in analyses:
             if a.record.plate == plate and a.record.field_id in ok:
-                image = load_field(a.record.files, len(params.channels), params.max_megapixels) / profile
+                image = (
+                    load_field(a.record.files, len(params.channels), params.max_megapixels)
+                    / profile
+                )
                 for c, plane in enumerate(image):
                     values[c].append(plane[::4, ::4].ravel())
-        out[plate] = [tuple(float(v) for v in np.percentile(np.concatenate(v), params.percentiles)) for v in values]
+        out[plate] = [
+            tuple(float(v) for v in np.percentile(np.concatenate(v), params.percentiles))
+            for v in values
+        ]
     return out
 
 
@@ -257,14 +330,16 @@ def _existing(out: Path, params: IngestParams, overwrite: bool) -> dict | None:
     info_path = out / cs.INFO
     if info_path.is_file() and not overwrite:
         info = json.loads(info_path.read_text())
-        if info.get("format_version") == cs.FORMAT_VERSION and info.get("params_key") == _params_key(params):
+        same_format = info.get("format_version") == cs.FORMAT_VERSION
+        if same_format and info.get("params_key") == _params_key(params):
             return {
                 "info": info,
                 "manifest": pd.read_parquet(out / cs.MANIFEST),
                 "qc": pd.read_parquet(out / cs.QC_TABLE),
             }
         raise StructureError(
-            f"{out} holds a crop set built with other ingest params; write to a new folder or pass --overwrite"
+            f"{out} holds a crop set built with other ingest params; write to a new folder or "
+            "pass --overwrite"
         )
     check_output(out, overwrite)
     return None
@@ -300,10 +375,12 @@ def ingest(
     missing files, columns or channels, or a failed structural expectation of `validator`.
     """
     source, out = Path(source), Path(out)
-    records = list_fields(source, params.layout, params.channels)
+    records = _with_printable_names(list_fields(source, params.layout, params.channels), source)
     missing = sorted({str(f) for r in records for f in r.files if not f.is_file()})
     if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
         raise StructureError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
     existing = _existing(out, params, overwrite)
     hashes = _file_hashes(records, params.workers)
@@ -318,7 +395,13 @@ def ingest(
         log.info("crop set %s is up to date", out)
         return {**summary, "fields": 0, "crops": 0, "quarantined": 0}
 
-    analyses = _run(_analyse, [(r, params) for p in todo for r in by_plate[p]], params.workers, "analyse", progress)
+    analyses = _run(
+        _analyse,
+        [(r, params) for p in todo for r in by_plate[p]],
+        params.workers,
+        "analyse",
+        progress,
+    )
     qc_new = _qc_table(analyses, source, params)
     keep = lambda df: df[~df["plate"].isin(todo)] if existing else df.iloc[0:0]  # noqa: E731
     qc = pd.concat([keep(existing["qc"]) if existing else None, qc_new], ignore_index=True)
@@ -327,8 +410,12 @@ def ingest(
 
     dest = out if existing else staging_dir(out)
     try:
-        plates_info, manifest_new = _crop_plates(analyses, qc_new, params, dest, prints, progress, source)
-        manifest = pd.concat([keep(existing["manifest"]) if existing else None, manifest_new], ignore_index=True)
+        plates_info, manifest_new = _crop_plates(
+            analyses, qc_new, params, dest, prints, progress, source
+        )
+        manifest = pd.concat(
+            [keep(existing["manifest"]) if existing else None, manifest_new], ignore_index=True
+        )
         if validator is not None:
             validator.check_crops(manifest, params)
         info = {
@@ -361,8 +448,18 @@ def ingest(
         if old and old != plates_info.get(plate, {}).get("shard"):
             (out / "images" / f"{old}.npy").unlink(missing_ok=True)
     n_quarantined = int((qc_new["status"] == "quarantined").sum())
-    log.info("ingested %d plate(s): %d crops, %d field(s) quarantined", len(todo), len(manifest_new), n_quarantined)
-    return {**summary, "fields": len(qc_new), "crops": len(manifest_new), "quarantined": n_quarantined}
+    log.info(
+        "ingested %d plate(s): %d crops, %d field(s) quarantined",
+        len(todo),
+        len(manifest_new),
+        n_quarantined,
+    )
+    return {
+        **summary,
+        "fields": len(qc_new),
+        "crops": len(manifest_new),
+        "quarantined": n_quarantined,
+    }
 
 
 QUARANTINE_COLUMNS = ["field_id", "plate", "well", "site", "condition", "files", "reasons"]
@@ -384,7 +481,10 @@ def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Pat
         scaling = _corrected_scaling(analyses, qc, params, illum)
     ok = set(qc.loc[qc["status"] == "ok", "field_id"])
     good = [a for a in analyses if a.record.field_id in ok]
-    items = [(a.record, params, a.centres, scaling[a.record.plate], illum.get(a.record.plate)) for a in good]
+    items = [
+        (a.record, params, a.centres, scaling[a.record.plate], illum.get(a.record.plate))
+        for a in good
+    ]
     results = _run(_crop, items, params.workers, "crop", progress)
     rows, shards, info = [], {}, {}
     for a, (crops, kept, origins) in zip(good, results, strict=True):
@@ -421,13 +521,19 @@ def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Pat
         name = f"{cs.shard_name(plate)}-{prints[plate][:8]}"
         parts = shards.get(plate, [])
         size = _crop_size(analyses, params)
-        crops = np.concatenate(parts) if parts else np.zeros((0, len(params.channels), size, size), np.uint8)
+        crops = (
+            np.concatenate(parts)
+            if parts
+            else np.zeros((0, len(params.channels), size, size), np.uint8)
+        )
         cs.write_shard(dest, name, crops)
         plate_qc = qc[qc["plate"] == plate]
         info[plate] = {
             "fingerprint": prints[plate],
             "shard": name,
-            "scaling": {ch: list(v) for ch, v in zip(params.channels, scaling.get(plate, []), strict=False)},
+            "scaling": {
+                ch: list(v) for ch, v in zip(params.channels, scaling.get(plate, []), strict=False)
+            },
             "illumination": os.path.relpath(illum[plate], dest) if plate in illum else None,
             "fields": len(plate_qc),
             "quarantined": int((plate_qc["status"] == "quarantined").sum()),

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import io
 import json
+import reprlib
 import shutil
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -55,7 +57,10 @@ def export_stylegan(cropset_dir: str | Path, out_zip: str | Path) -> int:
             zf.writestr(zipfile.ZipInfo(name, ZIP_TIME), buffer.getvalue())
             labels.append([name, label])
         zf.writestr(zipfile.ZipInfo("dataset.json", ZIP_TIME), json.dumps({"labels": labels}))
-        zf.writestr(zipfile.ZipInfo("conditions.json", ZIP_TIME), json.dumps(crops.conditions, sort_keys=True))
+        zf.writestr(
+            zipfile.ZipInfo("conditions.json", ZIP_TIME),
+            json.dumps(crops.conditions, sort_keys=True),
+        )
     tmp.replace(out_zip)
     return len(labels)
 
@@ -63,7 +68,9 @@ def export_stylegan(cropset_dir: str | Path, out_zip: str | Path) -> int:
 def _safe_member(name: str) -> str:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or "\\" in name or ":" in name:
-        raise PhenexplainError(f"zip member {name!r} escapes the archive folder; refusing the archive")
+        raise PhenexplainError(
+            f"zip member {name!r} escapes the archive folder; refusing the archive"
+        )
     return name
 
 
@@ -72,17 +79,23 @@ def _check_archive(zf: zipfile.ZipFile, source: Path) -> None:
     for info in zf.infolist():
         _safe_member(info.filename)
         if (info.external_attr >> 16) & 0o170000 == 0o120000:
-            raise PhenexplainError(f"{source}: member {info.filename!r} is a symbolic link; refusing the archive")
+            raise PhenexplainError(
+                f"{source}: member {info.filename!r} is a symbolic link; refusing the archive"
+            )
         total += info.file_size
     if total > MAX_UNCOMPRESSED:
-        raise PhenexplainError(f"{source} would expand to {total / 2**30:.1f} GiB; refusing the archive")
+        raise PhenexplainError(
+            f"{source} would expand to {total / 2**30:.1f} GiB; refusing the archive"
+        )
 
 
 def _decode_png(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
-                raise PhenexplainError(f"{name}: {im.width}x{im.height} exceeds {max_pixels:,} pixels")
+                raise PhenexplainError(
+                    f"{name}: {im.width}x{im.height} exceeds {max_pixels:,} pixels"
+                )
             im.load()
             array = np.asarray(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -92,10 +105,116 @@ def _decode_png(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
 
 
+def _is_class_index(value: object) -> bool:
+    """A non-negative whole number (JSON may spell it 3 or 3.0); booleans are not classes."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value >= 0 and float(value).is_integer()
+
+
+def _json_kind(value: object) -> str:
+    """The JSON name of `value`'s type, for messages."""
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def _read_json(raw: bytes | str, where: str) -> dict:
+    """The JSON object in `raw`; `where` names the file in the error."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise PhenexplainError(
+            f"{where} is not valid JSON ({exc}); rewrite it as a JSON object"
+        ) from None
+    if not isinstance(data, dict):
+        raise PhenexplainError(f"{where} holds a JSON {_json_kind(data)}; it must be a JSON object")
+    return data
+
+
+def dataset_labels(raw: bytes | str, where: str) -> list[tuple[str, int]]:
+    """(file, class index) pairs of a stylegan2-ada ``dataset.json`` (``{"labels": [...]}``).
+
+    `where` names the file in errors. Refuses text that is not a JSON object, missing or empty
+    labels, and labels that are not ``[file, class_index]`` with a whole class index >= 0.
+    """
+    labels = _read_json(raw, where).get("labels")
+    if not labels:
+        raise PhenexplainError(
+            f"{where} has no labels; phenexplain needs one class per image "
+            '({"labels": [[file, class_index], ...]})'
+        )
+    if not isinstance(labels, list):
+        raise PhenexplainError(
+            f"{where}: 'labels' is a JSON {_json_kind(labels)}; it must be a list of "
+            "[file, class_index] pairs"
+        )
+    pairs = []
+    for i, entry in enumerate(labels):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], str)
+            and _is_class_index(entry[1])
+        ):
+            raise PhenexplainError(
+                f"{where}: labels[{i}] is {reprlib.repr(entry)}; each label must be "
+                "[file, class_index] with a whole class index >= 0"
+            )
+        pairs.append((entry[0], int(entry[1])))
+    return pairs
+
+
+def _class_names(raw: bytes, where: str, classes: set[int]) -> dict[int, str]:
+    """Class index -> name from ``conditions.json`` (``{name: index}``), covering `classes`."""
+    by_index: dict[int, str] = {}
+    for name, index in _read_json(raw, where).items():
+        if not _is_class_index(index):
+            raise PhenexplainError(
+                f"{where}: {name!r} maps to {reprlib.repr(index)}; each condition must map to a "
+                "whole class index >= 0"
+            )
+        if int(index) in by_index:
+            raise PhenexplainError(
+                f"{where}: {by_index[int(index)]!r} and {name!r} share class {int(index)}; give "
+                "each condition its own index"
+            )
+        by_index[int(index)] = name
+    unknown = sorted(classes - set(by_index))
+    if unknown:
+        raise PhenexplainError(
+            f"{where} has no name for class(es) {unknown[:10]} used in dataset.json (it names "
+            f"{sorted(by_index)[:10]}); add them or fix the labels"
+        )
+    return by_index
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, source: Path) -> bytes:
+    """The bytes of member `name`; a damaged member (bad CRC, bad data) is a clear error."""
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise PhenexplainError(
+            f"{source}: member {name!r} is damaged ({exc}); re-create or re-download the archive"
+        ) from None
+    except (NotImplementedError, RuntimeError) as exc:  # unknown compression, encryption
+        raise PhenexplainError(
+            f"{source}: member {name!r} cannot be read ({exc}); re-create the archive without "
+            "encryption, with stored or deflated members"
+        ) from None
+
+
 def import_stylegan(
-    source: str | Path, out: str | Path, *, channels: list[str] | None = None, overwrite: bool = False
+    source: str | Path,
+    out: str | Path,
+    *,
+    channels: list[str] | None = None,
+    overwrite: bool = False,
 ) -> int:
-    """Turn a stylegan2-ada dataset zip into a crop set (one shard); returns the number of crops."""
+    """Turn a stylegan2-ada dataset zip into a crop set (one shard); returns the number of crops.
+
+    Everything is read and checked before the output is staged, so a refused archive writes
+    nothing.
+    """
     source, out = Path(source), Path(out)
     check_output(out, overwrite)
     try:
@@ -106,32 +225,43 @@ def import_stylegan(
         _check_archive(zf, source)
         names = set(zf.namelist())
         if "dataset.json" not in names:
-            raise PhenexplainError(f"{source}: no dataset.json; a conditional dataset needs class labels")
-        labels = json.loads(zf.read("dataset.json")).get("labels")
-        if not labels:
-            raise PhenexplainError(f"{source}: dataset.json has no labels; phenexplain needs one class per image")
+            raise PhenexplainError(
+                f"{source}: no dataset.json; a conditional dataset needs class labels"
+            )
+        labels = dataset_labels(
+            _read_member(zf, "dataset.json", source), f"dataset.json in {source}"
+        )
+        classes = {label for _, label in labels}
         if "conditions.json" in names:
-            by_index = {i: n for n, i in json.loads(zf.read("conditions.json")).items()}
+            by_index = _class_names(
+                _read_member(zf, "conditions.json", source), f"conditions.json in {source}", classes
+            )
         else:
-            by_index = {i: f"class_{i}" for i in sorted({int(lab) for _, lab in labels})}
+            by_index = {i: f"class_{i}" for i in sorted(classes)}
         crops, rows = [], []
-        for name, label in sorted(labels):
+        for name, _ in sorted(labels):
             if _safe_member(name) not in names:
-                raise PhenexplainError(f"{source}: dataset.json lists {name!r}, which is not in the archive")
-            crops.append(_decode_png(zf.read(name), f"{source}:{name}", 4096 * 4096))
+                raise PhenexplainError(
+                    f"{source}: dataset.json lists {name!r}, which is not in the archive"
+                )
+            crops.append(
+                _decode_png(_read_member(zf, name, source), f"{source}:{name}", 4096 * 4096)
+            )
     shapes = {c.shape for c in crops}
     if len(shapes) != 1:
         raise PhenexplainError(f"{source}: images differ in shape: {sorted(shapes)[:4]}")
     n_channels, size, _ = crops[0].shape
     channels = channels or [f"ch{i}" for i in range(n_channels)]
     if len(channels) != n_channels:
-        raise PhenexplainError(f"{source}: images have {n_channels} channels, {len(channels)} names given")
+        raise PhenexplainError(
+            f"{source}: images have {n_channels} channels, {len(channels)} names given"
+        )
     stack = np.stack(crops)
     shard = cs.shard_name(source.stem)
     for (name, label), crop in zip(sorted(labels), stack, strict=True):
-        row = {"crop_id": name, "shard": shard, "index": len(rows), "field_id": name, "plate": source.stem,
-               "well": "", "site": 0, "condition": by_index[int(label)], "y": size / 2, "x": size / 2,
-               "top": 0, "left": 0}  # fmt: skip
+        row = {"crop_id": name, "shard": shard, "index": len(rows), "field_id": name,
+               "plate": source.stem, "well": "", "site": 0, "condition": by_index[label],
+               "y": size / 2, "x": size / 2, "top": 0, "left": 0}  # fmt: skip
         for ch in channels:
             row[f"scale_low_{ch}"], row[f"scale_high_{ch}"] = 0.0, 255.0
         row["illumination_corrected"] = False

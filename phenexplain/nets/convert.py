@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 
 import torch
 
+from phenexplain.data.stylegan_zip import dataset_labels
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.snapshot import PersistentObject, read_snapshot
@@ -50,15 +50,18 @@ def conditions_from_dataset_json(path: str | Path) -> list[str]:
     phenexplain tooling packs a folder-per-condition dataset; each index must map to one folder.
     """
     try:
-        labels = json.loads(Path(path).read_text())["labels"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PhenexplainError(f"{path}: not a dataset.json with labels ({exc})") from None
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise PhenexplainError(f"cannot read {path}: {exc.strerror or exc}") from None
     names: dict[int, set[str]] = {}
-    for file, index in labels:
+    for file, index in dataset_labels(raw, str(path)):
         parts = PurePosixPath(file).parts
         if len(parts) < 2:
-            raise PhenexplainError(f"{path}: {file!r} is not inside a condition folder")
-        names.setdefault(int(index), set()).add(parts[-2])
+            raise PhenexplainError(
+                f"{path}: {file!r} is not inside a condition folder; label files must be "
+                "<condition>/<image>"
+            )
+        names.setdefault(index, set()).add(parts[-2])
     if sorted(names) != list(range(len(names))):
         raise PhenexplainError(f"{path}: class indices are not 0..{len(names) - 1}")
     ambiguous = {i: sorted(n) for i, n in names.items() if len(n) != 1}

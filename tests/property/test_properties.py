@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from phenexplain.config import Params, Section, load_params, with_overrides
 from phenexplain.data.readers import list_fields
 from phenexplain.errors import ConfigError, PhenexplainError
-from phenexplain.generate import parse_seeds
+from phenexplain.generate import MAX_SEEDS, parse_seeds
 
 SMALL = settings(
     max_examples=50,
@@ -345,11 +345,26 @@ def test_any_seed_text_parses_or_is_refused_clearly(text):
     assert seeds and all(isinstance(s, int) and s >= 0 for s in seeds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="generate.parse_seeds: int() of over 4300 digits raises ValueError, not PhenexplainError",
-)
-def test_seed_numbers_too_long_to_convert_are_refused_clearly():
-    with pytest.raises(PhenexplainError):
-        parse_seeds("9" * 5000)
+@pytest.mark.parametrize("text", ["9" * 5000, "1-" + "9" * 5000, "4294967296"])
+def test_seed_numbers_too_large_are_refused_clearly(text):
+    with pytest.raises(
+        PhenexplainError,
+        match=r"bad seed list .*: seed \d+(\.\.\. \(\d+ digits\))? is too large; seeds run from 0 to 4294967295",
+    ):
+        parse_seeds(text)
+
+
+def test_seeds_up_to_the_largest_are_accepted():
+    assert parse_seeds("4294967294-4294967295") == [4294967294, 4294967295]
+    assert parse_seeds("0" * 5000 + "7") == [7]  # leading zeros do not count as digits
+
+
+@pytest.mark.parametrize("text", ["0-4000000000", "0-600000,0-600000", "0-999999,5"])
+def test_seed_lists_over_a_million_are_refused_before_allocating(text):
+    with pytest.raises(PhenexplainError, match=r"more than 1,000,000 seeds"):
+        parse_seeds(text)
+
+
+def test_a_million_seeds_are_accepted():
+    seeds = parse_seeds("0-999999")
+    assert len(seeds) == MAX_SEEDS == 1_000_000 and seeds[-1] == 999_999

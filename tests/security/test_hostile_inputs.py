@@ -10,7 +10,6 @@ turns it into an unexpected pass and the marker is removed.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -20,10 +19,10 @@ import subprocess
 import sys
 import tracemalloc
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 import torch
@@ -39,12 +38,6 @@ from phenexplain.nets.convert import conditions_from_dataset_json, convert_snaps
 from phenexplain.nets.snapshot import UnsafeSnapshotError, read_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def clear_error_or_handled(call: Callable[[], object]) -> None:
-    """Run `call`; a `PhenexplainError` (one clear line in the CLI) is as good as success."""
-    with contextlib.suppress(PhenexplainError):
-        call()
 
 
 # --- pickles -------------------------------------------------------------------------------
@@ -199,28 +192,25 @@ def _flip_a_pixel_byte(archive: Path) -> None:
     archive.write_bytes(bytes(data))
 
 
-_BROKEN_METADATA = "import_stylegan reads dataset.json/conditions.json without checking its shape"
-
-
 @pytest.mark.parametrize(
-    ("members", "damage"),
+    ("members", "damage", "named"),
     [
         pytest.param(
             {"a.png": _png(), "dataset.json": b"{not json"},
             None,
-            marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=_BROKEN_METADATA),
+            r"dataset\.json .* is not valid JSON",
             id="dataset-json-not-json",
         ),
         pytest.param(
             {"a.png": _png(), "dataset.json": b"[]"},
             None,
-            marks=pytest.mark.xfail(strict=True, raises=AttributeError, reason=_BROKEN_METADATA),
+            r"dataset\.json .* holds a JSON array; it must be a JSON object",
             id="dataset-json-a-list",
         ),
         pytest.param(
             {"a.png": _png(), "dataset.json": b'{"labels": [["a.png"]]}'},
             None,
-            marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=_BROKEN_METADATA),
+            r"dataset\.json .*labels\[0\] is \['a\.png'\]; each label must be \[file, class_index\]",
             id="label-without-class",
         ),
         pytest.param(
@@ -230,55 +220,66 @@ _BROKEN_METADATA = "import_stylegan reads dataset.json/conditions.json without c
                 "conditions.json": b'{"ctrl": 0}',
             },
             None,
-            marks=pytest.mark.xfail(strict=True, raises=KeyError, reason=_BROKEN_METADATA),
+            r"conditions\.json .* has no name for class\(es\) \[3\]",
             id="class-not-in-conditions",
         ),
         pytest.param(
             {"a.png": _png(), "dataset.json": _labels("a.png"), "conditions.json": b"[1]"},
             None,
-            marks=pytest.mark.xfail(strict=True, raises=AttributeError, reason=_BROKEN_METADATA),
+            r"conditions\.json .* holds a JSON array; it must be a JSON object",
             id="conditions-json-a-list",
+        ),
+        pytest.param(
+            {"a.png": _png(), "dataset.json": b'{"labels": [["a.png", true]]}'},
+            None,
+            r"dataset\.json .*labels\[0\] is \['a\.png', True\]",
+            id="class-a-boolean",
+        ),
+        pytest.param(
+            {
+                "a.png": _png(),
+                "dataset.json": _labels("a.png"),
+                "conditions.json": b'{"ctrl": 0, "drug": 0}',
+            },
+            None,
+            r"conditions\.json .*: 'ctrl' and 'drug' share class 0",
+            id="conditions-share-a-class",
         ),
         pytest.param(
             {"a.png": _png(), "dataset.json": _labels("a.png")},
             _flip_a_pixel_byte,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=zipfile.BadZipFile,
-                reason="import_stylegan calls ZipFile.read without catching BadZipFile (bad CRC)",
-            ),
+            r"member 'a\.png' is damaged .*re-create or re-download",
             id="corrupt-member",
         ),
     ],
 )
-def test_malformed_archive_metadata_is_a_clear_error(tmp_path, members, damage):
+def test_malformed_archive_metadata_is_a_clear_error(tmp_path, members, damage, named):
     archive = tmp_path / "dataset.zip"
     _write_zip(archive, members)
     if damage is not None:
         damage(archive)
-    with pytest.raises(PhenexplainError):
+    with pytest.raises(PhenexplainError, match=named) as exc:
         import_stylegan(archive, tmp_path / "out")
+    assert str(archive) in str(exc.value)
     _assert_nothing_written(tmp_path, archive)
 
 
 @pytest.mark.parametrize(
-    "labels",
+    ("labels", "named"),
     [
-        pytest.param([["a/x.png"]], id="label-without-class"),
-        pytest.param([["a/x.png", "zz"]], id="class-not-a-number"),
-        pytest.param(5, id="labels-not-a-list"),
+        pytest.param([["a/x.png"]], r"labels\[0\] is \['a/x\.png'\]", id="label-without-class"),
+        pytest.param(
+            [["a/x.png", "zz"]], r"labels\[0\] is \['a/x\.png', 'zz'\]", id="class-not-a-number"
+        ),
+        pytest.param(5, "'labels' is a JSON number; it must be a list", id="labels-not-a-list"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, TypeError),
-    reason="nets.convert.conditions_from_dataset_json unpacks labels outside its try/except",
-)
-def test_malformed_dataset_json_for_condition_names_is_a_clear_error(tmp_path, labels):
+def test_malformed_dataset_json_for_condition_names_is_a_clear_error(tmp_path, labels, named):
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps({"labels": labels}))
-    with pytest.raises(PhenexplainError):
+    with pytest.raises(PhenexplainError, match=named) as exc:
         conditions_from_dataset_json(path)
+    assert str(path) in str(exc.value)
 
 
 # --- images with forged sizes --------------------------------------------------------------
@@ -403,12 +404,7 @@ def test_non_utf8_file_names_are_listed_and_decoded(tmp_path):
         assert os.path.exists(os.fsencode(record.files[0]))  # the name maps back to the bytes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="data.ingest._plate_fingerprint encodes field ids (file names) as strict UTF-8",
-)
-def test_ingest_of_non_utf8_file_names_is_handled_or_refused_clearly(tmp_path):
+def test_ingest_of_non_utf8_file_names_records_them_escaped(tmp_path):
     root = _folders_with_bytes_names(tmp_path / "plate")
     params = IngestParams(
         layout="folders",
@@ -418,39 +414,56 @@ def test_ingest_of_non_utf8_file_names_is_handled_or_refused_clearly(tmp_path):
         min_images_per_condition=2,
         workers=1,
     )
-    clear_error_or_handled(lambda: ingest(root, tmp_path / "out", params))
+    summary = ingest(root, tmp_path / "out", params)
+    assert (summary["fields"], summary["crops"], summary["quarantined"]) == (8, 8, 0)
+    files = set(pd.read_parquet(tmp_path / "out" / "manifest.parquet")["files"])
+    assert {"ctrl/ok-0.png", "ctrl/\\xff\\xfe-1.png", "drug/\\xff\\xfe-3.png"} <= files
+    # the fingerprint of the plate is stable: a second run changes nothing
+    assert ingest(root, tmp_path / "out", params)["plates_kept"] == ["plate"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="data.readers.base.read_table opens the CSV as strict UTF-8 outside any try/except",
-)
+def test_names_that_collide_once_escaped_are_refused(tmp_path):
+    folder = os.fsencode(tmp_path / "plate" / "ctrl")
+    os.makedirs(folder)
+    _png_file(folder + b"/\xff.png", seed=0)
+    _png_file(folder + b"/\\xff.png", seed=1)  # a name that is literally backslash, x, f, f
+    params = IngestParams(layout="folders", channels=["DNA"], precropped=True, crop_size=32)
+    with pytest.raises(StructureError, match=r"two fields are both named 'ctrl/\\\\xff\.png'"):
+        ingest(tmp_path / "plate", tmp_path / "out", params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plate"]
+
+
 def test_non_utf8_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "metadata.csv").write_bytes(
         b"plate,well,site,condition,path_DNA\nP1,A01,1,contr\xf4le,a.tif\n"  # Latin-1 text
     )
-    clear_error_or_handled(lambda: list_fields(tmp_path, "manifest", ["DNA"]))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="data.readers.manifest.read_manifest calls int(None) on a row with missing cells",
-)
-def test_manifest_row_with_missing_cells_is_a_clear_error(tmp_path):
-    (tmp_path / "metadata.csv").write_text("plate,well,site,condition,path_DNA\nP1,A01\n")
-    with pytest.raises(PhenexplainError):
+    with pytest.raises(
+        StructureError, match=r"metadata\.csv:2: not UTF-8 text .*save the file as UTF-8"
+    ):
         list_fields(tmp_path, "manifest", ["DNA"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=csv.Error,
-    reason="data.readers.base.read_table lets csv.Error (field over 128 KiB) escape",
-)
+def test_manifest_saved_with_a_byte_order_mark_is_read(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"")
+    (tmp_path / "metadata.csv").write_bytes(  # Excel's "CSV UTF-8"
+        "plate,well,site,condition,path_DNA\nP1,A01,1,contrôle,a.tif\n".encode("utf-8-sig")
+    )
+    [record] = list_fields(tmp_path, "manifest", ["DNA"])
+    assert (record.plate, record.condition) == ("P1", "contrôle")
+
+
+def test_manifest_row_with_missing_cells_is_a_clear_error(tmp_path):
+    (tmp_path / "metadata.csv").write_text("plate,well,site,condition,path_DNA\nP1,A01\n")
+    with pytest.raises(
+        PhenexplainError,
+        match=r"metadata\.csv:2: the row ends before column\(s\) site, condition, path_DNA",
+    ):
+        list_fields(tmp_path, "manifest", ["DNA"])
+
+
 def test_manifest_with_an_oversized_cell_is_a_clear_error(tmp_path):
     (tmp_path / "metadata.csv").write_text(
         "plate,well,site,condition,path_DNA\nP1,A01,1,ctrl," + "a" * 200_000 + "\n"
     )
-    clear_error_or_handled(lambda: list_fields(tmp_path, "manifest", ["DNA"]))
+    with pytest.raises(StructureError, match=r"metadata\.csv:2: unreadable CSV row .*field limit"):
+        list_fields(tmp_path, "manifest", ["DNA"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +13,10 @@ from phenexplain.errors import PhenexplainError
 
 
 class StructureError(PhenexplainError):
-    """The source as a whole is unusable (missing columns, files or channels); nothing is written."""
+    """The source as a whole is unusable (missing columns, files or channels).
+
+    Nothing is written.
+    """
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,32 @@ def require_columns(path: Path, header: list[str], columns: list[str]) -> None:
 
 
 def read_table(source: Path, default_name: str, what: str) -> tuple[Path, list[str], list[dict]]:
-    """(path, header, rows) of a CSV given as a file or as the folder holding `default_name`."""
+    """(path, header, rows) of a CSV given as a file or as the folder holding `default_name`.
+
+    The file must be UTF-8; a leading byte-order mark (Excel's "CSV UTF-8") is skipped.
+    """
     path = source / default_name if source.is_dir() else source
     if not path.is_file():
         raise StructureError(f"{path} not found ({what})")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    try:
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    except OSError as exc:
+        raise StructureError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise StructureError(
+            f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8 "
+            "(in Excel: 'CSV UTF-8')"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         header = list(reader.fieldnames or [])
         rows = list(reader)
+    except csv.Error as exc:  # DictReader.line_num lags a row behind; its csv.reader's does not
+        raise StructureError(
+            f"{path}:{reader.reader.line_num}: unreadable CSV row ({exc}); check for an unclosed "
+            "quote or a cell that is not a path or a label"
+        ) from None
     return path, header, rows

@@ -22,14 +22,23 @@ def read_manifest(source: Path, channels: list[str]) -> list[FieldRecord]:
     """
     path, header, rows = read_table(source, "metadata.csv", "layout 'manifest' expects a CSV")
     root = path.parent
-    require_columns(path, header, BASE_COLUMNS + [f"path_{ch}" for ch in channels])
+    required = BASE_COLUMNS + [f"path_{ch}" for ch in channels]
+    require_columns(path, header, required)
     extra_cols = [c for c in header if c not in BASE_COLUMNS and not c.startswith("path_")]
     records = []
     for line, row in enumerate(rows, start=2):
+        short = [c for c in required if row[c] is None]  # the csv module's value for no cell
+        if short:
+            raise StructureError(
+                f"{path}:{line}: the row ends before column(s) {', '.join(short)}; every row "
+                f"needs a cell for each of the {len(header)} columns of the header"
+            )
         try:
             site = int(row["site"])
         except ValueError:
-            raise StructureError(f"{path}:{line}: site must be an integer, got {row['site']!r}") from None
+            raise StructureError(
+                f"{path}:{line}: site must be an integer, got {row['site']!r}"
+            ) from None
         if not row["condition"]:
             raise StructureError(f"{path}:{line}: empty condition")
         files = tuple(inside(root, Path(row[f"path_{ch}"])) for ch in channels)
