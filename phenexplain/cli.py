@@ -167,8 +167,7 @@ def ingest(
     Defaults come from the `ingest` section of params.yaml. Re-running adds only new plates.
     """
     from phenexplain.config import load_params, with_overrides
-    from phenexplain.data.ingest import ingest as run_ingest
-    from phenexplain.integrations.gx_validation import GXValidator
+    from phenexplain.integrations.gx_validation import ingest_with_expectations
 
     params = with_overrides(
         load_params(_State.params_path).ingest,
@@ -181,19 +180,14 @@ def ingest(
         illumination_correction=illumination_correction,
         workers=workers,
     )
-    validator = GXValidator()
-    try:
-        with _progress("ingest") as update:
-            summary = run_ingest(
-                source,
-                out,
-                params,
-                validator=validator,
-                overwrite=overwrite,
-                progress=lambda stage, done, total: update(done, total),
-            )
-    finally:
-        validator.close()
+    with _progress("ingest") as update:
+        summary = ingest_with_expectations(
+            source,
+            out,
+            params,
+            overwrite=overwrite,
+            progress=lambda stage, done, total: update(done, total),
+        )
     if not summary["plates_added"]:
         err.print(f"{out} is up to date: no new or changed plate in {source}")
         return

@@ -220,3 +220,15 @@ class GXValidator:
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def ingest_with_expectations(source, out, params, **kwargs) -> dict:
+    """`phenexplain.data.ingest.ingest` with the great-expectations checks and Data Docs (in the
+    crop set's ``report/``), as the CLI, the flows and the inbox run it."""
+    from phenexplain.data.ingest import ingest
+
+    validator = GXValidator()
+    try:
+        return ingest(source, out, params, validator=validator, **kwargs)
+    finally:
+        validator.close()

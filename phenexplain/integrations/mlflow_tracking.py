@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -254,6 +255,32 @@ def start_training_run(
             mlf.log_batch(run.info.run_id, params=items[start : start + _MAX_PARAMS])
     log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, shown(uri))
     return run.info.run_id
+
+
+def log_results(
+    run_id: str,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    artifacts: Mapping[str, str | Path] | None = None,
+    uri: str | None = None,
+) -> None:
+    """Log final numbers (finite numbers only) and files or folders (artifact path -> local path)
+    to a run, finished or not: evaluation metrics, the report, traversal videos, Data Docs."""
+    uri = uri or tracking_uri()
+    mlf = client(uri)
+    with _tracking_errors(uri, "log results"):
+        for key, value in (metrics or {}).items():
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if number and math.isfinite(value):
+                mlf.log_metric(run_id, key, float(value))
+        for artifact_path, local in (artifacts or {}).items():
+            local = Path(local)
+            if local.is_dir():
+                mlf.log_artifacts(run_id, str(local), artifact_path)
+            elif local.is_file():
+                mlf.log_artifact(run_id, str(local), artifact_path)
+            else:
+                log.warning("not logged: %s does not exist", local)
 
 
 _LAZY = {

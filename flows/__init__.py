@@ -1,0 +1,1 @@
+"""Prefect flows of the Phenexplain service (see pipeline.py and prefect.yaml)."""

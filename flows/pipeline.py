@@ -1,0 +1,195 @@
+"""Prefect 3 flows of the Phenexplain service. Each task calls one library function.
+
+- `phenexplain_pipeline`: ingest plates -> train -> evaluate and register -> explain -> report,
+  tracked in MLflow (one experiment per crop set; the model registered as
+  ``phenexplain-<crop set>``, alias ``champion`` on the best FID).
+- `retrain_on_new_plates`: ingest the deliveries of an inbox (local folder or s3://bucket/prefix)
+  that the ledger does not hold yet, then run the pipeline on the grown crop set; nothing to do
+  when nothing is new. Safe to run twice at once (the ledger is locked while ingesting).
+
+Retries only where a retry can help (the tracking server, S3); none on bad data or training.
+The same steps are `dvc.yaml`'s stages, run by the same library functions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from phenexplain.config import Params, load_params, with_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@task(retries=0, cache_policy=NO_CACHE)
+def ingest_plates(source: str, cropset: str, params: Params) -> dict:
+    """Check plates, quarantine bad images and add crops of new plates to the crop set."""
+    from phenexplain.integrations.gx_validation import ingest_with_expectations
+
+    summary = ingest_with_expectations(source, cropset, params.ingest)
+    get_run_logger().info("crop set %s: plates added %s", cropset, summary["plates_added"])
+    return summary
+
+
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def start_tracking(cropset: str, params: Params, run_name: str) -> str:
+    """An MLflow run in the crop set's experiment, with the resolved training params."""
+    from phenexplain.integrations.mlflow_tracking import start_training_run
+
+    name = Path(cropset).name
+    return start_training_run(name, params.train, crop_set=cropset, repo=REPO, run_name=run_name)
+
+
+@task(retries=0, cache_policy=NO_CACHE)
+def train_model(cropset: str, run_dir: str, params: Params, run_id: str | None) -> str:
+    """Train (resuming the run folder if it has a checkpoint); returns the latest checkpoint."""
+    from phenexplain.training.checkpoint import latest_checkpoint
+    from phenexplain.training.run import run_training
+
+    callbacks = []
+    if run_id is not None:
+        from phenexplain.integrations.mlflow_tracking import MlflowCallback
+
+        callbacks.append(MlflowCallback(run_dir, run_id))
+    resume = latest_checkpoint(Path(run_dir)) is not None
+    progress = run_training(cropset, run_dir, params.train, resume=resume, callbacks=callbacks)
+    for callback in callbacks:
+        callback.finish()
+    get_run_logger().info("trained to %.3f kimg in %s", progress.cur_nimg / 1000, run_dir)
+    return str(latest_checkpoint(Path(run_dir)))
+
+
+@task(retries=0, cache_policy=NO_CACHE)
+def evaluate_model(checkpoint: str, cropset: str, params: Params) -> dict:
+    """FID/KID of the checkpoint against its crop set."""
+    from phenexplain.metrics.evaluate import evaluate_checkpoint
+
+    train = params.train
+    return evaluate_checkpoint(checkpoint, cropset, list(train.metrics), n=train.metric_images,
+                               inception_weights=train.inception_weights)  # fmt: skip
+
+
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def register_model(checkpoint: str, cropset: str, run_id: str, metrics: dict) -> dict:
+    """Log the model and register it; alias champion only if its FID is the best."""
+    from phenexplain.integrations.mlflow_tracking import log_and_register, log_results
+
+    name = next(k for k in metrics if k.startswith("fid_"))
+    extractor = metrics[f"extractor_{name[4:]}"]
+    log_results(run_id, metrics={f"final_{k}": v for k, v in metrics.items()})
+    reg = log_and_register(checkpoint, run_id, Path(cropset).name, name, metrics[name], extractor)
+    get_run_logger().info("registered %s version %s (champion: %s)", reg.name, reg.version,
+                          reg.is_champion)  # fmt: skip
+    return {"name": reg.name, "version": reg.version, "champion": reg.is_champion,
+            "model_uri": reg.model_uri}  # fmt: skip
+
+
+@task(retries=0, cache_policy=NO_CACHE)
+def explain_model(checkpoint: str, out: str, params: Params) -> dict:
+    """Traversal videos (and LDA / dose response with 3+ conditions)."""
+    from phenexplain.explain.jobs import explain_run
+
+    return explain_run(checkpoint, out, params.explain, control=params.report.control)
+
+
+@task(retries=0, cache_policy=NO_CACHE)
+def report_model(checkpoint: str, cropset: str, out: str, params: Params) -> dict:
+    """The validation report and the explorer page."""
+    from phenexplain.report.build import build_report
+
+    logger = get_run_logger()
+    return build_report(checkpoint, cropset, out, params.report, stage=logger.info)
+
+
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def log_outputs(run_id: str, artifacts: dict[str, str]) -> None:
+    """Report, traversal videos and Data Docs as artifacts of the training run."""
+    from phenexplain.integrations.mlflow_tracking import log_results
+
+    log_results(run_id, artifacts=artifacts)
+
+
+@flow(name="phenexplain-pipeline", log_prints=True)
+def phenexplain_pipeline(
+    source: str | None = "data",
+    cropset: str = "cropsets/default",
+    run_dir: str | None = None,
+    params_file: str = "params.yaml",
+    kimg: float | None = None,
+    track: bool = True,
+) -> dict:
+    """Plates -> crop set -> model -> registry -> traversals -> report. `source` None skips
+    ingest (the crop set is used as it is); `track` False runs without MLflow."""
+    params = load_params(params_file)
+    if kimg is not None:
+        params = params.model_copy(update={"train": with_overrides(params.train, kimg=kimg)})
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir or f"runs/pipeline-{stamp}"
+    if source is not None:
+        ingest_plates(source, cropset, params)
+    run_id = start_tracking(cropset, params, Path(run_dir).name) if track else None
+    checkpoint = train_model(cropset, run_dir, params, run_id)
+    metrics = evaluate_model(checkpoint, cropset, params)
+    registration = register_model(checkpoint, cropset, run_id, metrics) if track else None
+    explained = explain_model(checkpoint, f"{run_dir}/explain", params)
+    report = report_model(checkpoint, cropset, f"{run_dir}/report", params)
+    if track:
+        log_outputs(run_id, {"report": f"{run_dir}/report", "explain": f"{run_dir}/explain",
+                             "data_docs": f"{cropset}/report"})  # fmt: skip
+    return {
+        "run_dir": run_dir,
+        "checkpoint": checkpoint,
+        "metrics": metrics,
+        "registration": registration,
+        "mlflow_run_id": run_id,
+        "videos": [v["path"] for v in explained["videos"]],
+        "report": f"{run_dir}/report/report.html",
+        "explorer": f"{run_dir}/report/explorer.html",
+        "assays": report["assays"]["statistics"],
+    }
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def list_deliveries(inbox: str) -> list:
+    """The inbox's deliveries (S3 listing is retried; a local folder is read directly)."""
+    if inbox.startswith("s3://"):
+        from phenexplain.integrations.s3_inbox import s3_deliveries
+
+        return s3_deliveries(inbox)
+    from phenexplain.data.inbox import local_deliveries
+
+    return local_deliveries(inbox)
+
+
+@task(retries=0, cache_policy=NO_CACHE)
+def ingest_new_deliveries(deliveries: list, cropset: str, state: str, params: Params) -> list:
+    """Ingest the deliveries the ledger does not hold (under its lock); their plate ids."""
+    from phenexplain.data.inbox import Ledger, ingest_new
+    from phenexplain.integrations.gx_validation import ingest_with_expectations
+
+    return ingest_new(deliveries, cropset, params.ingest, Ledger(state), ingest_with_expectations)
+
+
+@flow(name="retrain-on-new-plates", log_prints=True)
+def retrain_on_new_plates(
+    inbox: str = "inbox",
+    cropset: str = "cropsets/default",
+    state: str = "state",
+    params_file: str = "params.yaml",
+    kimg: float | None = None,
+    track: bool = True,
+) -> dict:
+    """Ingest new plates from `inbox` and, if there were any, retrain, register, explain and
+    report; otherwise do nothing."""
+    params = load_params(params_file)
+    added = ingest_new_deliveries(list_deliveries(inbox), cropset, state, params)
+    if not added:
+        print(f"no new plates in {inbox}: nothing to do")
+        return {"added": [], "pipeline": None}
+    print(f"new plates {added}: retraining on {cropset}")
+    result = phenexplain_pipeline(source=None, cropset=cropset, params_file=params_file,
+                                  kimg=kimg, track=track)  # fmt: skip
+    return {"added": added, "pipeline": result}

@@ -1,0 +1,116 @@
+"""The Prefect flows under Prefect's test harness: the whole pipeline on a small plate with MLflow
+on a local SQLite store, and the inbox flow that ingests a new plate exactly once."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from phenexplain.data.cropset import CropSet
+from phenexplain.data.inbox import Ledger, ingest_new, local_deliveries
+from tests.conftest import REPO, small_spec
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory):
+    import os
+
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def small_params(tmp_path) -> Path:
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["ingest"].update(crop_size=32, min_images_per_condition=2)
+    p["train"].update(kimg=0.1, tick_kimg=0.05, snapshot_ticks=1, metric_images=64, sample_seeds=2)
+    p["train"]["profiles"]["cpu-small"].update(batch=8, channel_base=256, channel_max=32)
+    p["explain"].update(seeds="0-1", steps=2, formats=["gif"], centroid_samples=500)
+    p["report"].update(real_per_condition=20, synthetic_per_condition=20, cnn_epochs=1,
+                       cnn_folds=2, grid_seeds=2, traversal_seeds=1, traversal_steps=2,
+                       explorer_seeds=1, workers=1)  # fmt: skip
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    return path
+
+
+def _plate(tmp_path: Path, name: str, seed: int) -> Path:
+    from phenexplain.data.synthetic import generate_plates
+
+    out = tmp_path / name
+    generate_plates(small_spec("nfkb", seed=seed, wells_per_condition=2, sites_per_well=2,
+                               height=256, width=320), out)  # fmt: skip
+    return out
+
+
+def test_pipeline_trains_registers_explains_and_reports(
+    prefect_harness, small_params, tmp_path, monkeypatch
+):
+    from flows.pipeline import phenexplain_pipeline
+    from phenexplain.integrations.mlflow_tracking import tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    plate = _plate(tmp_path, "plates", seed=1)
+    result = phenexplain_pipeline(source=str(plate), cropset="cropsets/small",
+                                  params_file=str(small_params))  # fmt: skip
+    assert Path(result["report"]).is_file() and Path(result["explorer"]).is_file()
+    assert all(Path(v).is_file() for v in result["videos"])
+    assert result["registration"]["name"] == "phenexplain-small"
+    assert result["registration"]["champion"]  # the first version is the champion
+    assert result["metrics"]["fid_rand"] > 0
+    import mlflow
+
+    assert tracking_uri().startswith("sqlite:///")
+    run = mlflow.MlflowClient().get_run(result["mlflow_run_id"])
+    assert "final_fid_rand" in run.data.metrics and "Loss/G/loss" in run.data.metrics
+    assert run.data.params["kimg"] == "0.1"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"report", "explain", "data_docs", "samples"} <= artifacts
+
+
+def test_inbox_plate_is_ingested_exactly_once(prefect_harness, small_params, tmp_path, monkeypatch):
+    from flows.pipeline import retrain_on_new_plates
+
+    monkeypatch.chdir(tmp_path)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copytree(_plate(tmp_path, "made", seed=2), inbox / "P01")
+    kw = dict(inbox=str(inbox), cropset="cropsets/inbox", state="state",
+              params_file=str(small_params), track=False)  # fmt: skip
+    first = retrain_on_new_plates(**kw)
+    assert first["added"] == ["P01"] and Path(first["pipeline"]["report"]).is_file()
+    second = retrain_on_new_plates(**kw)
+    assert second == {"added": [], "pipeline": None}
+    assert len(Ledger(tmp_path / "state").entries()) == 1
+    assert len(CropSet(tmp_path / "cropsets" / "inbox").manifest["plate"].unique()) == 1
+
+
+def test_two_runs_at_once_ingest_a_delivery_once(tmp_path):
+    from phenexplain.config import load_params
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copytree(_plate(tmp_path, "made", seed=3), inbox / "P02")
+    params = load_params(REPO / "params.yaml").ingest.model_copy(
+        update={"crop_size": 32, "min_images_per_condition": 2}
+    )
+    ledger, results = Ledger(tmp_path / "state"), []
+
+    def run() -> None:
+        results.append(ingest_new(local_deliveries(inbox), tmp_path / "cs", params, ledger))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [[], ["P02"]]
+    assert len(ledger.entries()) == 1
