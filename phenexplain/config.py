@@ -148,6 +148,14 @@ class TrainParams(Section):
         "downloaded, hash-checked); None: $PHENEXPLAIN_INCEPTION, then the torch hub cache",
     )
     metric_images: int = Field(1000, gt=1, description="generated images per FID/KID evaluation")
+    on_divergence: Literal["stop", "rollback"] = Field(
+        "stop",
+        description="when a loss or weight becomes NaN/inf: stop with an error, or reload the "
+        "last good checkpoint, reseed the training generators and continue",
+    )
+    max_rollbacks: int = Field(
+        3, ge=0, description="rollbacks allowed in one `train` call before stopping anyway"
+    )
     profiles: dict[str, TrainProfile] = Field(default_factory=dict)
 
 

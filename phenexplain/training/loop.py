@@ -10,18 +10,26 @@ All randomness comes from two explicit torch.Generators (data order, shared by a
 this process's latents, noise and augmentation), saved in checkpoints, so a resumed run continues
 exactly. With torch.distributed initialised (torchrun), the global batch is split across
 processes and gradients are averaged before each optimiser step; rank 0 reports and saves.
+
+Divergence: every step's losses and, at every tick, every parameter and buffer of G, G_ema and D
+must be finite. Otherwise `train` stops with `TrainingDivergedError` (``on_divergence="stop"``)
+or reloads the last good checkpoint, moves both generators to fresh streams (`Trainer.reseed`)
+and goes on (``"rollback"``, at most `max_rollbacks` times per call). No checkpoint is written
+after a divergence, so ``checkpoints/latest`` keeps naming a finite one.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -35,7 +43,10 @@ from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.augment import AugmentPipe
 from phenexplain.training.checkpoint import (
+    CONFIG,
     LATEST,
+    first_nonfinite,
+    latest_checkpoint,
     load_tensors,
     read_config,
     save_checkpoint,
@@ -46,8 +57,17 @@ from phenexplain.training.loss import StyleGAN2Loss
 log = logging.getLogger(__name__)
 
 
+class TrainingDivergedError(PhenexplainError):
+    """A loss or weight became NaN or inf; the message says where and what to try."""
+
+
 class Callback(Protocol):
-    """What the loop reports; every method is optional in spirit (implement as no-ops)."""
+    """What the loop reports; every method is optional in spirit (implement as no-ops).
+
+    A callback may also define ``on_divergence(info: dict)``: it is looked up with getattr, so
+    callbacks written before it need not have it. `info` holds kimg, tick, quantity (the
+    non-finite loss or tensor), checkpoint (the last good one or None), action ("stop" or
+    "rollback") and rollbacks (done in this `train` call, this one included)."""
 
     def on_tick(self, stats: dict) -> None: ...
 
@@ -65,12 +85,32 @@ class Progress:
     tick: int = 0
     ada_sign_sum: float = 0.0
     ada_sign_count: float = 0.0
+    rollbacks: int = 0  # divergences rolled back over the whole run
 
 
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true in any process (the same answer everywhere)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _derived_seed(*entropy: int) -> int:
+    """A 64-bit seed mixed from `entropy` by numpy's SeedSequence."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0])
+
+
+def checkpoint_name(cur_nimg: int) -> str:
+    """The folder name of the checkpoint taken after `cur_nimg` images."""
+    return f"kimg{cur_nimg / 1000:08.3f}"
 
 
 def network_kwargs(profile: TrainProfile, data: TrainingData) -> dict[str, dict]:
@@ -256,6 +296,28 @@ class Trainer:
                 f"processes diverged: weight checksums {[float(g) for g in gathered]}"
             )
 
+    def first_nonfinite(self) -> str | None:
+        """The first parameter or buffer of G, G_ema, D (or pl_mean, the augmentation
+        probability) holding a NaN or inf, as ``G.synthesis.b8.conv0.weight``; None if all are
+        finite. One reduction per tensor and one device synchronisation."""
+        named = [
+            (f"{name}.{key}", t)
+            for name, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D))
+            for key, t in itertools.chain(module.named_parameters(), module.named_buffers())
+        ]
+        named.append(("pl_mean", self.loss.pl_mean))
+        if self.augment_pipe is not None:
+            named.append(("augment_p", self.augment_pipe.p))
+        return first_nonfinite(named)
+
+    def reseed(self, salt: int) -> None:
+        """Move both generators to fresh streams derived from (seed, `salt`, cur_nimg), so that a
+        rollback does not replay the minibatches, latents and noise that diverged. The data-order
+        stream stays the same in every process; the latent stream differs per process."""
+        base = (self.seed, salt, self.progress.cur_nimg)
+        self.data_gen.manual_seed(_derived_seed(*base, 0))
+        self.gen.manual_seed(_derived_seed(*base, 1 + self.rank))
+
     # ---------------------------------------------------------------- samples and checkpoints
     def sample_grid(self, seeds_per_condition: int) -> np.ndarray:
         """uint8 [rows * R, cols * R, 3]: a row per condition, fixed z (seeded), constant noise."""
@@ -307,7 +369,17 @@ class Trainer:
     def save(self, out: Path) -> Path:
         tensors, config = self.state()
         modules = {"G": self.G, "G_ema": self.G_ema, "D": self.D}
-        return save_checkpoint(out, modules, config, extra=tensors, overwrite=True)
+        return save_checkpoint(
+            out, modules, config, extra=tensors, overwrite=True, require_finite=True
+        )
+
+    def save_snapshot(self, run_dir: Path) -> Path:
+        """Save ``RUN/checkpoints/kimgNNNNN.NNN`` and then point ``checkpoints/latest`` at it
+        (each step is a rename, so a kill at any moment leaves `latest` naming a whole one)."""
+        name = checkpoint_name(self.progress.cur_nimg)
+        path = self.save(Path(run_dir) / "checkpoints" / name)
+        atomic_write_bytes(Path(run_dir) / "checkpoints" / LATEST, name.encode())
+        return path
 
     def load(self, path: Path) -> None:
         """Restore a checkpoint written by `save`; refuses other data or another configuration."""
@@ -346,6 +418,106 @@ class Trainer:
         self.progress = Progress(**training["progress"])
 
 
+class _DivergenceGuard:
+    """Checks losses and weights for NaN/inf; stops the run or rolls it back (`on_divergence`)."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        run_dir: Path,
+        mode: Literal["stop", "rollback"],
+        max_rollbacks: int,
+        callbacks: list[Callback],
+    ) -> None:
+        if mode not in ("stop", "rollback"):
+            raise ValueError(f"on_divergence must be 'stop' or 'rollback', not {mode!r}")
+        self.trainer, self.mode, self.max_rollbacks = trainer, mode, max_rollbacks
+        self.callbacks = callbacks
+        latest = latest_checkpoint(run_dir)
+        self.last_good = latest if latest is not None and (latest / CONFIG).is_file() else None
+        self.rollbacks = 0
+
+    def bad_loss(self, stats: dict[str, float]) -> str | None:
+        """The first non-finite number of one step's `stats` (in any process), or None."""
+        return self._agreed(next((k for k, v in stats.items() if not math.isfinite(v)), None))
+
+    def bad_weight(self) -> str | None:
+        """The first non-finite parameter or buffer (in any process), or None."""
+        return self._agreed(self.trainer.first_nonfinite())
+
+    def _agreed(self, bad: str | None) -> str | None:
+        if _any_rank(bad is not None, self.trainer.device):
+            return bad or "a number in another process"
+        return None
+
+    def handle(self, quantity: str, tick: int) -> None:
+        """Raise `TrainingDivergedError`, or reload the last good checkpoint and reseed."""
+        tr = self.trainer
+        kimg = tr.progress.cur_nimg / 1000
+        rollback = (
+            self.mode == "rollback"
+            and self.last_good is not None
+            and self.rollbacks < self.max_rollbacks
+        )
+        info = {
+            "kimg": kimg,
+            "tick": tick,
+            "quantity": quantity,
+            "checkpoint": None if self.last_good is None else str(self.last_good),
+            "action": "rollback" if rollback else "stop",
+            "rollbacks": self.rollbacks + int(rollback),
+        }
+        if tr.rank == 0:
+            for cb in self.callbacks:
+                notify = getattr(cb, "on_divergence", None)
+                if notify is not None:
+                    notify(info)
+        if not rollback:
+            raise TrainingDivergedError(self._message(info))
+        total = tr.progress.rollbacks + 1
+        tr.load(self.last_good)
+        tr.progress.rollbacks = total
+        tr.reseed(total)
+        self.rollbacks += 1
+        log.warning(
+            "training diverged at %.3f kimg (tick %d): %s is not finite; rolled back to %s "
+            "(rollback %d of at most %d) with reseeded generators",
+            kimg, tick, quantity, self.last_good, self.rollbacks, self.max_rollbacks,
+        )  # fmt: skip
+
+    def _message(self, info: dict) -> str:
+        text = (
+            f"training diverged at {info['kimg']:.3f} kimg (tick {info['tick']}): "
+            f"{info['quantity']} is not finite (NaN or inf)"
+        )
+        if self.mode == "rollback" and self.last_good is not None:
+            text += f", after {self.rollbacks} rollbacks (max_rollbacks {self.max_rollbacks})"
+        if self.last_good is None:
+            text += (
+                ". No checkpoint was written before it (lower snapshot_ticks to have one sooner)"
+            )
+        else:
+            text += f". The last good checkpoint is {self.last_good}"
+        return text + (
+            ". Try lower learning rates (glr, dlr) or a larger r1_gamma in the profile, or "
+            "on_divergence: rollback; `phenexplain train --resume` continues from the last good "
+            "checkpoint (with the same profile)."
+        )
+
+
+def _tick_stats(trainer: Trainer, sums: dict[str, list[float]], nimg: int, seconds: float) -> dict:
+    """The numbers reported at a tick that showed `nimg` images in `seconds`."""
+    prog = trainer.progress
+    return {
+        "tick": prog.tick,
+        "kimg": prog.cur_nimg / 1000,
+        "img_per_s": nimg / max(seconds, 1e-9),
+        "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
+        "rollbacks": prog.rollbacks,
+        **{k: float(np.mean(v)) for k, v in sums.items() if not k.startswith("Loss/signs")},
+    }
+
+
 def train(
     trainer: Trainer,
     run_dir: Path,
@@ -356,16 +528,28 @@ def train(
     sample_seeds: int,
     callbacks: list[Callback],
     evaluate: Callable[[Trainer], dict] | None = None,
+    on_divergence: Literal["stop", "rollback"] = "stop",
+    max_rollbacks: int = 3,
 ) -> Progress:
     """Run until `kimg` thousand images; tick stats every `tick_kimg`, checkpoint every
     `snapshot_ticks` ticks and at the end, with `evaluate(trainer)` (FID/KID) merged into the
-    snapshot's stats. Only rank 0 writes and reports."""
+    snapshot's stats. A non-finite loss (checked every step) or weight (every tick) stops the
+    run with `TrainingDivergedError` or rolls it back, as `on_divergence` says. Only rank 0
+    writes and reports."""
     run_dir = Path(run_dir)
     total = int(kimg * 1000)
+    guard = _DivergenceGuard(trainer, run_dir, on_divergence, max_rollbacks, callbacks)
     tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
     sums: dict[str, list[float]] = {}
     while trainer.progress.cur_nimg < total:
-        for key, value in trainer.step().items():
+        step_stats = trainer.step()
+        bad = guard.bad_loss(step_stats)
+        if bad is not None:
+            guard.handle(bad, trainer.progress.tick + 1)  # raises, or rolls back
+            sums.clear()
+            tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
+            continue
+        for key, value in step_stats.items():
             sums.setdefault(key, []).append(value)
         prog = trainer.progress
         done = prog.cur_nimg >= total
@@ -373,27 +557,26 @@ def train(
             continue
         prog.tick += 1
         elapsed = time.perf_counter() - tick_start
-        stats = {
-            "tick": prog.tick,
-            "kimg": prog.cur_nimg / 1000,
-            "img_per_s": (prog.cur_nimg - tick_start_nimg) / max(elapsed, 1e-9),
-            "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
-            **{k: float(np.mean(v)) for k, v in sums.items() if not k.startswith("Loss/signs")},
-        }
+        stats = _tick_stats(trainer, sums, prog.cur_nimg - tick_start_nimg, elapsed)
         sums.clear()
         stop = any(cb.should_stop() for cb in callbacks)
         if trainer.rank == 0:
             for cb in callbacks:
                 cb.on_tick(stats)
-            if done or stop or prog.tick % snapshot_ticks == 0:
-                name = f"kimg{prog.cur_nimg / 1000:08.3f}"
+        bad = guard.bad_weight()  # after on_tick, before anything is saved
+        if bad is not None:
+            guard.handle(bad, prog.tick)
+            tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
+            continue
+        if done or stop or prog.tick % snapshot_ticks == 0:
+            if trainer.rank == 0:
                 if evaluate is not None:
                     stats.update(evaluate(trainer))
-                path = trainer.save(run_dir / "checkpoints" / name)
-                atomic_write_bytes(run_dir / "checkpoints" / LATEST, name.encode())
+                path = trainer.save_snapshot(run_dir)
                 grid = trainer.sample_grid(sample_seeds)
                 for cb in callbacks:
                     cb.on_snapshot(stats, grid, path)
+            guard.last_good = run_dir / "checkpoints" / checkpoint_name(prog.cur_nimg)
         if stop:
             break
         tick_start_nimg, tick_start = prog.cur_nimg, time.perf_counter()

@@ -58,7 +58,8 @@ def run_training(
     device: str = "cpu",
     callbacks: list[Callback] | None = None,
 ) -> Progress:
-    """Train on `cropset` into `run_dir` (checkpoints, stats.jsonl, samples); resume if asked."""
+    """Train on `cropset` into `run_dir` (checkpoints, stats.jsonl, samples); resume if asked.
+    Raises `TrainingDivergedError` when the run diverges (see `params.on_divergence`)."""
     run_dir = Path(run_dir)
     crops = CropSet(cropset)
     gpus = torch.cuda.device_count() if device == "cuda" else 1
@@ -121,4 +122,6 @@ def run_training(
         sample_seeds=params.sample_seeds,
         callbacks=callbacks if callbacks is not None else [RunFolderCallback(run_dir)],
         evaluate=evaluate,
+        on_divergence=params.on_divergence,
+        max_rollbacks=params.max_rollbacks,
     )
