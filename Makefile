@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo data-pin test test-all browser bench lint format repro clean-venv
+.PHONY: demo ui data-pin test test-all browser bench lint format repro clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +22,19 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
-# The main job on the embedded default data. Today: regenerate data/ if missing (pinned by
-# data.dvc), then measure it and check the planted phenotype. Ingest, training, traversals and
-# reports join here as they land.
+# The main job on the embedded default data: regenerate data/ if missing (pinned by data.dvc),
+# then the Prefect pipeline (ingest, train, evaluate + register, explain, report) with embedded
+# defaults: Prefect's temporary local API, MLflow in mlruns/ (see `make ui`).
 demo: $(VENV)/.installed-run
 	@if [ ! -f data/metadata.csv ]; then \
 	  echo "data/ is missing: regenerating it with phenexplain synth (params.yaml: synth)"; \
 	  $(BIN)/phenexplain synth data && $(MAKE) --no-print-directory data-pin; \
 	fi
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
-	$(BIN)/phenexplain summarize data
-	@echo "Crop set: cropsets/default (QC table, quarantine list, Data Docs in cropsets/default/report/data_docs/index.html)"
-	@echo "Demo scope today: synthetic plates -> QC + crop set -> measured summary. Training runs with phenexplain train (see README); traversals and reports are not built yet."
+	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90 $(BIN)/python -m flows.demo
+
+# The MLflow UI on the local store (mlruns/mlflow.db; artifacts in mlruns/artifacts).
+ui: $(VENV)/.installed-run
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 # Record regenerated data/ in the DVC cache and check it against the pin in data.dvc.
 data-pin: $(VENV)/.installed-run
