@@ -65,7 +65,7 @@ def client(
     config = Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
     )
     endpoint = endpoint or endpoint_url()
     s3 = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)

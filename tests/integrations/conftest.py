@@ -65,26 +65,58 @@ def aws_env():
         yield mp
 
 
+class MotoServer:
+    """`moto_server` on a loopback port; can be killed and started again on the same port. Its
+    store is in memory: a restarted server is empty."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        log = self.folder / "moto.log"
+        with log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self.url + "/moto-api/", timeout, self.proc, log)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint(aws_env, tmp_path_factory):
     """A moto S3 server on a free loopback port; its URL is the session's S3 endpoint."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
     try:
-        wait_for(url + "/moto-api/", 30, proc, log)
-        aws_env.setenv("AWS_ENDPOINT_URL", url)
-        aws_env.setenv("MLFLOW_S3_ENDPOINT_URL", url)
-        yield url
+        server.start()
+        aws_env.setenv("AWS_ENDPOINT_URL", server.url)
+        aws_env.setenv("MLFLOW_S3_ENDPOINT_URL", server.url)
+        yield server.url
     finally:
-        stop(proc)
+        server.kill()
+
+
+@pytest.fixture
+def own_moto(aws_env, tmp_path, monkeypatch):
+    """A moto S3 server for one test, which may stop and restart it (outages); S3 clients made
+    during the test talk to it (AWS_ENDPOINT_URL), the session's server is left alone."""
+    folder = tmp_path / "own-moto"
+    folder.mkdir()
+    server = MotoServer(folder)
+    try:
+        server.start()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+        yield server
+    finally:
+        server.kill()
 
 
 class MlflowServer:
