@@ -24,7 +24,6 @@ import copy
 import itertools
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,22 +42,17 @@ from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.augment import AugmentPipe
 from phenexplain.training.checkpoint import (
-    CONFIG,
     LATEST,
     first_nonfinite,
-    latest_checkpoint,
     load_tensors,
     read_config,
     save_checkpoint,
 )
 from phenexplain.training.data import TrainingData
+from phenexplain.training.divergence import DivergenceGuard
 from phenexplain.training.loss import StyleGAN2Loss
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(PhenexplainError):
-    """A loss or weight became NaN or inf; the message says where and what to try."""
 
 
 class Callback(Protocol):
@@ -92,15 +86,6 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """True when `flag` is true in any process (the same answer everywhere)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def _derived_seed(*entropy: int) -> int:
@@ -418,93 +403,6 @@ class Trainer:
         self.progress = Progress(**training["progress"])
 
 
-class _DivergenceGuard:
-    """Checks losses and weights for NaN/inf; stops the run or rolls it back (`on_divergence`)."""
-
-    def __init__(
-        self,
-        trainer: Trainer,
-        run_dir: Path,
-        mode: Literal["stop", "rollback"],
-        max_rollbacks: int,
-        callbacks: list[Callback],
-    ) -> None:
-        if mode not in ("stop", "rollback"):
-            raise ValueError(f"on_divergence must be 'stop' or 'rollback', not {mode!r}")
-        self.trainer, self.mode, self.max_rollbacks = trainer, mode, max_rollbacks
-        self.callbacks = callbacks
-        latest = latest_checkpoint(run_dir)
-        self.last_good = latest if latest is not None and (latest / CONFIG).is_file() else None
-        self.rollbacks = 0
-
-    def bad_loss(self, stats: dict[str, float]) -> str | None:
-        """The first non-finite number of one step's `stats` (in any process), or None."""
-        return self._agreed(next((k for k, v in stats.items() if not math.isfinite(v)), None))
-
-    def bad_weight(self) -> str | None:
-        """The first non-finite parameter or buffer (in any process), or None."""
-        return self._agreed(self.trainer.first_nonfinite())
-
-    def _agreed(self, bad: str | None) -> str | None:
-        if _any_rank(bad is not None, self.trainer.device):
-            return bad or "a number in another process"
-        return None
-
-    def handle(self, quantity: str, tick: int) -> None:
-        """Raise `TrainingDivergedError`, or reload the last good checkpoint and reseed."""
-        tr = self.trainer
-        kimg = tr.progress.cur_nimg / 1000
-        rollback = (
-            self.mode == "rollback"
-            and self.last_good is not None
-            and self.rollbacks < self.max_rollbacks
-        )
-        info = {
-            "kimg": kimg,
-            "tick": tick,
-            "quantity": quantity,
-            "checkpoint": None if self.last_good is None else str(self.last_good),
-            "action": "rollback" if rollback else "stop",
-            "rollbacks": self.rollbacks + int(rollback),
-        }
-        if tr.rank == 0:
-            for cb in self.callbacks:
-                notify = getattr(cb, "on_divergence", None)
-                if notify is not None:
-                    notify(info)
-        if not rollback:
-            raise TrainingDivergedError(self._message(info))
-        total = tr.progress.rollbacks + 1
-        tr.load(self.last_good)
-        tr.progress.rollbacks = total
-        tr.reseed(total)
-        self.rollbacks += 1
-        log.warning(
-            "training diverged at %.3f kimg (tick %d): %s is not finite; rolled back to %s "
-            "(rollback %d of at most %d) with reseeded generators",
-            kimg, tick, quantity, self.last_good, self.rollbacks, self.max_rollbacks,
-        )  # fmt: skip
-
-    def _message(self, info: dict) -> str:
-        text = (
-            f"training diverged at {info['kimg']:.3f} kimg (tick {info['tick']}): "
-            f"{info['quantity']} is not finite (NaN or inf)"
-        )
-        if self.mode == "rollback" and self.last_good is not None:
-            text += f", after {self.rollbacks} rollbacks (max_rollbacks {self.max_rollbacks})"
-        if self.last_good is None:
-            text += (
-                ". No checkpoint was written before it (lower snapshot_ticks to have one sooner)"
-            )
-        else:
-            text += f". The last good checkpoint is {self.last_good}"
-        return text + (
-            ". Try lower learning rates (glr, dlr) or a larger r1_gamma in the profile, or "
-            "on_divergence: rollback; `phenexplain train --resume` continues from the last good "
-            "checkpoint (with the same profile)."
-        )
-
-
 def _tick_stats(trainer: Trainer, sums: dict[str, list[float]], nimg: int, seconds: float) -> dict:
     """The numbers reported at a tick that showed `nimg` images in `seconds`."""
     prog = trainer.progress
@@ -538,7 +436,7 @@ def train(
     writes and reports."""
     run_dir = Path(run_dir)
     total = int(kimg * 1000)
-    guard = _DivergenceGuard(trainer, run_dir, on_divergence, max_rollbacks, callbacks)
+    guard = DivergenceGuard(trainer, run_dir, on_divergence, max_rollbacks, callbacks)
     tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
     sums: dict[str, list[float]] = {}
     while trainer.progress.cur_nimg < total:

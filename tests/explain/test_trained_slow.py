@@ -36,7 +36,7 @@ def _train(tmp_path, assay: str, channels: list[str], kimg: float, seed: int, **
 
 
 def test_dose_response_grows_with_dose(tmp_path):
-    ckpt = _train(tmp_path, "dose", ["DNA", "Tubulin", "Actin"], 40.0, 5,
+    ckpt = _train(tmp_path, "dose", ["DNA", "Tubulin", "Actin"], 26.0, 5,
                   wells_per_condition=6, sites_per_well=4)  # fmt: skip
     summary = dose_job(ckpt, tmp_path / "dose", control="DMSO", n=1000)
     assert summary["doses"][0] == "cytoD_0.03uM" and summary["doses"][-1] == "cytoD_10uM"

@@ -21,7 +21,8 @@ from phenexplain.errors import PhenexplainError
 from phenexplain.training.callbacks import RunFolderCallback
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Trainer, TrainingDivergedError, train
+from phenexplain.training.divergence import TrainingDivergedError
+from phenexplain.training.loop import Trainer, train
 from phenexplain.training.run import run_training
 from tests.training.conftest import TINY
 
