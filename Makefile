@@ -70,6 +70,7 @@ bench: $(VENV)/.installed-run
 	$(BIN)/phenexplain bench train | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench generate | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench explain | tee -a bench/results.jsonl
+	$(BIN)/phenexplain bench measure | tee -a bench/results.jsonl
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -43,13 +43,33 @@ def start_tracking(cropset: str, params: Params, run_name: str) -> str:
     return start_training_run(name, params.train, crop_set=cropset, repo=REPO, run_name=run_name)
 
 
+class LogProgress:
+    """A training callback that reports each tick (and each snapshot's FID) to the flow's log."""
+
+    def __init__(self, kimg: float) -> None:
+        self.kimg, self.logger = kimg, get_run_logger()
+
+    def on_tick(self, stats: dict) -> None:
+        self.logger.info("training: %.2f / %g kimg, %.0f img/s, G loss %.3f, D loss %.3f",
+                         stats["kimg"], self.kimg, stats.get("img_per_s", 0.0),
+                         stats.get("Loss/G/loss", float("nan")),
+                         stats.get("Loss/D/loss", float("nan")))  # fmt: skip
+
+    def on_snapshot(self, stats: dict, grid, checkpoint) -> None:
+        fids = {k: round(v, 4) for k, v in stats.items() if k.startswith("fid_")}
+        self.logger.info("snapshot %s %s", Path(checkpoint).name, fids)
+
+    def should_stop(self) -> bool:
+        return False
+
+
 @task(retries=0, cache_policy=NO_CACHE)
 def train_model(cropset: str, run_dir: str, params: Params, run_id: str | None) -> str:
     """Train (resuming the run folder if it has a checkpoint); returns the latest checkpoint."""
     from phenexplain.training.checkpoint import latest_checkpoint
     from phenexplain.training.run import run_training
 
-    callbacks = []
+    callbacks: list = [LogProgress(params.train.kimg)]
     if run_id is not None:
         from phenexplain.integrations.mlflow_tracking import MlflowCallback
 
@@ -57,7 +77,8 @@ def train_model(cropset: str, run_dir: str, params: Params, run_id: str | None) 
     resume = latest_checkpoint(Path(run_dir)) is not None
     progress = run_training(cropset, run_dir, params.train, resume=resume, callbacks=callbacks)
     for callback in callbacks:
-        callback.finish()
+        if hasattr(callback, "finish"):
+            callback.finish()
     get_run_logger().info("trained to %.3f kimg in %s", progress.cur_nimg / 1000, run_dir)
     return str(latest_checkpoint(Path(run_dir)))
 

@@ -280,3 +280,38 @@ def bench_explain(
     centroids(G, centroid_samples)
     elapsed = time.perf_counter() - start
     yield figure("centroids_seconds", round(elapsed, 3), "s", {**config, "K": centroid_samples})
+
+
+def bench_measure(
+    crops: int = 64, workers: list[int] | None = None, seed: int = 0
+) -> Iterator[dict]:
+    """Crops/s through segmentation + the full CellProfiler-style panel (and the assays alone) on
+    128 px 3-channel crops of the `dose` assay, for each worker count."""
+    from phenexplain.data.cropset import CropSet
+    from phenexplain.data.ingest import ingest
+    from phenexplain.measure.crops import measure_assays
+    from phenexplain.measure.features import PANEL, measure_crops
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = SynthParams(assay="dose", seed=seed, plates=1, wells_per_condition=1,
+                           sites_per_well=2, height=1024, width=1280, workers=2)  # fmt: skip
+        generate_plates(spec, Path(tmp) / "plate")
+        params = IngestParams(layout="manifest", channels=["DNA", "Tubulin", "Actin"],
+                              crop_size=128, min_images_per_condition=1)  # fmt: skip
+        ingest(Path(tmp) / "plate", Path(tmp) / "crops", params)
+        cs = CropSet(Path(tmp) / "crops")
+        import numpy as np
+
+        images = np.stack([cs[i % len(cs)][0] for i in range(crops)])
+    for n in workers or [1, 2]:
+        config = {"crops": crops, "crop": "128x128x3 uint8", "panel": list(PANEL), "workers": n,
+                  **_machine()}  # fmt: skip
+        start = time.perf_counter()
+        measure_crops(images, cs.channels, workers=n)
+        elapsed = time.perf_counter() - start
+        yield figure("measure_panel_crops_per_s", round(crops / elapsed, 3), "crops/s", config)
+        start = time.perf_counter()
+        measure_assays(images, cs.channels, workers=n)
+        elapsed = time.perf_counter() - start
+        yield figure("measure_assays_crops_per_s", round(crops / elapsed, 3), "crops/s",
+                     {**config, "panel": "assays"})  # fmt: skip

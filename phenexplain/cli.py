@@ -709,6 +709,18 @@ def bench_ingest(
         typer.echo(json.dumps(line))
 
 
+@bench_app.command("measure")
+def bench_measure(
+    crops: Annotated[int, typer.Option(help="Crops measured (128 px, 3 channels).")] = 64,
+    workers: Annotated[str, typer.Option(help="Comma-separated worker counts to measure.")] = "1,2",
+) -> None:
+    """Crops/s through segmentation + the full feature panel, and through the assays alone."""
+    from phenexplain.bench import bench_measure as run
+
+    for line in run(crops=crops, workers=[int(w) for w in workers.split(",")]):
+        typer.echo(json.dumps(line))
+
+
 @bench_app.command("explain")
 def bench_explain(
     resolution: Annotated[int, typer.Option(help="Image size, px.")] = 64,

@@ -120,7 +120,7 @@ def run_training(
         tick_kimg=params.tick_kimg,
         snapshot_ticks=params.snapshot_ticks,
         sample_seeds=params.sample_seeds,
-        callbacks=callbacks if callbacks is not None else [RunFolderCallback(run_dir)],
+        callbacks=[RunFolderCallback(run_dir), *(callbacks or [])],
         evaluate=evaluate,
         on_divergence=params.on_divergence,
         max_rollbacks=params.max_rollbacks,

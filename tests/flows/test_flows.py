@@ -63,6 +63,7 @@ def test_pipeline_trains_registers_explains_and_reports(
                                   params_file=str(small_params))  # fmt: skip
     assert Path(result["report"]).is_file() and Path(result["explorer"]).is_file()
     assert all(Path(v).is_file() for v in result["videos"])
+    assert (Path(result["run_dir"]) / "snapshots.jsonl").is_file()  # the run folder's own record
     assert result["registration"]["name"] == "phenexplain-small"
     assert result["registration"]["champion"]  # the first version is the champion
     assert result["metrics"]["fid_rand"] > 0
