@@ -53,7 +53,7 @@ def test_projection_checks_the_crop_shape(tiny_checkpoint):
 
 
 def test_cli_project_a_crop_file(tmp_path, tiny_checkpoint):
-    ckpt, G = tiny_checkpoint(channels=2, conditions=("ctrl", "drug"), resolution=8)
+    ckpt, _ = tiny_checkpoint(channels=2, conditions=("ctrl", "drug"), resolution=8)
     crop = np.random.default_rng(0).integers(0, 255, (2, 16, 16), dtype=np.uint8)  # 2x the model
     tifffile.imwrite(tmp_path / "crop.tif", crop)
     result = CliRunner().invoke(app, ["project", str(ckpt), str(tmp_path / "crop.tif"),
