@@ -251,7 +251,11 @@ class Trainer:
         prog, prof = self.progress, self.profile
         if self.augment_pipe is None or "Loss/signs/real_sum" not in stats:
             return
-        signs = torch.tensor([stats["Loss/signs/real_sum"], stats["Loss/signs/real_count"]])
+        signs = torch.tensor(
+            [stats["Loss/signs/real_sum"], stats["Loss/signs/real_count"]],
+            dtype=torch.float64,
+            device=self.device,  # NCCL reduces only tensors on the GPU
+        )
         if self.world > 1:
             dist.all_reduce(signs)
         prog.ada_sign_sum += float(signs[0])
