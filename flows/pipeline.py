@@ -159,7 +159,8 @@ def phenexplain_pipeline(
     report = report_model(checkpoint, cropset, f"{run_dir}/report", params)
     if track:
         log_outputs(run_id, {"report": f"{run_dir}/report", "explain": f"{run_dir}/explain",
-                             "data_docs": f"{cropset}/report"})  # fmt: skip
+                             "data_docs": f"{cropset}/report", "checkpoint": checkpoint,
+                             "config": f"{run_dir}/training_options.json"})  # fmt: skip
     return {
         "run_dir": run_dir,
         "checkpoint": checkpoint,

@@ -74,7 +74,7 @@ def test_pipeline_trains_registers_explains_and_reports(
     assert "final_fid_rand" in run.data.metrics and "Loss/G/loss" in run.data.metrics
     assert run.data.params["kimg"] == "0.1"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"report", "explain", "data_docs", "samples"} <= artifacts
+    assert {"report", "explain", "data_docs", "samples", "checkpoint", "config"} <= artifacts
 
 
 def test_inbox_plate_is_ingested_exactly_once(prefect_harness, small_params, tmp_path, monkeypatch):
