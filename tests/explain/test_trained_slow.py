@@ -21,7 +21,7 @@ from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.run import run_training
 from tests.conftest import REPO, small_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # trainings of minutes
 PROJECTION_PSNR_DB = 20.0  # held-out 32 px crops, 400 steps in W+
 
 

@@ -33,6 +33,7 @@ def centre_ratio(image: np.ndarray) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # about 8 minutes of training on 2 free cores
 def test_cpu_small_learns_the_nfkb_translocation(tmp_path):
     from phenexplain.data.synthetic import generate_plates
 
