@@ -1,8 +1,5 @@
-"""On cpu-small models trained here (slow: about 12 and 8 minutes of training on 2 cores):
+"""On cpu-small models trained here (slow: 7 to 18 minutes each on 2 cores, depending on load):
 the dose response grows with dose, and held-out crops are projected with a stated PSNR.
-
-The same commands, run by hand in the issue's closing note, gave Spearman rho 0.93 (dose) and the
-PSNR reported there.
 """
 
 from __future__ import annotations
