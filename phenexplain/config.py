@@ -191,8 +191,8 @@ class ReportParams(Section):
     control: str | None = Field(
         None, description="control condition; None: a name like control/ctrl/DMSO/untreated"
     )
-    real_per_condition: int = Field(300, gt=1, description="real crops measured per condition")
-    synthetic_per_condition: int = Field(300, gt=1, description="generated crops per condition")
+    real_per_condition: int = Field(300, ge=3, description="real crops measured per condition")
+    synthetic_per_condition: int = Field(300, ge=3, description="generated crops per condition")
     seed: int = Field(0, ge=0, description="seed of the crop sample and of the generated z")
     level: float = Field(0.9999, gt=0, lt=1, description="confidence level of the intervals")
     feature_panel: list[

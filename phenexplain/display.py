@@ -32,12 +32,11 @@ def default_colours(channels: list[str]) -> list[str]:
     """One colour per channel: a single channel is grey; DNA is blue; the others green, red, ..."""
     if len(channels) == 1:
         return ["grey"]
-    colours, others = [], iter(_ORDER)
-    for name in channels:
-        colours.append("blue" if name.lower() in DNA_NAMES else next(others, "grey"))
-    if "blue" not in colours:  # no DNA-like name: the first channel plays that part
-        colours = ["blue"] + [c for c in colours[:-1]]
-    return colours
+    dna = [name.lower() in DNA_NAMES for name in channels]
+    if not any(dna):  # no DNA-like name: the first channel plays that part
+        dna[0] = True
+    others = iter(_ORDER)
+    return ["blue" if is_dna else next(others, "grey") for is_dna in dna]
 
 
 def parse_colours(text: str | None, channels: list[str]) -> list[str]:

@@ -66,12 +66,19 @@ def latent(seed: int, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
 
 
+def condition_indices(conditions: list[str], names: list[str]) -> list[int]:
+    """The class index of each of `names`; unknown names raise with the checkpoint's list."""
+    unknown = [n for n in names if n not in conditions]
+    if unknown:
+        what = f"condition {unknown[0]!r}" if len(unknown) == 1 else f"conditions {unknown}"
+        raise PhenexplainError(f"unknown {what}; the checkpoint has {conditions}")
+    return [conditions.index(n) for n in names]
+
+
 def one_hot(conditions: list[str], name: str) -> torch.Tensor:
     """The condition vector c [1, len(conditions)] of `name`; unknown names raise with the list."""
-    if name not in conditions:
-        raise PhenexplainError(f"unknown condition {name!r}; the checkpoint has {conditions}")
     c = torch.zeros([1, len(conditions)])
-    c[0, conditions.index(name)] = 1
+    c[0, condition_indices(conditions, [name])[0]] = 1
     return c
 
 

@@ -26,6 +26,24 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def write_small_params(source: Path, dest: Path) -> Path:
+    """`source`'s params.yaml with every pipeline stage shrunk to run in about a minute on 2 cores
+    (small plates, 0.1 kimg of a narrow cpu-small, tiny explain and report), written to `dest`."""
+    import yaml
+
+    p = yaml.safe_load(source.read_text())
+    p["synth"].update(wells_per_condition=2, sites_per_well=2, height=256, width=320)
+    p["ingest"].update(crop_size=32, min_images_per_condition=2)
+    p["train"].update(kimg=0.1, tick_kimg=0.05, snapshot_ticks=1, metric_images=64, sample_seeds=2)
+    p["train"]["profiles"]["cpu-small"].update(batch=8, channel_base=256, channel_max=32)
+    p["explain"].update(seeds="0-1", steps=2, formats=["gif"], centroid_samples=500)
+    p["report"].update(real_per_condition=20, synthetic_per_condition=20, cnn_epochs=1,
+                       cnn_folds=2, grid_seeds=2, traversal_seeds=1, traversal_steps=2,
+                       explorer_seeds=1, workers=1)  # fmt: skip
+    dest.write_text(yaml.safe_dump(p, sort_keys=False))
+    return dest
+
+
 def small_spec(assay: str, **kw) -> SynthParams:
     """A plate small enough for a unit test: 512x640 fields."""
     base = dict(

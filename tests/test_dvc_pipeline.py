@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from phenexplain.data.cropset import CropSet
-from tests.conftest import REPO
+from tests.conftest import REPO, write_small_params
 
 
 def _clean_copy(dest: Path) -> None:
@@ -46,23 +46,6 @@ def test_dvc_repro_ingest_from_a_clean_copy(tmp_path):
     assert "Running stage" not in second.stdout
 
 
-def _small_params(repo: Path) -> None:
-    """Shrink every stage so the whole DAG runs in a couple of minutes on 2 cores."""
-    import yaml
-
-    path = repo / "params.yaml"
-    p = yaml.safe_load(path.read_text())
-    p["synth"].update(wells_per_condition=2, sites_per_well=2, height=256, width=320)
-    p["ingest"].update(crop_size=32, min_images_per_condition=2)
-    p["train"].update(kimg=0.1, tick_kimg=0.05, snapshot_ticks=1, metric_images=64, sample_seeds=2)
-    p["train"]["profiles"]["cpu-small"].update(batch=8, channel_base=256, channel_max=32)
-    p["explain"].update(seeds="0-1", steps=2, formats=["gif"], centroid_samples=500)
-    p["report"].update(real_per_condition=20, synthetic_per_condition=20, cnn_epochs=1,
-                       cnn_folds=2, grid_seeds=2, traversal_seeds=1, traversal_steps=2,
-                       explorer_seeds=1, workers=1)  # fmt: skip
-    path.write_text(yaml.safe_dump(p, sort_keys=False))
-
-
 def _ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
@@ -71,7 +54,7 @@ def test_full_dag_reproduces_and_reruns_only_what_changed(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     _clean_copy(repo)
-    _small_params(repo)
+    write_small_params(repo / "params.yaml", repo / "params.yaml")
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     run = dict(cwd=repo, env=env, capture_output=True, text=True, timeout=900)

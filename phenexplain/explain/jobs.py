@@ -21,6 +21,7 @@ from phenexplain.explain.project import project, translate
 from phenexplain.explain.render import render_frames, traversal_grid, write_video
 from phenexplain.explain.traversal import cached_centroids
 from phenexplain.fsutil import write_json
+from phenexplain.generate import condition_indices
 from phenexplain.training.checkpoint import load_network, read_config
 
 log = logging.getLogger(__name__)
@@ -190,10 +191,7 @@ def project_job(
     from phenexplain.training.data import downsample
 
     G, config = _load(checkpoint, device)
-    conditions = config["conditions"]
-    for name in (source, target):
-        if name not in conditions:
-            raise PhenexplainError(f"unknown condition {name!r}; the checkpoint has {conditions}")
+    src, dst = condition_indices(config["conditions"], [source, target])
     size, r = crops.shape[-1], G.img_resolution
     if crops.shape[1] != G.img_channels or size % r:
         raise PhenexplainError(
@@ -202,7 +200,6 @@ def project_job(
         )
     crops = downsample(crops, size // r)
     centroid = cached_centroids(checkpoint, G, centroid_samples)
-    src, dst = conditions.index(source), conditions.index(target)
     shift = centroid[dst] - centroid[src]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,12 +242,11 @@ def explain_run(
     to the targets, and, with 3 or more conditions, the LDA map and (doses in the names) the dose
     response. Returns explain.json's content."""
     from phenexplain.generate import parse_seeds
-    from phenexplain.report.analysis import pick_control
 
     conditions = read_config(checkpoint)["conditions"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    source = params.source or pick_control(conditions, control)
+    source = params.source or latent.pick_control(conditions, control)
     targets = params.targets or [c for c in conditions if c != source]
     suffix = {"gif": ".gif", "mp4": ".mp4", "png": ".png", "tif": ".tif", "frames": ""}
     result: dict = {"source": source, "targets": targets, "videos": []}
@@ -268,8 +264,7 @@ def explain_run(
             doses = latent.dose_order([c for c in conditions if c != source])
         except PhenexplainError:
             doses = None
-        fit = [source, doses[-1]] if doses else conditions[:3]
-        others = [c for c in conditions if c not in fit]
+        fit, others = latent.lda_conditions(conditions, source, doses)
         result["lda"] = lda_job(checkpoint, out / "lda", fit=fit, project_names=others,
                                 n_fit=params.lda_samples, n_project=params.lda_samples // 10,
                                 device=device)  # fmt: skip

@@ -18,7 +18,7 @@ from scipy import stats
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain.traversal import map_w, synthesize
-from phenexplain.generate import latent
+from phenexplain.generate import condition_indices, latent
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import to_uint8
 
@@ -37,13 +37,6 @@ def sample_w(G: Generator, condition: int, n: int, seed: int = 0, batch: int = 4
     return np.concatenate(out)
 
 
-def _indices(conditions: list[str], names: list[str]) -> list[int]:
-    unknown = [n for n in names if n not in conditions]
-    if unknown:
-        raise PhenexplainError(f"unknown condition(s) {unknown}; the checkpoint has {conditions}")
-    return [conditions.index(n) for n in names]
-
-
 def dose_order(names: list[str]) -> list[str]:
     """Sort condition names by the first number in each ('cytoD_0.3uM' < 'cytoD_3uM'); names
     without a number cannot be ordered: pass the order explicitly."""
@@ -57,6 +50,34 @@ def dose_order(names: list[str]) -> list[str]:
             )
         values[name] = float(match[0])
     return sorted(names, key=values.__getitem__)
+
+
+CONTROL_WORDS = ("control", "ctrl", "dmso", "untreated", "mock", "vehicle", "wt", "negative")
+
+
+def pick_control(conditions: list[str], given: str | None) -> str:
+    """`given` if it is a condition; otherwise the first condition named like a control."""
+    if given is not None:
+        if given not in conditions:
+            raise PhenexplainError(f"control {given!r} is not a condition of {conditions}")
+        return given
+    for name in conditions:
+        words = re.split(r"[^a-z0-9]+", name.lower())
+        if any(w in CONTROL_WORDS for w in words):
+            return name
+    raise PhenexplainError(
+        f"cannot tell which of {conditions} is the control; set report.control in params.yaml "
+        "or pass --control"
+    )
+
+
+def lda_conditions(
+    conditions: list[str], control: str, doses: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """(fitted, projected) conditions of the default LDA map: the control and the highest dose
+    (the paper's Fig. 4b), or without doses the first three conditions; the others projected."""
+    fit = [control, doses[-1]] if doses else conditions[:3]
+    return fit, [c for c in conditions if c not in fit]
 
 
 def lda_map(
@@ -77,7 +98,10 @@ def lda_map(
 
     if len(fit) < 2:
         raise PhenexplainError("the LDA needs at least two conditions to fit")
-    fit_idx, proj_idx = _indices(conditions, fit), _indices(conditions, list(project))
+    fit_idx, proj_idx = (
+        condition_indices(conditions, fit),
+        condition_indices(conditions, list(project)),
+    )
     x = [sample_w(G, j, n_fit, seed) for j in fit_idx]
     y = np.repeat(np.arange(len(fit)), n_fit)
     lda = LinearDiscriminantAnalysis(n_components=min(2, len(fit) - 1)).fit(np.concatenate(x), y)
@@ -117,7 +141,7 @@ def dose_distances(
     """Distance in W of `n` samples of the control and of each dose to the control centroid w̄
     (eq. 4). Returns (rows: condition, dose_rank, sample, distance; summary: medians, Spearman rho
     of the median distance against dose rank, the control counted as rank 0)."""
-    idx = _indices(conditions, [control, *doses])
+    idx = condition_indices(conditions, [control, *doses])
     centre = centroid[idx[0]].double().numpy()
     frames = []
     for rank, (name, j) in enumerate(zip([control, *doses], idx, strict=True)):
@@ -158,7 +182,7 @@ def dose_projection(
     Returns (rows: seed, condition, dose_rank, t (position along the line, 0 control, 1 highest
     dose), residual (distance from the line); images uint8 [seeds, doses + 1, 2, C, H, W] with
     S(w_d) then S(p_d))."""
-    idx = _indices(conditions, [control, *doses])
+    idx = condition_indices(conditions, [control, *doses])
     device = next(G.parameters()).device
     z = torch.cat([latent(s, G.z_dim) for s in seeds]).to(device)
     eye = torch.eye(G.c_dim, device=device)

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from phenexplain.display import IntensityMapping, composite, grey
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain.traversal import fractions, map_w, synthesize, traverse, truncate
-from phenexplain.generate import latent
+from phenexplain.generate import condition_indices, latent
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import to_uint8
 
@@ -55,18 +55,15 @@ def traversal_grid(
 ) -> TraversalGrid:
     """Render the traversals from `source` to each of `targets` for every seed (z drawn as the
     reference's generate.py draws it)."""
-    unknown = [n for n in [source, *targets] if n not in conditions]
-    if unknown:
-        raise PhenexplainError(f"unknown condition(s) {unknown}; the checkpoint has {conditions}")
+    src, *dst = condition_indices(conditions, [source, *targets])
     device = next(G.parameters()).device
     z = torch.cat([latent(s, G.z_dim) for s in seeds]).to(device)
-    src = conditions.index(source)
     c0 = torch.eye(G.c_dim, device=device)[src].expand(len(z), -1)
     w0 = truncate(G, map_w(G, z, c0), truncation_psi)
     columns = [
-        traverse(G, z, src, conditions.index(name), method=method, steps=steps,
-                 centroid=centroid, truncation_psi=truncation_psi)
-        for name in targets
+        traverse(G, z, src, target, method=method, steps=steps, centroid=centroid,
+                 truncation_psi=truncation_psi)
+        for target in dst
     ]  # fmt: skip
     moving = to_uint8(synthesize(G, torch.stack(columns, dim=2), noise_mode=noise_mode))
     still = to_uint8(synthesize(G, w0, noise_mode=noise_mode))  # column 0: the same every frame

@@ -10,7 +10,6 @@ normalisation (uint8 / 255, `phenexplain.measure.crops`) for real and synthetic 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from phenexplain.config import ReportParams
 from phenexplain.data.cropset import CropSet
-from phenexplain.errors import PhenexplainError
 from phenexplain.measure.crops import measure_assays
 from phenexplain.measure.stats import (
     benjamini_hochberg,
@@ -33,26 +30,9 @@ from phenexplain.nets.ops import to_uint8
 
 log = logging.getLogger(__name__)
 
-CONTROL_WORDS = ("control", "ctrl", "dmso", "untreated", "mock", "vehicle", "wt", "negative")
 # per-cell assays (nc_ratio compared on a log scale: see phenexplain.measure.crops)
 CELL_ASSAYS = ("log_nc_ratio", "spot_count", "spot_area", "cytoplasm_area", "nucleus_area")
 CROP_ASSAYS = ("cell_count", "background_fraction")
-
-
-def pick_control(conditions: list[str], given: str | None) -> str:
-    """`given` if it is a condition; otherwise the first condition named like a control."""
-    if given is not None:
-        if given not in conditions:
-            raise PhenexplainError(f"control {given!r} is not a condition of {conditions}")
-        return given
-    for name in conditions:
-        words = re.split(r"[^a-z0-9]+", name.lower())
-        if any(w in CONTROL_WORDS for w in words):
-            return name
-    raise PhenexplainError(
-        f"cannot tell which of {conditions} is the control; set report.control in params.yaml "
-        "or pass --control"
-    )
 
 
 def sample_real(
@@ -182,9 +162,3 @@ def shift_correlation(
         )
     ]
     return shifts_df, pd.DataFrame(correlations)
-
-
-def check_params(params: ReportParams) -> None:
-    """Reject settings the analysis cannot honour."""
-    if params.real_per_condition < 3 or params.synthetic_per_condition < 3:
-        raise PhenexplainError("report needs at least 3 crops per condition and source")

@@ -108,7 +108,6 @@ def build_report(
     stage: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Compute everything, write the files, return summary.json's content."""
-    analysis.check_params(params)
     checkpoint, out = Path(checkpoint), Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "traversals").mkdir(exist_ok=True)
@@ -120,7 +119,7 @@ def build_report(
             f"{cropset} (conditions {sorted(crops.conditions)}, channels {crops.channels}) does "
             f"not match the checkpoint (conditions {conditions}, channels {channels})"
         )
-    control = analysis.pick_control(conditions, params.control)
+    control = latent.pick_control(conditions, params.control)
     G = load_network(checkpoint, "G_ema", device)
     colours = default_colours(channels)
     factor = crops.resolution // G.img_resolution
@@ -214,7 +213,7 @@ def _fid_section(page: Page, G, crops: CropSet, params: ReportParams) -> dict:
     n = min(1000, 2 * len(crops))
     result = fid_kid(G, data, make_extractor("rand", data.num_channels), n=n, seed=params.seed)
     page.heading("FID / KID")
-    page.table(pd.DataFrame([{k: v for k, v in result.items()}]))
+    page.table(pd.DataFrame([result]))
     page.text(
         f"{n} generated images against all {len(crops)} real crops. fid_rand uses the "
         "offline random-CNN extractor; its values are not comparable with Inception FID.",
@@ -351,19 +350,12 @@ def _latent_section(page, G, crops, conditions, control, params, out: Path) -> d
         return result
     page.heading("Latent analysis")
     doses = _doses(crops, conditions, control)
-    fit = [control, doses[-1]] if doses else conditions[:3]
+    fit, others = latent.lda_conditions(conditions, control, doses)
     points = latent.lda_map(
-        G,
-        conditions,
-        fit,
-        [c for c in conditions if c not in fit],
-        n_fit=params.lda_samples,
-        n_project=params.lda_samples // 10,
+        G, conditions, fit, others, n_fit=params.lda_samples, n_project=params.lda_samples // 10
     )
     points.to_csv(out / "lda.csv", index=False)
-    path = explain_figures.plot_lda(
-        points, out / "figures" / "lda.png", order=[*fit, *(doses or [])]
-    )
+    path = explain_figures.plot_lda(points, out / "figures" / "lda.png", order=[*fit, *others])
     page.image(file_uri(path), "LDA of W", width=480)
     if doses:
         centroid = centroids(G, params.centroid_samples, seed=params.seed)

@@ -119,10 +119,7 @@ def network_kwargs(profile: TrainProfile, data: TrainingData) -> dict[str, dict]
         c_dim=data.num_conditions,
         img_resolution=data.resolution,
         img_channels=data.num_channels,
-        channel_base=profile.channel_base,
-        channel_max=profile.channel_max,
-        num_fp16_res=profile.num_fp16_res,
-        conv_clamp=profile.conv_clamp,
+        **synthesis,
         epilogue_kwargs=dict(mbstd_group_size=profile.mbstd_group),
     )
     return {"G": g, "G_ema": g, "D": d}

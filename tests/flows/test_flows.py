@@ -8,11 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
 from phenexplain.data.cropset import CropSet
 from phenexplain.data.inbox import Ledger, ingest_new, local_deliveries
-from tests.conftest import REPO, small_spec
+from tests.conftest import REPO, small_spec, write_small_params
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +27,7 @@ def prefect_harness(tmp_path_factory):
 
 @pytest.fixture
 def small_params(tmp_path) -> Path:
-    p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["ingest"].update(crop_size=32, min_images_per_condition=2)
-    p["train"].update(kimg=0.1, tick_kimg=0.05, snapshot_ticks=1, metric_images=64, sample_seeds=2)
-    p["train"]["profiles"]["cpu-small"].update(batch=8, channel_base=256, channel_max=32)
-    p["explain"].update(seeds="0-1", steps=2, formats=["gif"], centroid_samples=500)
-    p["report"].update(real_per_condition=20, synthetic_per_condition=20, cnn_epochs=1,
-                       cnn_folds=2, grid_seeds=2, traversal_seeds=1, traversal_steps=2,
-                       explorer_seeds=1, workers=1)  # fmt: skip
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(p, sort_keys=False))
-    return path
+    return write_small_params(REPO / "params.yaml", tmp_path / "params.yaml")
 
 
 def _plate(tmp_path: Path, name: str, seed: int) -> Path:

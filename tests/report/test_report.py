@@ -17,6 +17,7 @@ from scipy import stats
 
 from phenexplain.config import ReportParams
 from phenexplain.errors import PhenexplainError
+from phenexplain.explain import latent
 from phenexplain.report import analysis
 from phenexplain.report.build import build_report
 
@@ -72,7 +73,7 @@ def test_report_finds_the_nfkb_effect_on_real_images(nfkb_report):
 
 def test_golgi_spot_area_falls_and_dose_is_monotone(assay_crops):
     golgi = _real(assay_crops("golgi", 64))
-    control = analysis.pick_control(sorted(golgi.cells["condition"].unique()), None)
+    control = latent.pick_control(sorted(golgi.cells["condition"].unique()), None)
     table = analysis.assay_statistics(golgi, golgi, control, 0.9999)
     row = table[(table.source == "real") & (table.test == "welch") & (table.assay == "spot_area")]
     assert len(row) == 1 and row["difference"].iloc[0] < 0 and row["p"].iloc[0] < 0.01
@@ -101,13 +102,13 @@ def test_two_samples_of_one_condition_differ_at_rate_alpha(assay_crops):
 
 
 def test_control_is_named_or_refused():
-    assert analysis.pick_control(["TNF", "control"], None) == "control"
-    assert analysis.pick_control(["cytoD_1uM", "DMSO"], None) == "DMSO"
-    assert analysis.pick_control(["a", "b"], "b") == "b"
+    assert latent.pick_control(["TNF", "control"], None) == "control"
+    assert latent.pick_control(["cytoD_1uM", "DMSO"], None) == "DMSO"
+    assert latent.pick_control(["a", "b"], "b") == "b"
     with pytest.raises(PhenexplainError, match=r"report\.control"):
-        analysis.pick_control(["a", "b"], None)
+        latent.pick_control(["a", "b"], None)
     with pytest.raises(PhenexplainError, match="not a condition"):
-        analysis.pick_control(["a", "b"], "c")
+        latent.pick_control(["a", "b"], "c")
 
 
 def test_report_refuses_a_crop_set_of_other_conditions(assay_crops, tiny_checkpoint, tmp_path):
