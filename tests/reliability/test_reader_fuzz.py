@@ -33,7 +33,8 @@ ADDRESS_SPACE = 1536 * 2**20
 
 WORKER = preamble(ADDRESS_SPACE) + textwrap.dedent(
     """
-    import hashlib, json, sys
+    import hashlib, json, logging, sys
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # its warnings on every corrupt file
     from pathlib import Path
     from phenexplain.data.images import UnreadableImageError, load_field
     for line in sys.stdin:
@@ -149,7 +150,7 @@ def _decode(worker, path: Path, channels: int) -> dict:
 
 
 @settings(
-    max_examples=400,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
