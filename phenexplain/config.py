@@ -32,8 +32,8 @@ class SynthParams(Section):
     seed: int = Field(0, ge=0)
     # Upper bounds keep a run within a workstation: a worker peaks at about 0.5 GB for a
     # 2048 x 2048 field (measured), some 1.5 GB at 4096 x 4096; a plate has 308 inner wells (see
-    # synthetic.plate);
-    # 2000 cells per million px is over three times confluence (a cell covers about 1700 px).
+    # synthetic.plate); 2000 cells per million px is over three times confluence (a cell covers
+    # about 1700 px).
     plates: int = Field(1, gt=0, le=100)
     wells_per_condition: int = Field(4, gt=0, le=308)
     sites_per_well: int = Field(4, gt=0, le=100)
