@@ -100,8 +100,8 @@ def synth(
         int | None, typer.Option(help="Wells per condition per plate.")
     ] = None,
     sites_per_well: Annotated[int | None, typer.Option(help="Fields of view per well.")] = None,
-    height: Annotated[int | None, typer.Option(help="Field height, px (>= 64).")] = None,
-    width: Annotated[int | None, typer.Option(help="Field width, px (>= 64).")] = None,
+    height: Annotated[int | None, typer.Option(help="Field height, px (64 to 4096).")] = None,
+    width: Annotated[int | None, typer.Option(help="Field width, px (64 to 4096).")] = None,
     cells_per_mpx: Annotated[float | None, typer.Option(help="Mean cells per million px.")] = None,
     workers: Annotated[int | None, typer.Option(help="Parallel processes.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from phenexplain.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
+MAX_CROP_SIZE = 1024  # px: the largest crop an ingest or a dataset import makes
 
 
 class Section(BaseModel):
@@ -29,12 +30,18 @@ class SynthParams(Section):
 
     assay: Literal["nfkb", "golgi", "dose", "subtle"] = "nfkb"
     seed: int = Field(0, ge=0)
-    plates: int = Field(1, gt=0)
-    wells_per_condition: int = Field(4, gt=0)
-    sites_per_well: int = Field(4, gt=0)
-    height: int = Field(1024, ge=64, description="field height, px")
-    width: int = Field(1280, ge=64, description="field width, px")
-    cells_per_mpx: float = Field(50.0, gt=0, description="mean cells per million px (control)")
+    # Upper bounds keep a run within a workstation: a worker peaks at about 0.5 GB for a
+    # 2048 x 2048 field (measured), some 1.5 GB at 4096 x 4096; a plate has 308 inner wells (see
+    # synthetic.plate); 2000 cells per million px is over three times confluence (a cell covers
+    # about 1700 px).
+    plates: int = Field(1, gt=0, le=100)
+    wells_per_condition: int = Field(4, gt=0, le=308)
+    sites_per_well: int = Field(4, gt=0, le=100)
+    height: int = Field(1024, ge=64, le=4096, description="field height, px")
+    width: int = Field(1280, ge=64, le=4096, description="field width, px")
+    cells_per_mpx: float = Field(
+        50.0, gt=0, le=2000, description="mean cells per million px (control)"
+    )
     workers: int = Field(2, gt=0, description="processes generating fields in parallel")
 
 
@@ -72,7 +79,7 @@ class IngestParams(Section):
     conditions: list[str] = Field(default_factory=list, description="expected conditions; [] = any")
     min_images_per_condition: int = Field(4, gt=0)
     precropped: bool = False
-    crop_size: int = Field(128, ge=16, le=1024)
+    crop_size: int = Field(128, ge=16, le=MAX_CROP_SIZE)
     border: Literal["skip", "pad"] = "skip"
     illumination_correction: bool = False
     percentiles: list[float] = Field(

@@ -37,8 +37,12 @@ CONDITIONS = "conditions.json"
 
 
 def shard_name(plate: str) -> str:
-    """A file-system-safe, collision-free shard name for a plate id."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", plate).strip("._") or "plate"
+    """A file-system-safe, collision-free shard name for a plate id of any length.
+
+    The readable part is cut to 64 characters, so the file names built from it stay far below
+    the usual limit of 255 bytes; the hash of the whole id keeps long ids apart.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", plate)[:64].strip("._") or "plate"
     return f"{safe}-{hashlib.sha256(plate.encode()).hexdigest()[:8]}"
 
 

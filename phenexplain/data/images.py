@@ -1,11 +1,17 @@
 """Decode a field's files into one array [C, H, W] of uint8 or uint16, safely.
 
 Image sizes are read from the headers before any pixel is decoded, so a file claiming giant
-dimensions is refused instead of exhausting memory.
+dimensions is refused instead of exhausting memory. Compressed TIFFs (LZW, Deflate, JPEG, ...) and
+packed 10-, 12- or 14-bit samples are decoded by imagecodecs (through tifffile), packed samples as
+uint16. A file no decoder can read raises `UnreadableImageError`, which an ingest quarantines.
 """
 
 from __future__ import annotations
 
+import io
+import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,39 +22,61 @@ from phenexplain.errors import PhenexplainError
 
 MAX_CHANNELS = 5
 DTYPES = (np.uint8, np.uint16)
+MAX_BYTES_PER_VALUE = 8  # a file larger than this per allowed value is not one field
+
+
+# What tifffile, Pillow and imagecodecs raise on malformed or unsupported input. imagecodecs'
+# codec errors (Jpeg8Error, LzwError, ...) and a missing codec (NotImplementedError) are
+# RuntimeErrors; tags of the wrong type or count surface as TypeError, KeyError, IndexError or
+# ZeroDivisionError.
+DECODER_ERRORS = (
+    OSError, ValueError, TypeError, SyntaxError, RuntimeError, KeyError, IndexError,
+    ArithmeticError, EOFError, struct.error, zlib.error, tifffile.TiffFileError,
+    Image.DecompressionBombError,
+)  # fmt: skip
 
 
 class UnreadableImageError(PhenexplainError):
     """A file exists but cannot be decoded (corrupt, truncated, unsupported, too large)."""
 
 
-def _header_shape(path: Path) -> tuple[int, ...]:
-    if path.suffix.lower() in (".tif", ".tiff"):
-        with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise UnreadableImageError(f"{path}: TIFF without image data")
-            return tuple(tif.series[0].shape)
-    with Image.open(path) as im:  # lazy: reads the header only
-        return (im.height, im.width, len(im.getbands()))
+def _check_values(shape: tuple[int, ...], path: Path, max_pixels: int) -> None:
+    values = math.prod(shape)  # a Python int: a forged shape cannot overflow to a small number
+    if values > max_pixels:
+        raise UnreadableImageError(
+            f"{path}: header claims {'x'.join(map(str, shape))} = {values:,} values, over the "
+            f"limit of {max_pixels:,} (ingest.max_megapixels)"
+        )
+
+
+def _read(path: Path, max_pixels: int) -> io.BytesIO:
+    """The file's bytes in memory: a decoder asking a forged length of it gets what is there,
+    where a read of the file itself would first allocate the whole claimed length."""
+    size = path.stat().st_size
+    if size > MAX_BYTES_PER_VALUE * max_pixels:
+        raise UnreadableImageError(
+            f"{path}: {size:,} bytes, more than an image of {max_pixels:,} values needs "
+            "(ingest.max_megapixels)"
+        )
+    return io.BytesIO(path.read_bytes())
 
 
 def _decode(path: Path, max_pixels: int) -> np.ndarray:
     try:
-        shape = _header_shape(path)
-        pixels = int(np.prod(shape))
-        if pixels > max_pixels:
-            raise UnreadableImageError(
-                f"{path}: header claims {'x'.join(map(str, shape))} = {pixels:,} values, over the "
-                f"limit of {max_pixels:,} (ingest.max_megapixels)"
-            )
+        data = _read(path, max_pixels)
         if path.suffix.lower() in (".tif", ".tiff"):
-            return tifffile.imread(path)
-        with Image.open(path) as im:
+            with tifffile.TiffFile(data) as tif:
+                if not tif.series:
+                    raise UnreadableImageError(f"{path}: TIFF without image data")
+                _check_values(tuple(tif.series[0].shape), path, max_pixels)
+                return tif.asarray()  # the first series, as the header check measured
+        with Image.open(data) as im:  # lazy: reads the header only
+            _check_values((im.height, im.width, len(im.getbands())), path, max_pixels)
             im.load()
             return np.asarray(im)
     except UnreadableImageError:
         raise
-    except (OSError, ValueError, SyntaxError, tifffile.TiffFileError, Image.DecompressionBombError) as exc:
+    except DECODER_ERRORS as exc:
         raise UnreadableImageError(f"{path}: cannot decode: {exc}") from None
 
 
@@ -70,8 +98,11 @@ def _to_chw(array: np.ndarray, n_channels: int, path: Path) -> np.ndarray:
     return array
 
 
-def load_field(files: tuple[Path, ...], n_channels: int, max_megapixels: float = 100.0) -> np.ndarray:
-    """The field as [C, H, W] uint8 or uint16, from one file per channel or one multi-channel file."""
+def load_field(
+    files: tuple[Path, ...], n_channels: int, max_megapixels: float = 100.0
+) -> np.ndarray:
+    """The field as [C, H, W] uint8 or uint16, from one file per channel or one multi-channel
+    file."""
     max_pixels = int(max_megapixels * 1e6)
     if len(files) == 1:
         array = _to_chw(_decode(files[0], max_pixels), n_channels, files[0])
@@ -79,17 +110,32 @@ def load_field(files: tuple[Path, ...], n_channels: int, max_megapixels: float =
         planes = []
         for path in files:
             plane = _decode(path, max_pixels)
-            if plane.ndim == 3 and plane.shape[-1] in (3, 4) and np.array_equal(plane[..., 0], plane[..., 1]):
+            if (
+                plane.ndim == 3
+                and plane.shape[-1] in (3, 4)
+                and np.array_equal(plane[..., 0], plane[..., 1])
+            ):
                 plane = plane[..., 0]
             if plane.ndim != 2:
                 raise UnreadableImageError(f"{path}: expected one channel, got shape {plane.shape}")
             planes.append(plane)
         shapes = {p.shape for p in planes}
         if len(shapes) != 1:
-            raise UnreadableImageError(f"channel files differ in size: {sorted(shapes)} ({files[0]} ...)")
+            raise UnreadableImageError(
+                f"channel files differ in size: {sorted(shapes)} ({files[0]} ...)"
+            )
+        types = [str(p.dtype) for p in planes]
+        if len(set(types)) != 1:  # np.stack would widen them, e.g. 8-bit DNA to a dark 16-bit one
+            listed = ", ".join(f"{path.name}: {t}" for path, t in zip(files, types, strict=True))
+            raise UnreadableImageError(
+                f"channel files differ in pixel type ({listed}); export every channel of a field "
+                "at the same bit depth"
+            )
         array = np.stack(planes)
     else:
         raise UnreadableImageError(f"{len(files)} files for {n_channels} channels ({files[0]} ...)")
     if array.dtype == np.bool_ or array.dtype not in DTYPES:
-        raise UnreadableImageError(f"{files[0]}: pixel type {array.dtype} is not 8- or 16-bit unsigned")
+        raise UnreadableImageError(
+            f"{files[0]}: pixel type {array.dtype} is not 8- or 16-bit unsigned"
+        )
     return np.ascontiguousarray(array)

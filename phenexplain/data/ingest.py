@@ -271,6 +271,22 @@ def _qc_table(analyses: list[Analysis], root: Path, params: IngestParams) -> pd.
     return qc
 
 
+def _check_pixel_types(analyses: list[Analysis], source: Path) -> None:
+    """Refuse a plate whose readable fields mix bit depths: one percentile scaling per plate and
+    channel cannot fit both (8-bit fields would come out black under 16-bit percentiles)."""
+    for plate in sorted({a.record.plate for a in analyses}):
+        first: dict[str, Path] = {}
+        for a in analyses:
+            if a.record.plate == plate and a.dtype is not None:
+                first.setdefault(a.dtype, a.record.files[0])
+        if len(first) > 1:
+            listed = ", ".join(f"{t} (e.g. {_rel(f, source)})" for t, f in sorted(first.items()))
+            raise StructureError(
+                f"plate {plate!r} mixes fields of pixel types {listed}; export the plate at one "
+                "bit depth"
+            )
+
+
 def _scaling(analyses: list[Analysis], qc: pd.DataFrame, params: IngestParams) -> dict[str, list]:
     """Per plate and channel: (low, high) of the configured percentiles over its good fields."""
     ok = set(qc.loc[qc["status"] == "ok", "field_id"])
@@ -407,6 +423,7 @@ def ingest(
     qc = pd.concat([keep(existing["qc"]) if existing else None, qc_new], ignore_index=True)
     if validator is not None:
         validator.check_fields(qc, params)
+    _check_pixel_types(analyses, source)
 
     dest = out if existing else staging_dir(out)
     try:

@@ -5,14 +5,17 @@ Export writes ``00000/img00000000.png`` ... with ``dataset.json`` = ``{"labels":
 survive a round trip. PNG holds 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channels; the reference loader
 reads them all as channels, so 5-channel crop sets cannot be exported.
 
-Import reads such a zip without extracting it: member names must be plain relative paths, every
-image header is checked before decoding, and the total size is bounded.
+Import reads such a zip without extracting it: member names must be plain relative paths and
+unique, every image header is checked before any pixel is decoded (square, at most
+`MAX_CROP_SIZE` px, one shape for all), and the pixels of all images together must fit in
+`MAX_DECODED_BYTES`.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import reprlib
 import shutil
 import zipfile
@@ -24,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from phenexplain import __version__
+from phenexplain.config import MAX_CROP_SIZE
 from phenexplain.data import cropset as cs
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
@@ -31,6 +35,7 @@ from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write
 PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same crop set gives the same zip bytes
 MAX_UNCOMPRESSED = 20 * 2**30
+MAX_DECODED_BYTES = 4 * 2**30  # the pixels of all images, held in memory while importing
 
 
 def export_stylegan(cropset_dir: str | Path, out_zip: str | Path) -> int:
@@ -76,8 +81,15 @@ def _safe_member(name: str) -> str:
 
 def _check_archive(zf: zipfile.ZipFile, source: Path) -> None:
     total = 0
+    seen: set[str] = set()
     for info in zf.infolist():
         _safe_member(info.filename)
+        if info.filename in seen:  # zipfile would silently read the last of them
+            raise PhenexplainError(
+                f"{source}: member {info.filename!r} appears more than once; re-create the "
+                "archive with one member per name"
+            )
+        seen.add(info.filename)
         if (info.external_attr >> 16) & 0o170000 == 0o120000:
             raise PhenexplainError(
                 f"{source}: member {info.filename!r} is a symbolic link; refusing the archive"
@@ -89,20 +101,83 @@ def _check_archive(zf: zipfile.ZipFile, source: Path) -> None:
         )
 
 
-def _decode_png(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+PNG_ERRORS = (OSError, SyntaxError, ValueError, zlib.error, Image.DecompressionBombError)
+
+
+def _png_shape(data: bytes, name: str, source: Path) -> tuple[int, int, int]:
+    """[C, H, W] of member `name` (bytes `data`) from its header alone; refuses non-square and
+    oversized images."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header only
+            shape = (len(im.getbands()), im.height, im.width)
+    except Image.UnidentifiedImageError:  # its message names a BytesIO, not the member
+        raise PhenexplainError(f"{source}:{name}: cannot decode: not an image file") from None
+    except PNG_ERRORS as exc:
+        raise PhenexplainError(f"{source}:{name}: cannot decode: {exc}") from None
+    _, height, width = shape
+    if height != width:
+        raise PhenexplainError(
+            f"{source}: {name!r} is {width}x{height}; stylegan2-ada datasets hold square images, "
+            "crop or pad it to a square"
+        )
+    if width > MAX_CROP_SIZE:
+        raise PhenexplainError(
+            f"{source}: {name!r} is {width}x{height}, larger than a crop may be ({MAX_CROP_SIZE} "
+            "px, as ingest.crop_size); resize the dataset"
+        )
+    return shape
+
+
+def _decode_png(data: bytes, name: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """The [C, H, W] uint8 pixels of `data`, which its header said have `shape`."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise PhenexplainError(
-                    f"{name}: {im.width}x{im.height} exceeds {max_pixels:,} pixels"
-                )
             im.load()
             array = np.asarray(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except PNG_ERRORS as exc:
         raise PhenexplainError(f"{name}: cannot decode: {exc}") from None
     if array.dtype != np.uint8:
         raise PhenexplainError(f"{name}: {array.dtype} pixels; stylegan2-ada datasets are 8-bit")
-    return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+    array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+    if array.shape != shape:
+        raise PhenexplainError(f"{name}: decodes to {array.shape}, its header said {shape}")
+    return array
+
+
+def _check_shapes(shapes: dict[str, tuple[int, int, int]], source: Path) -> tuple[int, int, int]:
+    """The one [C, S, S] shared by every image, whose pixels together fit in `MAX_DECODED_BYTES`."""
+    first_name, first = next(iter(shapes.items()))
+    for name, shape in shapes.items():
+        if shape != first:
+            raise PhenexplainError(
+                f"{source}: images differ in shape: {name!r} is {shape}, {first_name!r} "
+                f"{first} ([channels, height, width])"
+            )
+    total = len(shapes) * math.prod(first)
+    if total > MAX_DECODED_BYTES:
+        raise PhenexplainError(
+            f"{source}: {len(shapes)} images of {'x'.join(map(str, first))} pixels decode to "
+            f"{total / 2**30:.1f} GiB, over the {MAX_DECODED_BYTES / 2**30:.0f} GiB an import "
+            "holds in memory; split the archive into several crop sets"
+        )
+    return first
+
+
+def _read_crops(zf: zipfile.ZipFile, members: list[str], source: Path) -> np.ndarray:
+    """The images `members` as [N, C, S, S] uint8; every header is checked before decoding."""
+    names = set(zf.namelist())
+    shapes = {}
+    for name in members:  # one member's bytes held at a time
+        if _safe_member(name) not in names:
+            raise PhenexplainError(
+                f"{source}: dataset.json lists {name!r}, which is not in the archive"
+            )
+        shapes[name] = _png_shape(_read_member(zf, name, source), name, source)
+    shape = _check_shapes(shapes, source)
+    stack = np.empty((len(members), *shape), np.uint8)
+    for crop, name in zip(stack, members, strict=True):
+        crop[...] = _decode_png(_read_member(zf, name, source), f"{source}:{name}", shape)
+    return stack
 
 
 def _is_class_index(value: object) -> bool:
@@ -161,6 +236,14 @@ def dataset_labels(raw: bytes | str, where: str) -> list[tuple[str, int]]:
                 "[file, class_index] with a whole class index >= 0"
             )
         pairs.append((entry[0], int(entry[1])))
+    first = {}
+    for i, (file, _) in enumerate(pairs):
+        if file in first:
+            raise PhenexplainError(
+                f"{where}: {file!r} is labelled twice (labels[{first[file]}] and labels[{i}]); "
+                "give each file one class"
+            )
+        first[file] = i
     return pairs
 
 
@@ -213,7 +296,8 @@ def import_stylegan(
     """Turn a stylegan2-ada dataset zip into a crop set (one shard); returns the number of crops.
 
     Everything is read and checked before the output is staged, so a refused archive writes
-    nothing.
+    nothing; every image's header is checked before any pixel is decoded, and all pixels together
+    may take at most `MAX_DECODED_BYTES`.
     """
     source, out = Path(source), Path(out)
     check_output(out, overwrite)
@@ -238,25 +322,14 @@ def import_stylegan(
             )
         else:
             by_index = {i: f"class_{i}" for i in sorted(classes)}
-        crops, rows = [], []
-        for name, _ in sorted(labels):
-            if _safe_member(name) not in names:
-                raise PhenexplainError(
-                    f"{source}: dataset.json lists {name!r}, which is not in the archive"
-                )
-            crops.append(
-                _decode_png(_read_member(zf, name, source), f"{source}:{name}", 4096 * 4096)
-            )
-    shapes = {c.shape for c in crops}
-    if len(shapes) != 1:
-        raise PhenexplainError(f"{source}: images differ in shape: {sorted(shapes)[:4]}")
-    n_channels, size, _ = crops[0].shape
+        stack = _read_crops(zf, [name for name, _ in sorted(labels)], source)
+    n_channels, size = stack.shape[1:3]
     channels = channels or [f"ch{i}" for i in range(n_channels)]
     if len(channels) != n_channels:
         raise PhenexplainError(
             f"{source}: images have {n_channels} channels, {len(channels)} names given"
         )
-    stack = np.stack(crops)
+    rows = []
     shard = cs.shard_name(source.stem)
     for (name, label), crop in zip(sorted(labels), stack, strict=True):
         row = {"crop_id": name, "shard": shard, "index": len(rows), "field_id": name,

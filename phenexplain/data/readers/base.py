@@ -48,6 +48,23 @@ def inside(root: Path, candidate: Path) -> Path:
     return full
 
 
+MAX_SITE = 2**31 - 1  # sites are small counters; this keeps them valid in every table format
+
+
+def site_number(text: str, where: str) -> int:
+    """The site number in `text`, a whole number from 0 to `MAX_SITE`; `where` names the row."""
+    try:
+        site = int(text)
+    except ValueError:
+        raise StructureError(f"{where}: site must be an integer, got {text!r}") from None
+    if not 0 <= site <= MAX_SITE:
+        shown = text if len(text) <= 40 else f"{text[:37]}..."
+        raise StructureError(
+            f"{where}: site {shown} is out of range; a site is a whole number from 0 to {MAX_SITE}"
+        )
+    return site
+
+
 def require_columns(path: Path, header: list[str], columns: list[str]) -> None:
     """Raise naming `path` and every missing column."""
     missing = [c for c in columns if c not in header]

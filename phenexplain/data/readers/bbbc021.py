@@ -17,6 +17,7 @@ from phenexplain.data.readers.base import (
     inside,
     read_table,
     require_columns,
+    site_number,
 )
 
 IMAGE_CSV = "BBBC021_v1_image.csv"
@@ -69,7 +70,8 @@ def read_bbbc021(source: Path, channels: list[str]) -> list[FieldRecord]:
                 f"{path}:{line}: concentration {row['Image_Metadata_Concentration']!r} is not a number"
             ) from None
         compound = row["Image_Metadata_Compound"]
-        plate, well, site = row["Image_Metadata_Plate_DAPI"], row["Image_Metadata_Well_DAPI"], int(match[1])
+        plate, well = row["Image_Metadata_Plate_DAPI"], row["Image_Metadata_Well_DAPI"]
+        site = site_number(match[1], f"{path}:{line}")
         files = tuple(
             _resolve(root, row[f"Image_PathName_{ch}"], row[f"Image_FileName_{ch}"]) for ch in channels
         )

@@ -10,6 +10,7 @@ from phenexplain.data.readers.base import (
     inside,
     read_table,
     require_columns,
+    site_number,
 )
 
 BASE_COLUMNS = ["plate", "well", "site", "condition"]
@@ -33,12 +34,7 @@ def read_manifest(source: Path, channels: list[str]) -> list[FieldRecord]:
                 f"{path}:{line}: the row ends before column(s) {', '.join(short)}; every row "
                 f"needs a cell for each of the {len(header)} columns of the header"
             )
-        try:
-            site = int(row["site"])
-        except ValueError:
-            raise StructureError(
-                f"{path}:{line}: site must be an integer, got {row['site']!r}"
-            ) from None
+        site = site_number(row["site"], f"{path}:{line}")
         if not row["condition"]:
             raise StructureError(f"{path}:{line}: empty condition")
         files = tuple(inside(root, Path(row[f"path_{ch}"])) for ch in channels)
