@@ -34,6 +34,7 @@ QC_TABLE = "qc.parquet"
 QUARANTINE = "quarantine.csv"
 INFO = "cropset.json"
 CONDITIONS = "conditions.json"
+KIND = "crop set"  # the kind in the folder's output marker (see fsutil)
 
 
 def shard_name(plate: str) -> str:
