@@ -68,6 +68,13 @@ def check_output(
     return foreign
 
 
+def user_cache(*parts: str) -> Path:
+    """A folder for derived data (statistics, centroids), kept outside every input so that a
+    DVC-tracked crop set or checkpoint stays untouched: $PHENEXPLAIN_CACHE or ~/.cache."""
+    base = os.environ.get("PHENEXPLAIN_CACHE") or Path.home() / ".cache" / "phenexplain"
+    return Path(base, *parts)
+
+
 def check_output_file(out: Path, inputs: Iterable[str | Path] = ()) -> None:
     """Check that the file `out` may be written (an old file there is replaced): not an input,
     not inside an input folder, not a folder; its parent exists and is writable."""

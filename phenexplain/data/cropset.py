@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import user_cache
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.parquet"
@@ -112,8 +113,7 @@ class CropSet:
     def cache_dir(self) -> Path:
         """Per-crop-set cache for derived data (extractors, reference statistics), outside the
         crop set so a DVC-tracked crop set stays untouched: $PHENEXPLAIN_CACHE or ~/.cache."""
-        base = Path(os.environ.get("PHENEXPLAIN_CACHE", Path.home() / ".cache" / "phenexplain"))
-        return base / "cropsets" / self.content_id
+        return user_cache("cropsets", self.content_id)
 
     def shard(self, name: str) -> np.ndarray:
         if name not in self._shards:
