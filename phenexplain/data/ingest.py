@@ -388,7 +388,7 @@ def ingest(
             f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
         raise StructureError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
-    inputs = [source, *{f for r in records for f in r.files}]
+    inputs = [source, *sorted({f for r in records for f in r.files})]
     foreign = check_output(out, overwrite, kind=cs.KIND, inputs=inputs, extend=True)
     existing = _existing(out, params, overwrite)
     hashes = _file_hashes(records, params.workers)
