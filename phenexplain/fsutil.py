@@ -127,9 +127,7 @@ def mark_output(
     foreign entries `check_output` returned)."""
     old = read_marker(folder)
     if old is not None and old["kind"] != kind:
-        raise PhenexplainError(
-            f"{folder} holds a {old['kind']}, not a {kind}; choose another folder"
-        )
+        raise PhenexplainError(_other_kind(folder, old["kind"], kind))
     if entries is None:
         names = {p.name for p in folder.iterdir()} - {MARKER} - set(exclude)
     else:
@@ -188,6 +186,7 @@ def remove_stale_staging(out: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (ours counts as running)."""
     if pid == os.getpid():
         return True
     try:
@@ -219,15 +218,20 @@ def _foreign_entries(out: Path, kind: str) -> frozenset[str]:
             "phenexplain neither replaces nor adds to it: choose another folder"
         )
     if marker["kind"] != kind:
-        raise PhenexplainError(
-            f"{out} holds a {marker['kind']}, not a {kind}; choose another folder"
-        )
+        raise PhenexplainError(_other_kind(out, marker["kind"], kind))
     ours = set(marker["entries"]) | {MARKER}
     temporary = re.compile(r"\.(.+)\.tmp-\d+$")  # atomic writes a killed writer left
     return frozenset(
         name
         for name in (p.name for p in out.iterdir())
         if name not in ours and not ((m := temporary.match(name)) is not None and m[1] in ours)
+    )
+
+
+def _other_kind(folder: Path, found: str, wanted: str) -> str:
+    return (
+        f"{folder} holds another kind of phenexplain output ({found}), not {wanted}; choose "
+        "another folder"
     )
 
 
