@@ -255,6 +255,7 @@ def convert_nvlabs(
         conditions=names,
         channels=channels.split(",") if channels else None,
         overwrite=overwrite,
+        inputs=[class_index] if class_index is not None else [],
     )
     g = config["kwargs"]["G_ema"]
     err.print(
@@ -306,6 +307,9 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Discard an earlier run in --run-dir and start afresh.")
+    ] = False,
 ) -> None:
     """Train the conditional StyleGAN2 on a crop set (defaults: the `train` section of params.yaml).
 
@@ -335,7 +339,9 @@ def train(
 
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     try:
-        progress = run_training(cropset, run_dir, params, resume=resume, device=device)
+        progress = run_training(
+            cropset, run_dir, params, resume=resume, overwrite=overwrite, device=device
+        )
     finally:
         if distributed:
             dist.destroy_process_group()
@@ -373,16 +379,17 @@ def evaluate(
 ) -> None:
     """FID/KID of a checkpoint (or a run's latest) against a crop set."""
     from phenexplain.config import load_params
-    from phenexplain.fsutil import write_json
+    from phenexplain.fsutil import check_output_file, write_json
     from phenexplain.metrics.evaluate import evaluate_checkpoint
 
+    if out is not None:  # before the work, so that a refused path costs nothing
+        check_output_file(out, [checkpoint, cropset])
     train = load_params(_State.params_path).train
     result = evaluate_checkpoint(
         checkpoint, cropset, _names(metrics) if metrics else list(train.metrics),
         n=images or train.metric_images, inception_weights=train.inception_weights, device=device,
     )  # fmt: skip
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
     typer.echo(json.dumps(result))
 
@@ -558,7 +565,7 @@ def project_cmd(
         summary = project_job(
             checkpoint, images, out, source=condition, target=to, steps=steps, frames=frames,
             per_layer=per_layer, optimize_noise=noise, centroid_samples=centroid_samples,
-            progress=update,
+            progress=update, inputs=[source],
         )  # fmt: skip
     err.print(
         f"projected {len(summary['crops'])} crop(s): PSNR {summary['mean_psnr_db']:.2f} dB, "

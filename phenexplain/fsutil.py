@@ -2,33 +2,252 @@
 
 Outputs are built under a hidden staging name next to their destination and renamed into place
 when complete, so a crash never leaves a half-written folder that looks finished.
+
+Every output folder holds a marker, ``.phenexplain-output``: JSON naming the kind of output and
+the entries (names directly inside the folder) that phenexplain wrote there. A folder is replaced
+(`--overwrite`) or extended only when it carries a marker of the same kind, and is replaced only
+when it holds nothing else, so no command ever deletes a file it did not write. No output may be,
+contain or lie inside one of the command's inputs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from phenexplain.errors import OutputExistsError, PhenexplainError
 
+log = logging.getLogger(__name__)
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty `out` unless `overwrite`; make sure its parent exists and is writable."""
+MARKER = ".phenexplain-output"
+MARKER_FORMAT = 1
+
+
+def check_output(
+    out: Path,
+    overwrite: bool,
+    *,
+    kind: str,
+    inputs: Iterable[str | Path] = (),
+    extend: bool = False,
+) -> frozenset[str]:
+    """Check that the folder `out` may receive an output of `kind`; returns the foreign entries
+    (names phenexplain did not write) it already holds, which an extending writer leaves alone.
+
+    Refuses an `out` that is, contains or lies inside one of `inputs`. An absent or empty `out` is
+    always fine. A non-empty one must carry our marker of the same `kind`; it is accepted when the
+    writer adds to it (`extend`), or when it is replaced (`overwrite`) and holds only our entries.
+    Also makes sure the parent exists and is writable, and removes staging folders of `out` left
+    by killed writers.
+    """
+    check_not_input(out, inputs)
     if out.exists() and not out.is_dir():
         raise PhenexplainError(f"output {out} exists and is not a folder; choose another path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(
-            f"output folder {out} exists and is not empty; choose another path or pass --overwrite"
+    foreign: frozenset[str] = frozenset()
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite and not extend:
+            raise OutputExistsError(
+                f"output folder {out} exists and is not empty; choose another path or pass "
+                "--overwrite"
+            )
+        foreign = _foreign_entries(out, kind)
+        if overwrite and foreign:
+            raise PhenexplainError(
+                f"refusing to overwrite {out}: it holds {_listing(foreign)}, which phenexplain did "
+                "not write; move them away or choose another folder"
+            )
+    _check_parent(out)
+    remove_stale_staging(out)
+    return foreign
+
+
+def user_cache(*parts: str) -> Path:
+    """A folder for derived data (statistics, centroids), kept outside every input so that a
+    DVC-tracked crop set or checkpoint stays untouched: $PHENEXPLAIN_CACHE or ~/.cache."""
+    base = os.environ.get("PHENEXPLAIN_CACHE") or Path.home() / ".cache" / "phenexplain"
+    return Path(base, *parts)
+
+
+def check_output_file(out: Path, inputs: Iterable[str | Path] = ()) -> None:
+    """Check that the file `out` may be written (an old file there is replaced): not an input,
+    not inside an input folder, not a folder; its parent exists and is writable."""
+    check_not_input(out, inputs)
+    if out.is_dir():
+        raise PhenexplainError(f"output {out} is a folder; give the path of a file to write")
+    _check_parent(out)
+
+
+def prepare_folder(out: Path, kind: str, inputs: Iterable[str | Path] = ()) -> frozenset[str]:
+    """For a writer that adds files to the folder `out` in place: `check_output` (extending),
+    create `out` and mark it; returns the foreign entries to pass to `mark_output` at the end."""
+    foreign = check_output(out, False, kind=kind, inputs=inputs, extend=True)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise PhenexplainError(f"cannot create {out}: {exc.strerror}") from None
+    mark_output(out, kind, exclude=foreign)
+    return foreign
+
+
+def check_not_input(out: Path, inputs: Iterable[str | Path]) -> None:
+    """Refuse an output that is, contains or lies inside one of `inputs` (symlinks followed)."""
+    target = Path(out).resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if target == source:
+            relation = "is"
+        elif target in source.parents:
+            relation = "contains"
+        elif source.is_dir() and source in target.parents:
+            relation = "lies inside"
+        else:
+            continue
+        raise PhenexplainError(
+            f"output {out} {relation} the input {item}; write the output somewhere else (an "
+            "output never replaces or adds to a command's input)"
         )
+
+
+def mark_output(
+    folder: Path,
+    kind: str,
+    entries: Iterable[str] | None = None,
+    *,
+    exclude: Iterable[str] = (),
+) -> None:
+    """Record in `folder`'s marker that phenexplain wrote `entries` there (merged with those
+    already recorded); `entries=None` claims everything now in `folder` except `exclude` (the
+    foreign entries `check_output` returned)."""
+    old = read_marker(folder)
+    if old is not None and old["kind"] != kind:
+        raise PhenexplainError(_other_kind(folder, old["kind"], kind))
+    if entries is None:
+        names = {p.name for p in folder.iterdir()} - {MARKER} - set(exclude)
+    else:
+        names = set(entries) | set(old["entries"] if old else ())
+    marker = {"format": MARKER_FORMAT, "kind": kind, "entries": sorted(names)}
+    write_json(folder / MARKER, marker)  # no pid or time: the same output, the same bytes
+
+
+def read_marker(folder: Path) -> dict | None:
+    """`folder`'s marker, or None when it has none or the marker is not ours."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("kind"), str):
+        return None
+    entries = marker.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return marker
+
+
+def remove_entries(folder: Path, names: Iterable[str]) -> None:
+    """Delete the entries `names` of `folder` (ours, by the caller's check); nothing else."""
+    for name in names:
+        if Path(name).name != name or name in ("", ".", ".."):
+            continue  # a marker entry is a plain name; anything else is not ours to follow
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Remove `out`'s staging folders (``.<name>.partial-<pid>-*``) whose writer on this machine
+    has died, and old copies (``.<name>.old-<pid>``) a killed swap left once `out` is in place.
+    Only folders that carry our marker are touched."""
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(partial|old)-(\d+)(-|$)")
+    for path in parent.iterdir():
+        match = pattern.match(path.name)
+        if match is None or not path.is_dir() or path.is_symlink() or _alive(int(match[2])):
+            continue
+        marker = read_marker(path)
+        if marker is None:
+            continue
+        if match[1] == "partial" and marker.get("host") == socket.gethostname():
+            log.info("removing %s, left by a writer that was killed", path)
+            shutil.rmtree(path, ignore_errors=True)
+        elif match[1] == "old" and out.is_dir():
+            log.info("removing %s, left by a writer that was killed", path)
+            _remove_output(path, marker)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (ours counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OverflowError:
+        return False
+    return True
+
+
+def _remove_output(folder: Path, marker: dict) -> None:
+    """Delete our entries of `folder`, then the folder if that left it empty."""
+    remove_entries(folder, marker["entries"])
+    (folder / MARKER).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        log.warning("kept %s: it holds files phenexplain did not write", folder)
+
+
+def _foreign_entries(out: Path, kind: str) -> frozenset[str]:
+    marker = read_marker(out)
+    if marker is None:
+        raise PhenexplainError(
+            f"{out} is not empty and was not written by phenexplain (it has no {MARKER}); "
+            "phenexplain neither replaces nor adds to it: choose another folder"
+        )
+    if marker["kind"] != kind:
+        raise PhenexplainError(_other_kind(out, marker["kind"], kind))
+    ours = set(marker["entries"]) | {MARKER}
+    temporary = re.compile(r"\.(.+)\.tmp-\d+$")  # atomic writes a killed writer left
+    return frozenset(
+        name
+        for name in (p.name for p in out.iterdir())
+        if name not in ours and not ((m := temporary.match(name)) is not None and m[1] in ours)
+    )
+
+
+def _other_kind(folder: Path, found: str, wanted: str) -> str:
+    return (
+        f"{folder} holds another kind of phenexplain output ({found}), not {wanted}; choose "
+        "another folder"
+    )
+
+
+def _listing(names: Iterable[str], limit: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_parent(out: Path) -> None:
     parent = out.parent
     if parent.exists() and not parent.is_dir():
         raise PhenexplainError(f"cannot write to {out}: {parent} is a file, not a folder")
     if not parent.exists():
         try:
-            parent.mkdir(parents=True)
+            parent.mkdir(parents=True, exist_ok=True)  # ranks of one run race here
         except OSError as exc:
             raise PhenexplainError(
                 f"cannot create the parent folder {parent}: {exc.strerror}"
@@ -39,10 +258,11 @@ def check_output(out: Path, overwrite: bool) -> None:
         )
 
 
-def staging_dir(out: Path) -> Path:
-    """A new empty hidden folder next to `out`, on the same file system (for an atomic rename)."""
+def staging_dir(out: Path, kind: str) -> Path:
+    """A new hidden folder next to `out`, on the same file system (for an atomic rename), named
+    with our pid and holding a marker, so that a later writer can remove it if we are killed."""
     try:
-        path = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        path = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     except OSError as exc:
         raise PhenexplainError(
             f"cannot write to {out.parent}: {exc.strerror}; choose a writable path"
@@ -50,11 +270,17 @@ def staging_dir(out: Path) -> Path:
     umask = os.umask(0)
     os.umask(umask)
     path.chmod(0o777 & ~umask)  # mkdtemp's 0700 would leak into the final folder
+    staging = {"format": MARKER_FORMAT, "kind": kind, "entries": [], "host": socket.gethostname()}
+    write_json(path / MARKER, staging)
     return path
 
 
 def swap_into_place(staging: Path, out: Path) -> None:
-    """Rename the complete `staging` folder to `out`; an old `out` is removed only afterwards."""
+    """Mark the complete `staging` folder as ours and rename it to `out`; an old `out` (checked
+    by `check_output`) is set aside first, and only its recorded entries are deleted afterwards."""
+    marker = read_marker(staging)
+    assert marker is not None, f"{staging} was not made by staging_dir"
+    mark_output(staging, marker["kind"])
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -66,7 +292,7 @@ def swap_into_place(staging: Path, out: Path) -> None:
             old.rename(out)
         raise
     if old is not None:
-        shutil.rmtree(old)
+        _remove_output(old, read_marker(old) or {"entries": []})
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -16,11 +16,13 @@ import torch
 from PIL import Image
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import mark_output, prepare_folder
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.checkpoint import load_network, read_config
 
 MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws z, takes seeds 0 .. 2**32 - 1
 MAX_SEEDS = 1_000_000  # seeds per list: one image each, so more is a typo or a runaway range
+KIND = "generated images"  # the kind in the folder's output marker (see fsutil)
 
 
 def _seed(digits: str, text: str) -> int:
@@ -92,10 +94,10 @@ def generate_images(
     noise_mode: str = "const",
     device: str = "cpu",
 ) -> list[Path]:
+    out = Path(out)
+    foreign = prepare_folder(out, KIND, [checkpoint])
     c = one_hot(read_config(checkpoint)["conditions"], condition).to(device)
     G = load_network(checkpoint, "G_ema", device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     with torch.no_grad():
         for seed in seeds:
@@ -117,4 +119,5 @@ def generate_images(
                 path = stem.with_suffix(".tif")
                 tifffile.imwrite(path, pixels, photometric="minisblack")
             paths.append(path)
+    mark_output(out, KIND, exclude=foreign)
     return paths

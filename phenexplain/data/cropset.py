@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import user_cache
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.parquet"
@@ -34,6 +35,7 @@ QC_TABLE = "qc.parquet"
 QUARANTINE = "quarantine.csv"
 INFO = "cropset.json"
 CONDITIONS = "conditions.json"
+KIND = "crop set"  # the kind in the folder's output marker (see fsutil)
 
 
 def shard_name(plate: str) -> str:
@@ -115,8 +117,7 @@ class CropSet:
     def cache_dir(self) -> Path:
         """Per-crop-set cache for derived data (extractors, reference statistics), outside the
         crop set so a DVC-tracked crop set stays untouched: $PHENEXPLAIN_CACHE or ~/.cache."""
-        base = Path(os.environ.get("PHENEXPLAIN_CACHE", Path.home() / ".cache" / "phenexplain"))
-        return base / "cropsets" / self.content_id
+        return user_cache("cropsets", self.content_id)
 
     def shard(self, name: str) -> np.ndarray:
         if name not in self._shards:

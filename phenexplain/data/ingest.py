@@ -46,7 +46,13 @@ from phenexplain.data.images import UnreadableImageError, load_field
 from phenexplain.data.nuclei import segment_nuclei
 from phenexplain.data.qc import field_quality, robust_z
 from phenexplain.data.readers import FieldRecord, StructureError, list_fields
-from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
+from phenexplain.fsutil import (
+    check_output,
+    mark_output,
+    staging_dir,
+    swap_into_place,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +363,7 @@ def _existing(out: Path, params: IngestParams, overwrite: bool) -> dict | None:
             f"{out} holds a crop set built with other ingest params; write to a new folder or "
             "pass --overwrite"
         )
-    check_output(out, overwrite)
+    check_output(out, overwrite, kind=cs.KIND)
     return None
 
 
@@ -398,6 +404,8 @@ def ingest(
             f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
         raise StructureError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
+    inputs = [source, *sorted({f for r in records for f in r.files})]
+    foreign = check_output(out, overwrite, kind=cs.KIND, inputs=inputs, extend=True)
     existing = _existing(out, params, overwrite)
     hashes = _file_hashes(records, params.workers)
     by_plate: dict[str, list[FieldRecord]] = {}
@@ -425,7 +433,7 @@ def ingest(
         validator.check_fields(qc, params)
     _check_pixel_types(analyses, source)
 
-    dest = out if existing else staging_dir(out)
+    dest = out if existing else staging_dir(out, cs.KIND)
     try:
         plates_info, manifest_new = _crop_plates(
             analyses, qc_new, params, dest, prints, progress, source
@@ -460,6 +468,8 @@ def ingest(
         raise
     if dest is not out:
         swap_into_place(dest, out)
+    else:
+        mark_output(out, cs.KIND, exclude=foreign)
     for plate in todo:  # shards of re-processed plates are replaced by new names
         old = known.get(plate, {}).get("shard")
         if old and old != plates_info.get(plate, {}).get("shard"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import reprlib
 import shutil
 import zipfile
@@ -30,7 +31,13 @@ from phenexplain import __version__
 from phenexplain.config import MAX_CROP_SIZE
 from phenexplain.data import cropset as cs
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
+from phenexplain.fsutil import (
+    check_output,
+    check_output_file,
+    staging_dir,
+    swap_into_place,
+    write_json,
+)
 
 PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same crop set gives the same zip bytes
@@ -40,6 +47,8 @@ MAX_DECODED_BYTES = 4 * 2**30  # the pixels of all images, held in memory while 
 
 def export_stylegan(cropset_dir: str | Path, out_zip: str | Path) -> int:
     """Write the crop set as a stylegan2-ada dataset zip; returns the number of images."""
+    out_zip = Path(out_zip)
+    check_output_file(out_zip, [cropset_dir])
     crops = cs.CropSet(cropset_dir)
     channels = len(crops.channels)
     if channels not in PNG_MODES:
@@ -47,9 +56,7 @@ def export_stylegan(cropset_dir: str | Path, out_zip: str | Path) -> int:
             f"{cropset_dir} has {channels} channels; stylegan2-ada datasets are PNGs of 1 to 4 "
             "channels. Ingest a subset of channels (ingest.channels) to export it."
         )
-    out_zip = Path(out_zip)
-    out_zip.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_zip.with_name(f".{out_zip.name}.partial")
+    tmp = out_zip.with_name(f".{out_zip.name}.partial-{os.getpid()}")
     labels = []
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for i in range(len(crops)):
@@ -300,7 +307,7 @@ def import_stylegan(
     may take at most `MAX_DECODED_BYTES`.
     """
     source, out = Path(source), Path(out)
-    check_output(out, overwrite)
+    check_output(out, overwrite, kind=cs.KIND, inputs=[source])
     try:
         zf = zipfile.ZipFile(source)
     except (OSError, zipfile.BadZipFile) as exc:
@@ -342,7 +349,7 @@ def import_stylegan(
         row["files"] = f"{source.name}:{name}"
         rows.append(row)
     manifest = pd.DataFrame(rows)
-    staging = staging_dir(out)
+    staging = staging_dir(out, cs.KIND)
     try:
         cs.write_shard(staging, shard, stack)
         cs.write_table(manifest, staging / cs.MANIFEST)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,14 @@ from phenexplain.explain import figures, latent
 from phenexplain.explain.project import project, translate
 from phenexplain.explain.render import render_frames, traversal_grid, write_video
 from phenexplain.explain.traversal import cached_centroids
-from phenexplain.fsutil import write_json
+from phenexplain.fsutil import check_output_file, mark_output, prepare_folder, write_json
 from phenexplain.generate import condition_indices
 from phenexplain.training.checkpoint import load_network, read_config
 
 log = logging.getLogger(__name__)
 
 CONTRAST = ("fixed", "auto")
+FRAMES_KIND = "traversal frames"  # output-marker kinds (see fsutil)
 
 
 def _load(checkpoint: str | Path, device: str) -> tuple[torch.nn.Module, dict]:
@@ -58,6 +60,12 @@ def traversal_video(
     """Render and write a traversal video; returns what was written (JSON-able)."""
     if contrast not in CONTRAST:
         raise PhenexplainError(f"unknown contrast {contrast!r}; choose one of {CONTRAST}")
+    out = Path(out)
+    folder = out.suffix == ""  # write_video's folder of PNG frames
+    if folder:
+        foreign = prepare_folder(out, FRAMES_KIND, [checkpoint])
+    else:
+        check_output_file(out, [checkpoint])
     G, config = _load(checkpoint, device)
     centroid = None
     if method == 2:
@@ -76,6 +84,8 @@ def traversal_video(
     palette = parse_colours(colours, config["channels"])
     frames = render_frames(grid, palette, mapping=mapping, view=view, scale=scale)
     path = write_video(frames, out, fps=fps)
+    if folder:
+        mark_output(out, FRAMES_KIND, exclude=foreign)
     return {
         "path": str(path),
         "frames": len(frames),
@@ -101,15 +111,16 @@ def lda_job(
     device: str = "cpu",
 ) -> dict:
     """lda.csv (every point) and lda.png in `out`."""
+    out = Path(out)
+    foreign = prepare_folder(out, "LDA map", [checkpoint])
     G, config = _load(checkpoint, device)
     points = latent.lda_map(
         G, config["conditions"], fit, list(project_names), n_fit=n_fit, n_project=n_project,
         seed=seed,
     )  # fmt: skip
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     points.to_csv(out / "lda.csv", index=False)
     figures.plot_lda(points, out / "lda.png", order=[*fit, *project_names])
+    mark_output(out, "LDA map", exclude=foreign)
     return {"csv": str(out / "lda.csv"), "png": str(out / "lda.png"), "points": len(points)}
 
 
@@ -127,6 +138,8 @@ def dose_job(
     progress=None,
 ) -> dict:
     """Dose response (distances to the control centroid) and projections onto the traversal."""
+    out = Path(out)
+    foreign = prepare_folder(out, "dose response", [checkpoint])
     G, config = _load(checkpoint, device)
     conditions = config["conditions"]
     if doses is None:
@@ -136,8 +149,6 @@ def dose_job(
         G, conditions, control, doses, centroid=centroid, n=n, seed=seed
     )
     table, images = latent.dose_projection(G, conditions, control, doses, list(projection_seeds))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out / "dose_distances.csv", index=False)
     table.to_csv(out / "dose_projection.csv", index=False)
     write_json(out / "dose_summary.json", summary)
@@ -146,6 +157,7 @@ def dose_job(
     figures.plot_dose_projection(
         images, [control, *doses], list(projection_seeds), palette, out / "dose_projection.png"
     )
+    mark_output(out, "dose response", exclude=foreign)
     return summary
 
 
@@ -185,11 +197,15 @@ def project_job(
     centroid_samples: int = 100_000,
     device: str = "cpu",
     progress=None,
+    inputs: Iterable[str | Path] = (),
 ) -> dict:
     """Project uint8 crops [N, C, S, S] (S a multiple of the model's resolution), write each
-    reconstruction and its translation to `target`; return PSNR/SSIM per crop and their means."""
+    reconstruction and its translation to `target`; return PSNR/SSIM per crop and their means.
+    `inputs` are the files the crops were read from, which `out` may not be or hold."""
     from phenexplain.training.data import downsample
 
+    out = Path(out)
+    foreign = prepare_folder(out, "projection", [checkpoint, *inputs])
     G, config = _load(checkpoint, device)
     src, dst = condition_indices(config["conditions"], [source, target])
     size, r = crops.shape[-1], G.img_resolution
@@ -201,8 +217,6 @@ def project_job(
     crops = downsample(crops, size // r)
     centroid = cached_centroids(checkpoint, G, centroid_samples)
     shift = centroid[dst] - centroid[src]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     palette = parse_colours(None, config["channels"])
     results = []
     for i, crop in enumerate(crops):
@@ -226,6 +240,7 @@ def project_job(
         "mean_ssim": float(np.mean([r["ssim"] for r in results])),
     }
     write_json(out / "projection.json", summary)
+    mark_output(out, "projection", exclude=foreign)
     log.info("projected %d crops: PSNR %.2f dB", len(results), summary["mean_psnr_db"])
     return summary
 
@@ -243,9 +258,9 @@ def explain_run(
     response. Returns explain.json's content."""
     from phenexplain.generate import parse_seeds
 
-    conditions = read_config(checkpoint)["conditions"]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    foreign = prepare_folder(out, "explanation", [checkpoint])
+    conditions = read_config(checkpoint)["conditions"]
     source = params.source or latent.pick_control(conditions, control)
     targets = params.targets or [c for c in conditions if c != source]
     suffix = {"gif": ".gif", "mp4": ".mp4", "png": ".png", "tif": ".tif", "frames": ""}
@@ -274,4 +289,5 @@ def explain_run(
                 centroid_samples=params.centroid_samples, device=device,
             )  # fmt: skip
     write_json(out / "explain.json", result)
+    mark_output(out, "explanation", exclude=foreign)
     return result

@@ -18,6 +18,7 @@ it is off (psi = 1) by default.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from pathlib import Path
 
@@ -25,12 +26,14 @@ import numpy as np
 import torch
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import atomic_write_bytes, user_cache
 from phenexplain.nets import Generator
 from phenexplain.training.checkpoint import WEIGHTS
 
 log = logging.getLogger(__name__)
 
 METHODS = (1, 2, 3)
+CENTROIDS = "centroids"  # the cache folder's name, in the user cache or a served checkpoint
 
 
 def fractions(steps: int) -> torch.Tensor:
@@ -93,21 +96,25 @@ def cached_centroids(
     *,
     seed: int = 0,
     progress=None,
+    store: Path | None = None,
 ) -> torch.Tensor:
-    """`centroids` stored next to the checkpoint's weights (``centroids/``), keyed by the weights'
-    hash, K and seed; recomputed when any of them differs. A read-only checkpoint is not cached."""
+    """`centroids`, cached by the weights' hash, K and seed: read from the checkpoint's
+    ``centroids/`` when it ships them (a served model), else from `store` (default: the user
+    cache, `fsutil.user_cache`), where new ones are written; never into the checkpoint, an input.
+    """
     checkpoint = Path(checkpoint)
     key = f"k{num_samples}-seed{seed}-{_weights_digest(checkpoint)}"
-    path = checkpoint / "centroids" / f"{key}.npy"
-    if path.is_file():
-        return torch.from_numpy(np.load(path, allow_pickle=False))
+    shipped = checkpoint / CENTROIDS / f"{key}.npy"
+    path = (store or user_cache(CENTROIDS)) / f"{key}.npy"
+    for cached in (shipped, path):
+        if cached.is_file():
+            return torch.from_numpy(np.load(cached, allow_pickle=False))
     result = centroids(G, num_samples, seed=seed, progress=progress)
     try:
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, result.numpy())
-        tmp.replace(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, result.numpy())
+        atomic_write_bytes(path, buffer.getvalue())
     except OSError as exc:
         log.warning("centroids not cached in %s: %s", path.parent, exc.strerror)
     return result

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import mark_output
 from phenexplain.integrations.mlflow_tracking import (
     TAG,
     _http_limits,
@@ -32,6 +33,7 @@ from phenexplain.integrations.mlflow_tracking import (
     shown,
     tracking_uri,
 )
+from phenexplain.training.callbacks import RUN_KIND
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,7 @@ class MlflowCallback:
             log.debug("MlflowCallback on rank %d: reporting nothing", _rank())
             return
         self.outbox = Outbox(Path(run_dir) / OUTBOX)
+        mark_output(Path(run_dir), RUN_KIND, [OUTBOX])  # part of the run folder, as train sees it
         self.run_id = self.outbox.bind(run_id)
         self.client = client(self.uri)
         self.retry_interval, self.probe_timeout = retry_interval, probe_timeout

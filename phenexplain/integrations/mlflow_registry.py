@@ -127,8 +127,9 @@ def registered_model_name(crop_set_name: str) -> str:
 
 def _serving_checkpoint(checkpoint: Path, out: Path, centroid_samples: int) -> Path:
     """A copy of `checkpoint` with G_ema only (no D, no optimizer state) and cached centroids."""
-    from phenexplain.explain.traversal import cached_centroids
-    from phenexplain.training.checkpoint import load_network, read_config, save_checkpoint
+    from phenexplain.explain.traversal import CENTROIDS, cached_centroids
+    from phenexplain.fsutil import mark_output
+    from phenexplain.training.checkpoint import KIND, load_network, read_config, save_checkpoint
 
     config = read_config(checkpoint)
     G = load_network(checkpoint, "G_ema")
@@ -139,7 +140,8 @@ def _serving_checkpoint(checkpoint: Path, out: Path, centroid_samples: int) -> P
             k: v for k, v in slim["training"].items() if k != "optimizer_param_groups"
         }
     save_checkpoint(out, {"G_ema": G}, slim)
-    cached_centroids(out, G, centroid_samples)
+    cached_centroids(out, G, centroid_samples, store=out / CENTROIDS)  # shipped with the model
+    mark_output(out, KIND, [CENTROIDS])
     return out
 
 

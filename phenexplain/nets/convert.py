@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -100,10 +101,15 @@ def convert_snapshot(
     conditions: list[str] | None = None,
     channels: list[str] | None = None,
     overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
 ) -> dict:
-    """Write `snapshot`'s G, D and G_ema as a checkpoint at `out`; returns its config."""
+    """Write `snapshot`'s G, D and G_ema as a checkpoint at `out`; returns its config. `out` may
+    not be, hold or lie inside the snapshot or the other `inputs` (a class index, say)."""
+    from phenexplain.fsutil import check_not_input
     from phenexplain.training.checkpoint import save_checkpoint
 
+    inputs = [snapshot, *inputs]
+    check_not_input(Path(out), inputs)  # before reading: a refused output costs nothing
     data = read_snapshot(snapshot)
     builders = {"G": (Generator, generator_kwargs), "G_ema": (Generator, generator_kwargs)}
     builders["D"] = (Discriminator, discriminator_kwargs)
@@ -150,5 +156,5 @@ def convert_snapshot(
             "training_set": dataset,
         },
     }
-    save_checkpoint(out, modules, config, overwrite=overwrite)
+    save_checkpoint(out, modules, config, overwrite=overwrite, inputs=inputs)
     return config

@@ -24,7 +24,7 @@ from phenexplain.explain import figures as explain_figures
 from phenexplain.explain import latent
 from phenexplain.explain.render import render_frames, traversal_grid, write_video
 from phenexplain.explain.traversal import centroids
-from phenexplain.fsutil import write_json
+from phenexplain.fsutil import mark_output, prepare_folder, write_json
 from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
 from phenexplain.measure.stats import compare_shifts
@@ -35,6 +35,7 @@ from phenexplain.training.checkpoint import load_network, read_config
 from phenexplain.training.data import TrainingData, downsample
 
 log = logging.getLogger(__name__)
+KIND = "report"  # the kind in the folder's output marker (see fsutil)
 
 
 def _git_commit() -> str | None:
@@ -109,7 +110,8 @@ def build_report(
 ) -> dict:
     """Compute everything, write the files, return summary.json's content."""
     checkpoint, out = Path(checkpoint), Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    foreign = prepare_folder(out, KIND, [checkpoint, cropset])
+    (out / "figures").mkdir(exist_ok=True)
     (out / "traversals").mkdir(exist_ok=True)
     config = read_config(checkpoint)
     crops = CropSet(cropset)
@@ -191,6 +193,7 @@ def build_report(
 
     write_json(out / "summary.json", summary)
     (out / "report.html").write_text(page.render(), encoding="utf-8")
+    mark_output(out, KIND, exclude=foreign)
     return summary
 
 

@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+RUN_KIND = "training run"  # the kind in the run folder's output marker (see fsutil)
+# what a run writes into its folder: continued with --resume, discarded with --overwrite
+RUN_RECORDS = ("checkpoints", "samples", "snapshots.jsonl", "stats.jsonl", "training_options.json")
+
 
 class RunFolderCallback:
     """Appends one JSON line per tick to ``RUN/stats.jsonl``; writes ``RUN/samples/*.png``."""

@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 CONFIG = "checkpoint.json"
 NETWORKS = {"G": Generator, "G_ema": Generator, "D": Discriminator}
+KIND = "checkpoint"  # the kind in the folder's output marker (see fsutil)
 LATEST = "latest"  # in a run folder's checkpoints/: the name of the newest complete checkpoint
 
 
@@ -76,15 +77,17 @@ def save_checkpoint(
     extra: dict[str, torch.Tensor] | None = None,
     overwrite: bool = False,
     require_finite: bool = False,
+    inputs: Iterable[str | Path] = (),
 ) -> Path:
     """Write `modules` (name -> network), `config` (holding ``kwargs`` per network name) and
     `extra` tensors (optimizer moments, RNG state, ...) stored under ``extra.<name>``; with
-    `require_finite`, refuse (writing nothing) when any of these tensors holds a NaN or inf."""
+    `require_finite`, refuse (writing nothing) when any of these tensors holds a NaN or inf.
+    `inputs` are the files the checkpoint was made from, which `out` may not be or hold."""
     out = Path(out)
     missing = [name for name in modules if name not in config.get("kwargs", {})]
     if missing:
         raise ValueError(f"config['kwargs'] lacks the constructor arguments of {missing}")
-    check_output(out, overwrite)
+    check_output(out, overwrite, kind=KIND, inputs=inputs)
     tensors = {
         f"{name}.{key}": value.detach().to("cpu").contiguous()
         for name, module in modules.items()
@@ -98,7 +101,7 @@ def save_checkpoint(
         raise PhenexplainError(
             f"refusing to write {out}: tensor {bad} holds NaN or inf (the training diverged)"
         )
-    staging = staging_dir(out)
+    staging = staging_dir(out, KIND)
     try:
         save_file(tensors, str(staging / WEIGHTS))
         write_json(

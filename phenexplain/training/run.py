@@ -10,8 +10,9 @@ import torch
 
 from phenexplain.config import TrainParams, TrainProfile
 from phenexplain.data.cropset import CropSet
-from phenexplain.errors import PhenexplainError
-from phenexplain.training.callbacks import RunFolderCallback
+from phenexplain.errors import OutputExistsError, PhenexplainError
+from phenexplain.fsutil import check_output, mark_output, remove_entries
+from phenexplain.training.callbacks import RUN_KIND, RUN_RECORDS, RunFolderCallback
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
 from phenexplain.training.loop import Callback, Progress, Trainer, train
@@ -55,12 +56,24 @@ def run_training(
     params: TrainParams,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     device: str = "cpu",
     callbacks: list[Callback] | None = None,
 ) -> Progress:
     """Train on `cropset` into `run_dir` (checkpoints, stats.jsonl, samples); resume if asked.
-    Raises `TrainingDivergedError` when the run diverges (see `params.on_divergence`)."""
+    Raises `TrainingDivergedError` when the run diverges (see `params.on_divergence`).
+
+    A run folder that holds an earlier run (even one killed before its first checkpoint) is
+    continued only with `resume`, and discarded (only the files a run writes) only with
+    `overwrite`: a fresh run never mixes its records with an old one's."""
     run_dir = Path(run_dir)
+    foreign = check_output(run_dir, overwrite, kind=RUN_KIND, inputs=[cropset], extend=True)
+    earlier = [name for name in RUN_RECORDS if (run_dir / name).exists()]
+    if earlier and not resume and not overwrite:
+        raise OutputExistsError(
+            f"{run_dir} holds an earlier run ({', '.join(earlier)}); pass --resume to continue "
+            "it, --overwrite to discard it and start afresh, or choose another folder"
+        )
     crops = CropSet(cropset)
     gpus = torch.cuda.device_count() if device == "cuda" else 1
     profile = resolve_profile(params, crops.resolution, gpus)
@@ -72,17 +85,17 @@ def run_training(
     data = TrainingData(crops, resolution=profile.resolution, xflip=profile.xflip)
     trainer = Trainer(data, profile, seed=params.seed, device=device)
     checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is not None and not resume:
-        raise PhenexplainError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another folder"
-        )
     if resume:
         if checkpoint is None:
             raise PhenexplainError(f"nothing to resume in {run_dir}: no checkpoint found")
         trainer.load(checkpoint)
         log.info("resumed %s at %.3f kimg", checkpoint, trainer.progress.cur_nimg / 1000)
     if trainer.rank == 0:
+        if earlier and not resume:  # overwrite, checked above: nothing foreign is touched
+            remove_entries(run_dir, earlier)
         run_dir.mkdir(parents=True, exist_ok=True)
+        mark_output(run_dir, RUN_KIND, exclude=foreign)
+        mark_output(run_dir, RUN_KIND, RUN_RECORDS)  # written as the run goes
         options = {
             "cropset": str(cropset),
             "crop_set_id": trainer.crop_set_id,

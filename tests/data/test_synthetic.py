@@ -54,14 +54,26 @@ def test_plate_layout_files_and_tiffs(plate_factory):
     root = plate_factory("nfkb")
     rows = _rows(root / "metadata.csv")
     assert len(rows) == 2 * 3 * 3
-    assert set(rows[0]) >= {"plate", "well", "row", "column", "site", "condition", "path_DNA", "path_NFkB"}
+    assert set(rows[0]) >= {
+        "plate",
+        "well",
+        "row",
+        "column",
+        "site",
+        "condition",
+        "path_DNA",
+        "path_NFkB",
+    }
     assert {r["condition"] for r in rows} == {"control", "TNF"}
     wells = {(r["well"], r["condition"]) for r in rows}
     assert len({w for w, _ in wells}) == len(wells) == 6  # one condition per well
     for row in rows[:4]:
         for ch in ("DNA", "NFkB"):
             path = root / row[f"path_{ch}"]
-            assert path.name == f"{row['plate']}_{row['well']}_s{row['site']}_w{1 if ch == 'DNA' else 2}.tif"
+            assert (
+                path.name
+                == f"{row['plate']}_{row['well']}_s{row['site']}_w{1 if ch == 'DNA' else 2}.tif"
+            )
             image = tifffile.imread(path)
             assert image.shape == (512, 640)
             assert image.dtype == np.uint16
@@ -95,8 +107,11 @@ def test_ground_truth_cells_match_detected_nuclei(plate_factory):
     row = _rows(root / "metadata.csv")[0]
     key = (row["plate"], row["well"], row["site"])
     centres = np.array(
-        [[float(c["y"]), float(c["x"])] for c in truth if (c["plate"], c["well"], c["site"]) == key
-         and c["centre_in_field"] == "True"]
+        [
+            [float(c["y"]), float(c["x"])]
+            for c in truth
+            if (c["plate"], c["well"], c["site"]) == key and c["centre_in_field"] == "True"
+        ]
     )
     labels = segment_nuclei(tifffile.imread(root / row["path_DNA"]))
     hits = sum(labels[int(y), int(x)] > 0 for y, x in centres)
@@ -113,7 +128,9 @@ def test_nfkb_ratio_rises_under_treatment(plate_factory):
 
 def test_golgi_spots_become_many_and_small(plate_factory):
     m = _measure(plate_factory("golgi"))
-    assert np.median(m["nocodazole"]["spot_count"]) >= 3 * max(np.median(m["DMSO"]["spot_count"]), 1)
+    assert np.median(m["nocodazole"]["spot_count"]) >= 3 * max(
+        np.median(m["DMSO"]["spot_count"]), 1
+    )
     assert np.nanmedian(m["nocodazole"]["spot_area"]) < 0.75 * np.nanmedian(m["DMSO"]["spot_area"])
 
 
@@ -135,7 +152,9 @@ def test_subtle_assay_planted_effect_size_is_recovered(plate_factory):
     m = _measure(root)
     a, b = np.array(m["corrected"]["nucleus_area"]), np.array(m["mutant"]["nucleus_area"])
     assert len(a) > 500 and len(b) > 500
-    pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    pooled = np.sqrt(
+        ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    )
     d = (b.mean() - a.mean()) / pooled
     assert abs(d - SUBTLE_D) <= 0.15, d
 
@@ -149,17 +168,21 @@ def test_every_assay_declares_a_control_and_an_expected_effect(assay):
     assert treated and all(c["expected_vs_control"] and c["changed_vs_control"] for c in treated)
 
 
-def test_refuses_non_empty_output_and_overwrites_on_request(tmp_path):
+def test_refuses_non_empty_output_and_overwrites_only_its_own(tmp_path):
     out = tmp_path / "plate"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     spec = small_spec("nfkb", wells_per_condition=1, sites_per_well=1, height=64, width=64)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         generate_plates(spec, out)
-    assert (out / "keep.txt").read_text() == "user data"
-    generate_plates(spec, out, overwrite=True)
-    assert (out / "metadata.csv").exists() and not (out / "keep.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plate"]
+    with pytest.raises(PhenexplainError, match="not written by phenexplain"):
+        generate_plates(spec, out, overwrite=True)  # a folder of the user's is never replaced
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    ours = tmp_path / "ours"
+    generate_plates(spec, ours)
+    generate_plates(spec, ours, overwrite=True)
+    assert (ours / "metadata.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "plate"]  # no staging, no old
 
 
 def test_failure_midway_leaves_nothing_behind(tmp_path):

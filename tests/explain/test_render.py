@@ -14,6 +14,7 @@ from phenexplain.errors import PhenexplainError
 from phenexplain.explain import render
 from phenexplain.explain.jobs import traversal_video
 from phenexplain.explain.render import TraversalGrid, render_frames, write_video
+from phenexplain.fsutil import user_cache
 
 
 def _grid(levels=(40, 80, 160)) -> TraversalGrid:
@@ -92,7 +93,8 @@ def test_cli_traverse(tmp_path, tiny_checkpoint):
     assert result.exit_code == 0, result.output
     with Image.open(out) as im:
         assert im.n_frames == 4
-    assert list((ckpt / "centroids").glob("k500-seed0-*.npy"))
+    assert list(user_cache("centroids").glob("k500-seed0-*.npy"))
+    assert not (ckpt / "centroids").exists()  # the checkpoint is an input: never written
     bad = CliRunner().invoke(app, ["traverse", str(ckpt), "--from", "ctrl", "--to", "taxol",
                                    "--out", str(tmp_path / "u.gif")])  # fmt: skip
     assert bad.exit_code != 0 and "taxol" in str(bad.exception)

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from phenexplain.errors import PhenexplainError
-from phenexplain.explain.traversal import cached_centroids, centroids, map_w, synthesize, traverse
+from phenexplain.explain.traversal import (
+    _weights_digest,
+    cached_centroids,
+    centroids,
+    map_w,
+    synthesize,
+    traverse,
+)
+from phenexplain.fsutil import user_cache
 from phenexplain.generate import latent
 
 CONDITIONS = ("ctrl", "drug", "other")
@@ -70,8 +78,10 @@ def test_centroids_are_the_mean_and_reproducible(G, tiny_checkpoint):
 
 def test_centroid_cache_is_keyed_by_weights(tiny_checkpoint):
     path, G = tiny_checkpoint(channels=1, conditions=CONDITIONS)
+    before = sorted(p.name for p in path.iterdir())
     first = cached_centroids(path, G, 300, seed=0)
-    (cached,) = (path / "centroids").glob("*.npy")
+    assert sorted(p.name for p in path.iterdir()) == before  # the checkpoint is an input
+    (cached,) = user_cache("centroids").glob(f"k300-seed0-{_weights_digest(path)}.npy")
     assert np.array_equal(np.load(cached), first.numpy())
     np.save(cached, np.zeros_like(first.numpy()))  # a cache hit returns the stored values
     assert torch.count_nonzero(cached_centroids(path, G, 300, seed=0)) == 0

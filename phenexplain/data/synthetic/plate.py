@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ROWS_384 = "ABCDEFGHIJKLMNOP"
 FIELD_KEYS = ("plate", "well", "site", "condition")
 GENERATOR_VERSION = 1  # bump when the same seed would produce different bytes
+KIND = "synthetic plates"  # the kind in the folder's output marker (see fsutil)
 
 
 def _check_layout(spec: SynthParams, assay: Assay) -> None:
@@ -145,10 +146,10 @@ def generate_plates(
     _check_layout(spec, assay)
     workers = spec.workers
     out = Path(out)
-    check_output(out, overwrite)
+    check_output(out, overwrite, kind=KIND)
     jobs = plan_jobs(spec, assay)
 
-    staging = staging_dir(out)
+    staging = staging_dir(out, KIND)
     try:
         cell_rows: list[dict] = []
         cells_per_condition = {cond.name: 0 for cond in assay.conditions}
