@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import safe_name
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.parquet"
@@ -37,9 +37,8 @@ CONDITIONS = "conditions.json"
 
 
 def shard_name(plate: str) -> str:
-    """A file-system-safe, collision-free shard name for a plate id."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", plate).strip("._") or "plate"
-    return f"{safe}-{hashlib.sha256(plate.encode()).hexdigest()[:8]}"
+    """A file-system-safe, collision-free shard name for a plate id (see `fsutil.safe_name`)."""
+    return safe_name(plate, fallback="plate")
 
 
 def crop_checksum(crop: np.ndarray) -> str:
