@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from phenexplain.errors import ConfigError
 
@@ -19,9 +19,10 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 class Section(BaseModel):
-    """Base of every section: strict types, no unknown keys, immutable."""
+    """Base of every section: strict types, no unknown keys, immutable, finite numbers only
+    (``.inf`` and ``.nan`` are refused: no setting means "forever" or "undefined")."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class SynthParams(Section):
@@ -102,7 +103,9 @@ class IngestParams(Section):
 class TrainProfile(Section):
     """Network size and optimisation settings of one training profile."""
 
-    resolution: int | None = Field(None, description="training resolution; None = the crop size")
+    resolution: int | None = Field(
+        None, ge=4, le=2048, description="training resolution, a power of two; None = the crop size"
+    )
     batch: int = Field(32, gt=0, description="global minibatch (split across processes)")
     z_dim: int = Field(512, gt=0)
     w_dim: int = Field(512, gt=0)
@@ -126,6 +129,13 @@ class TrainProfile(Section):
     conv_clamp: float | None = 256.0
     g_reg_interval: int = Field(4, gt=0)
     d_reg_interval: int = Field(16, gt=0)
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, value: int | None) -> int | None:
+        if value is not None and value & (value - 1):
+            raise ValueError(f"resolution must be a power of two (4, 8, ..., 2048), got {value}")
+        return value
 
 
 class TrainParams(Section):
@@ -243,6 +253,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         return Params()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if raw is None:
