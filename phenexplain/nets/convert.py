@@ -9,7 +9,7 @@ import torch
 from phenexplain.data.stylegan_zip import dataset_labels
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets import Discriminator, Generator
-from phenexplain.nets.kwargs import build_network
+from phenexplain.nets.kwargs import plan_network
 from phenexplain.nets.snapshot import PersistentObject, read_snapshot
 
 IGNORED = {"fp16_channels_last"}  # memory layout only; no effect on parameters or results
@@ -80,10 +80,10 @@ def conditions_from_dataset_json(path: str | Path) -> list[str]:
 
 
 def _build(cls, kwargs: dict, obj: PersistentObject, where: str) -> torch.nn.Module:
-    """`cls` from checked `kwargs` (see `nets.kwargs`), loaded with `obj`'s tensors."""
-    module = build_network(cls, kwargs, where)
+    """`cls` from checked `kwargs` (see `nets.kwargs`), loaded with `obj`'s tensors once their
+    names and shapes match the network's."""
     state = obj.state_dict()
-    ours = module.state_dict()
+    ours = plan_network(cls, kwargs, where).state_dict()
     missing, extra = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
     if missing or extra:
         raise PhenexplainError(
@@ -93,6 +93,7 @@ def _build(cls, kwargs: dict, obj: PersistentObject, where: str) -> torch.nn.Mod
         if not isinstance(value, torch.Tensor) or value.shape != ours[key].shape:
             shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise PhenexplainError(f"{where}.{key}: shape {shape} != {list(ours[key].shape)}")
+    module = cls(**kwargs)
     module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
     return module.eval()
 

@@ -2,10 +2,10 @@
 network is built from a file (a checkpoint's ``checkpoint.json`` or a snapshot's pickle).
 
 A network is allocated from its kwargs, so a tampered file could ask for any amount of memory
-(``z_dim = 10**9`` asks for 128 GB). `build_network` therefore validates every kwarg against the
+(``z_dim = 10**9`` asks for 128 GB). `plan_network` therefore validates every kwarg against the
 models below (known keys only, strict types, sane bounds), then builds the network on the meta
-device, which allocates nothing, to count its parameters against `MAX_PARAMETERS`, and only then
-builds it for real.
+device, which allocates nothing, to count its parameters against `MAX_PARAMETERS` (and to give
+readers the shapes to compare with a file); `build_network` builds it for real only after that.
 """
 
 from __future__ import annotations
@@ -170,17 +170,25 @@ def check_kwargs(cls: type[torch.nn.Module], kwargs: object, where: str) -> _Kwa
         ) from None
 
 
-def build_network(cls: type[torch.nn.Module], kwargs: object, where: str) -> torch.nn.Module:
-    """`cls(**kwargs)` once the kwargs are checked and the parameter count is under the limit."""
+def plan_network(cls: type[torch.nn.Module], kwargs: object, where: str) -> torch.nn.Module:
+    """`cls(**kwargs)` on the meta device (shapes and dtypes, no memory), once the kwargs are
+    checked and the parameter count is under `MAX_PARAMETERS`."""
     check_kwargs(cls, kwargs, where)
     try:
         with torch.device("meta"):
-            count = sum(p.numel() for p in cls(**kwargs).parameters())
+            planned = cls(**kwargs)
     except ValueError as exc:  # a combination the constructors refuse
         raise PhenexplainError(f"{where}: {exc}") from None
+    count = sum(p.numel() for p in planned.parameters())
     if count > MAX_PARAMETERS:
         raise PhenexplainError(
             f"{where}: the network would have {count:,} parameters (limit {MAX_PARAMETERS:,}); "
             "its constructor arguments are not those of a network phenexplain can load"
         )
+    return planned
+
+
+def build_network(cls: type[torch.nn.Module], kwargs: object, where: str) -> torch.nn.Module:
+    """`cls(**kwargs)`, allocated only once `plan_network` accepts the kwargs."""
+    plan_network(cls, kwargs, where)
     return cls(**kwargs)

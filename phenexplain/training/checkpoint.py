@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
 from phenexplain.nets import Discriminator, Generator
-from phenexplain.nets.kwargs import build_network, check_kwargs
+from phenexplain.nets.kwargs import check_kwargs, plan_network
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -250,7 +250,7 @@ def load_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def _check_shapes(path: str | Path, name: str, module: torch.nn.Module) -> None:
-    """Names, shapes and dtypes in the weights file match `module`, checked before loading."""
+    """Names, shapes and dtypes in the weights file match `module` (a meta-device plan)."""
     ours = {f"{name}.{k}": v for k, v in module.state_dict().items()}
     where = Path(path) / WEIGHTS
     with _weights(path) as weights:
@@ -275,13 +275,14 @@ def _check_shapes(path: str | Path, name: str, module: torch.nn.Module) -> None:
 def load_network(
     path: str | Path, name: str = "G_ema", device: str | torch.device = "cpu"
 ) -> torch.nn.Module:
-    """Rebuild network `name` from a checkpoint folder, in eval mode, on `device`: the kwargs are
-    checked (`nets.kwargs`) before anything is allocated, the tensor names, shapes and dtypes
-    before anything is loaded."""
+    """Rebuild network `name` from a checkpoint folder, in eval mode, on `device`: the kwargs,
+    the parameter count (`nets.kwargs.plan_network`) and the tensor names, shapes and dtypes in
+    the file are all checked before the network is allocated."""
     config = read_config(path)
     if name not in config["networks"]:
         raise PhenexplainError(f"{path} holds {config['networks']}, not {name!r}")
-    module = build_network(NETWORKS[name], config["kwargs"][name], f"{Path(path) / CONFIG}: {name}")
-    _check_shapes(path, name, module)
+    cls, kwargs = NETWORKS[name], config["kwargs"][name]
+    _check_shapes(path, name, plan_network(cls, kwargs, f"{Path(path) / CONFIG}: {name}"))
+    module = cls(**kwargs)
     module.load_state_dict(load_tensors(path, name), strict=True)
     return module.eval().requires_grad_(False).to(device)
