@@ -4,7 +4,9 @@ and `serve` hands out only the report's own regular files."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,6 +100,33 @@ def test_report_traversals_of_hostile_conditions_stay_inside(tmp_path, tiny_chec
     assert {p.parent for p in new} == {out / "traversals"}
     assert len({p.name.casefold() for p in new}) == len(names) - 1
     assert "EGF/TNF" in page.render()  # the label itself is kept in the page
+
+
+def test_report_of_a_hostile_condition_writes_only_inside_out(
+    tmp_path, assay_crops, tiny_checkpoint
+):
+    """The whole report, on a crop set whose treated condition is called ../../EGF/TNF."""
+    import pandas as pd
+
+    from phenexplain.report.build import build_report
+    from tests.report.test_report import SMALL
+
+    hostile = "../../EGF/TNF"
+    crops = Path(shutil.copytree(assay_crops("nfkb", 64).root, tmp_path / "cs"))
+    manifest = pd.read_parquet(crops / "manifest.parquet")
+    manifest["condition"] = manifest["condition"].replace({"TNF": hostile})
+    manifest.to_parquet(crops / "manifest.parquet", index=False)
+    names = json.loads((crops / "conditions.json").read_text())
+    (crops / "conditions.json").write_text(
+        json.dumps({hostile if k == "TNF" else k: v for k, v in names.items()})
+    )
+    ckpt, _ = tiny_checkpoint(["DNA", "NFkB"], (hostile, "control"), 16)
+    out = tmp_path / "r" / "out"
+    before = _files(tmp_path)
+    build_report(ckpt, crops, out, ReportParams(**SMALL))
+    new = _check_inside(tmp_path, before, out)
+    assert any(p.parent == out / "traversals" for p in new)
+    assert hostile in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize("name", ["../../x", "EGF/TNF", "..", "a\\b"], ids=ascii)
