@@ -7,6 +7,7 @@ override values through `with_overrides`, which validates the overrides the same
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,16 +235,21 @@ class Params(Section):
     report: ReportParams = ReportParams()
 
 
-def _format_errors(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
+def format_errors(
+    exc: ValidationError, source: str, prefix: tuple[str, ...] = (), *, sep: str = "\n"
+) -> str:
+    """One message per validation error, each naming `source` and the dotted key, joined by `sep`
+    (values shown abbreviated, so a tampered file cannot flood the message)."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in (*prefix, *err["loc"]))
-        value = err.get("input")
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'; remove it or fix its spelling")
+        elif key:
+            lines.append(f"{source}: '{key}': {err['msg']} (got {reprlib.repr(err.get('input'))})")
         else:
-            lines.append(f"{source}: '{key}': {err['msg']} (got {value!r})")
-    return "\n".join(lines)
+            lines.append(f"{source}: {err['msg']}")
+    return sep.join(lines)
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -266,7 +272,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path))) from None
+        raise ConfigError(format_errors(exc, str(path))) from None
 
 
 def with_overrides(
@@ -279,4 +285,4 @@ def with_overrides(
     try:
         return type(section).model_validate({**section.model_dump(), **given})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, overrides_from)) from None
+        raise ConfigError(format_errors(exc, overrides_from)) from None

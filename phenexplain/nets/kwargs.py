@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from phenexplain.config import format_errors
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets.discriminator import Discriminator
 from phenexplain.nets.generator import Generator
@@ -74,7 +75,7 @@ class SynthesisKwargs(_Kwargs):
 
     channel_base: int = Field(32768, ge=1, le=2**20)
     channel_max: int = Field(512, ge=1, le=2048)
-    num_fp16_res: int = Field(0, ge=0, le=12)
+    num_fp16_res: int = Field(0, ge=0, le=32)
     conv_clamp: Clamp = None
     resample_filter: Filter = (1, 3, 3, 1)
     kernel_size: int = Field(3, ge=1, le=7)
@@ -129,7 +130,7 @@ class DiscriminatorKwargs(_Kwargs):
     img_channels: int = Field(ge=1, le=5)
     channel_base: int = Field(32768, ge=1, le=2**20)
     channel_max: int = Field(512, ge=1, le=2048)
-    num_fp16_res: int = Field(0, ge=0, le=12)
+    num_fp16_res: int = Field(0, ge=0, le=32)
     conv_clamp: Clamp = None
     cmap_dim: Width | None = None
     block_kwargs: DiscriminatorBlockKwargs | None = None
@@ -148,26 +149,12 @@ KWARGS_MODELS: dict[type[torch.nn.Module], type[_Kwargs]] = {
 }
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        key = ".".join(str(p) for p in err["loc"]) or "kwargs"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown option '{key}'")
-        else:
-            value = repr(err.get("input"))
-            parts.append(f"'{key}': {err['msg']} (got {value if len(value) <= 40 else '...'})")
-    return "; ".join(parts)
-
-
 def check_kwargs(cls: type[torch.nn.Module], kwargs: object, where: str) -> _Kwargs:
     """`kwargs` validated against `cls`'s model; `where` ("file: network") names them in errors."""
     try:
         return KWARGS_MODELS[cls].model_validate(kwargs)
     except ValidationError as exc:
-        raise PhenexplainError(
-            f"{where}: constructor arguments out of bounds or unknown: {_describe(exc)}"
-        ) from None
+        raise PhenexplainError(format_errors(exc, f"{where} kwargs", sep="; ")) from None
 
 
 def plan_network(cls: type[torch.nn.Module], kwargs: object, where: str) -> torch.nn.Module:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from phenexplain.config import format_errors
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
 from phenexplain.nets import Discriminator, Generator
@@ -214,18 +215,8 @@ def check_config(config: object, where: Path) -> None:
     try:
         checked = CheckpointConfig.model_validate(config)
     except ValidationError as exc:
-        raise PhenexplainError(f"{where}: {_describe(exc)}") from None
+        raise PhenexplainError(format_errors(exc, str(where), sep="; ")) from None
     _check_networks(checked, where)
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        key = ".".join(str(p) for p in err["loc"])
-        got = repr(err.get("input"))
-        got = f" (got {got})" if key and len(got) <= 60 else ""
-        parts.append(f"'{key}': {err['msg']}{got}" if key else err["msg"])
-    return "; ".join(parts)
 
 
 def _weights(path: str | Path):
