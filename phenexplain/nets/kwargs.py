@@ -59,14 +59,19 @@ class _Kwargs(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-class MappingKwargs(_Kwargs):
-    """`MappingNetwork` options (z, c -> w)."""
+class DiscriminatorMappingKwargs(_Kwargs):
+    """`MappingNetwork` options the discriminator's condition mapping takes (no z, no w_avg)."""
 
     num_layers: int = Field(8, ge=1, le=32)
     embed_features: Width | None = None
     layer_features: Width | None = None
     activation: Activation = "lrelu"
     lr_multiplier: float = Field(0.01, gt=0, le=100)
+
+
+class MappingKwargs(DiscriminatorMappingKwargs):
+    """The generator's `MappingNetwork` options (z, c -> w), with the tracked mean of w."""
+
     w_avg_beta: float | None = Field(0.995, ge=0, le=1)
 
 
@@ -104,16 +109,6 @@ class DiscriminatorBlockKwargs(_Kwargs):
     activation: Activation = "lrelu"
     resample_filter: Filter = (1, 3, 3, 1)
     freeze_layers: int = Field(0, ge=0, le=64)
-
-
-class DiscriminatorMappingKwargs(_Kwargs):
-    """The discriminator's condition mapping (no z, no w_avg)."""
-
-    num_layers: int = Field(8, ge=1, le=32)
-    embed_features: Width | None = None
-    layer_features: Width | None = None
-    activation: Activation = "lrelu"
-    lr_multiplier: float = Field(0.01, gt=0, le=100)
 
 
 class EpilogueKwargs(_Kwargs):
