@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from phenexplain.errors import PhenexplainError
 
@@ -37,16 +38,25 @@ err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for l
 log = logging.getLogger("phenexplain")
 
 
+def _say(message: str) -> None:
+    """A line on stderr, printed as is: paths and condition names are never Rich markup."""
+    err.print(message, markup=False)
+
+
 class _State:
-    params_path = Path("params.yaml")
+    params_path = Path("params.yaml")  # the implicit default may be absent: defaults then
 
 
 @app.callback()
 def _root(
     params: Annotated[
-        Path,
-        typer.Option("--params", help="params.yaml to read defaults from (CLI flags override it)."),
-    ] = Path("params.yaml"),
+        Path | None,
+        typer.Option(
+            "--params",
+            help="params.yaml to read defaults from (CLI flags override it) [default: "
+            "params.yaml, if present].",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log what the library does.")
     ] = False,
@@ -60,7 +70,12 @@ def _root(
         force=True,
     )
     logging.getLogger("phenexplain").setLevel(logging.DEBUG if verbose else logging.WARNING)
-    _State.params_path = params
+    if params is not None and not params.is_file():
+        raise PhenexplainError(
+            f"--params {params}: {'not a file' if params.exists() else 'no such file'}; give "
+            "an existing params.yaml, or leave --params out to use ./params.yaml or the defaults"
+        )
+    _State.params_path = params or Path("params.yaml")
 
 
 @contextmanager
@@ -128,9 +143,9 @@ def synth(
     with _progress(f"synth {spec.assay}") as update:
         summary = generate_plates(spec, out, overwrite=overwrite, on_field=update)
     cells = ", ".join(f"{k}: {v}" for k, v in summary["cells_per_condition"].items())
-    err.print(
+    _say(
         f"wrote {summary['fields']} fields ({'+'.join(summary['channels'])}) of assay "
-        f"[bold]{summary['assay']}[/] to {out}; cells per condition: {cells}"
+        f"{summary['assay']} to {out}; cells per condition: {cells}"
     )
 
 
@@ -189,10 +204,10 @@ def ingest(
             progress=lambda stage, done, total: update(done, total),
         )
     if not summary["plates_added"]:
-        err.print(f"{out} is up to date: no new or changed plate in {source}")
+        _say(f"{out} is up to date: no new or changed plate in {source}")
         return
     added = ", ".join(summary["plates_added"])
-    err.print(
+    _say(
         f"ingested plate(s) {added} into {out}: {summary['fields']} fields, {summary['crops']} "
         f"crops, {summary['quarantined']} field(s) quarantined (see {out}/quarantine.csv)"
     )
@@ -211,7 +226,7 @@ def export_stylegan(
     from phenexplain.data.stylegan_zip import export_stylegan as run
 
     n = run(cropset, out)
-    err.print(f"wrote {n} images with class labels to {out}")
+    _say(f"wrote {n} images with class labels to {out}")
 
 
 @app.command("import-stylegan")
@@ -226,7 +241,7 @@ def import_stylegan(
     from phenexplain.data.stylegan_zip import import_stylegan as run
 
     n = run(source, out, channels=channels.split(",") if channels else None, overwrite=overwrite)
-    err.print(f"imported {n} crops into {out}")
+    _say(f"imported {n} crops into {out}")
 
 
 @app.command("convert-nvlabs")
@@ -258,7 +273,7 @@ def convert_nvlabs(
         inputs=[class_index] if class_index is not None else [],
     )
     g = config["kwargs"]["G_ema"]
-    err.print(
+    _say(
         f"wrote {out}: {g['img_resolution']} px, {g['img_channels']} channel(s), "
         f"{g['c_dim']} condition(s) ({', '.join(config['conditions'])})"
     )
@@ -345,7 +360,7 @@ def train(
     finally:
         if distributed:
             dist.destroy_process_group()
-    err.print(f"trained to {progress.cur_nimg / 1000:.3f} kimg; run folder {run_dir}")
+    _say(f"trained to {progress.cur_nimg / 1000:.3f} kimg; run folder {run_dir}")
 
 
 @app.command()
@@ -363,7 +378,7 @@ def generate(
     paths = generate_images(
         checkpoint, out, condition, parse_seeds(seeds), truncation=truncation, noise_mode=noise_mode
     )
-    err.print(f"wrote {len(paths)} images to {out}")
+    _say(f"wrote {len(paths)} images to {out}")
 
 
 @app.command()
@@ -410,11 +425,9 @@ def explain(
     result = explain_run(checkpoint, out, load_params(_State.params_path).explain, control=control,
                          device=device)  # fmt: skip
     for video in result["videos"]:
-        err.print(f"wrote {video['path']} ({video['frames']} frames)")
+        _say(f"wrote {video['path']} ({video['frames']} frames)")
     if "dose" in result:
-        err.print(
-            f"dose response: Spearman rho {result['dose']['spearman_rho_median_vs_dose']:.3f}"
-        )
+        _say(f"dose response: Spearman rho {result['dose']['spearman_rho_median_vs_dose']:.3f}")
 
 
 @app.command()
@@ -458,7 +471,7 @@ def traverse(
             centroid_samples=centroid_samples, colours=colours, view=view, contrast=contrast,
             fps=fps, scale=scale, device=device, progress=update,
         )  # fmt: skip
-    err.print(f"wrote {info['frames']} frames of {info['size'][0]}x{info['size'][1]} px to {out}")
+    _say(f"wrote {info['frames']} frames of {info['size'][0]}x{info['size'][1]} px to {out}")
 
 
 @latent_app.command("lda")
@@ -480,7 +493,7 @@ def latent_lda(
         checkpoint, out, fit=_names(fit), project_names=_names(project), n_fit=n_fit,
         n_project=n_project, seed=seed,
     )  # fmt: skip
-    err.print(f"wrote {info['png']} and {info['csv']} ({info['points']} points)")
+    _say(f"wrote {info['png']} and {info['csv']} ({info['points']} points)")
 
 
 @latent_app.command("dose")
@@ -512,10 +525,8 @@ def latent_dose(
             centroid_samples=centroid_samples, progress=update,
         )  # fmt: skip
     medians = ", ".join(f"{k} {v:.3f}" for k, v in summary["median_distance"].items())
-    err.print(f"median W distance to {control}: {medians}")
-    err.print(
-        f"Spearman rho (median distance vs dose): {summary['spearman_rho_median_vs_dose']:.3f}"
-    )
+    _say(f"median W distance to {control}: {medians}")
+    _say(f"Spearman rho (median distance vs dose): {summary['spearman_rho_median_vs_dose']:.3f}")
 
 
 @app.command("project")
@@ -567,7 +578,7 @@ def project_cmd(
             per_layer=per_layer, optimize_noise=noise, centroid_samples=centroid_samples,
             progress=update, inputs=[source],
         )  # fmt: skip
-    err.print(
+    _say(
         f"projected {len(summary['crops'])} crop(s): PSNR {summary['mean_psnr_db']:.2f} dB, "
         f"SSIM {summary['mean_ssim']:.3f}; results in {out}"
     )
@@ -605,10 +616,10 @@ def report(
     start = time.perf_counter()
 
     def stage(name: str) -> None:
-        err.print(f"[{time.perf_counter() - start:6.1f} s] {name}")
+        _say(f"[{time.perf_counter() - start:6.1f} s] {name}")
 
     build_report(checkpoint, cropset, out, params, device=device, stage=stage)
-    err.print(f"report: {out / 'report.html'}  explorer: {out / 'explorer.html'}")
+    _say(f"report: {out / 'report.html'}  explorer: {out / 'explorer.html'}")
 
 
 @app.command()
@@ -617,16 +628,16 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
-    """Serve a report folder over HTTP (the pages also work opened as files)."""
-    import functools
-    import http.server
+    """Serve a report folder over HTTP (the pages also work opened as files): its regular files
+    only, never a listing, a hidden file or anything a link points to outside it."""
+    from phenexplain.report.serve import serve_report
 
-    if not (folder / "report.html").is_file() and not (folder / "explorer.html").is_file():
-        raise PhenexplainError(f"{folder} holds no report.html or explorer.html")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    with http.server.ThreadingHTTPServer((host, port), handler) as server:
-        err.print(f"serving {folder} at http://{host}:{server.server_address[1]}/explorer.html")
-        server.serve_forever()
+    serve_report(
+        folder,
+        host,
+        port,
+        on_ready=lambda bound: _say(f"serving {folder} at http://{host}:{bound}/explorer.html"),
+    )
 
 
 @app.command()
@@ -659,13 +670,13 @@ def _print_summary(summary: dict) -> None:
 
     out = Console(width=None if sys.stdout.isatty() else 150)
     features = sorted({k for c in summary["conditions"].values() for k in c["features"]})
-    table = Table(title=f"{summary['root']}  (assay: {summary['assay']})")
+    table = Table(title=escape(f"{summary['root']}  (assay: {summary['assay']})"))
     for col in ("condition", "fields", "measured", "cells", *features):
         table.add_column(col, justify="left" if col == "condition" else "right")
     for name, cond in summary["conditions"].items():
         vals = [cond["features"].get(f) for f in features]
         table.add_row(
-            name,
+            escape(name),
             str(cond["fields"]),
             str(cond["fields_measured"]),
             str(cond["cells_measured"]),
@@ -675,7 +686,8 @@ def _print_summary(summary: dict) -> None:
     for check in summary["checks"]:
         colour = {"agrees": "green", "disagrees": "red"}.get(check["verdict"], "yellow")
         out.print(
-            f"{check['condition']}: {check['feature']} planted {check['expected']}, measured "
+            escape(f"{check['condition']}: {check['feature']} planted {check['expected']}, ")
+            + "measured "
             f"{check['control']:.3g} -> {check['value']:.3g} "
             f"(Mann-Whitney p = {check['p_value']:.2g}): [{colour}]{check['verdict']}[/]"
         )
@@ -777,7 +789,7 @@ def main() -> None:
     try:
         app()
     except PhenexplainError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -7,11 +7,12 @@ override values through `with_overrides`, which validates the overrides the same
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from phenexplain.errors import ConfigError
 
@@ -20,9 +21,10 @@ MAX_CROP_SIZE = 1024  # px: the largest crop an ingest or a dataset import makes
 
 
 class Section(BaseModel):
-    """Base of every section: strict types, no unknown keys, immutable."""
+    """Base of every section: strict types, no unknown keys, immutable, finite numbers only
+    (``.inf`` and ``.nan`` are refused: no setting means "forever" or "undefined")."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class SynthParams(Section):
@@ -109,7 +111,9 @@ class IngestParams(Section):
 class TrainProfile(Section):
     """Network size and optimisation settings of one training profile."""
 
-    resolution: int | None = Field(None, description="training resolution; None = the crop size")
+    resolution: int | None = Field(
+        None, ge=4, le=2048, description="training resolution, a power of two; None = the crop size"
+    )
     batch: int = Field(32, gt=0, description="global minibatch (split across processes)")
     z_dim: int = Field(512, gt=0)
     w_dim: int = Field(512, gt=0)
@@ -133,6 +137,13 @@ class TrainProfile(Section):
     conv_clamp: float | None = 256.0
     g_reg_interval: int = Field(4, gt=0)
     d_reg_interval: int = Field(16, gt=0)
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, value: int | None) -> int | None:
+        if value is not None and value & (value - 1):
+            raise ValueError(f"resolution must be a power of two (4, 8, ..., 2048), got {value}")
+        return value
 
 
 class TrainParams(Section):
@@ -231,16 +242,21 @@ class Params(Section):
     report: ReportParams = ReportParams()
 
 
-def _format_errors(exc: ValidationError, source: str, prefix: tuple[str, ...] = ()) -> str:
+def format_errors(
+    exc: ValidationError, source: str, prefix: tuple[str, ...] = (), *, sep: str = "\n"
+) -> str:
+    """One message per validation error, each naming `source` and the dotted key, joined by `sep`
+    (values shown abbreviated, so a tampered file cannot flood the message)."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in (*prefix, *err["loc"]))
-        value = err.get("input")
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'; remove it or fix its spelling")
+        elif key:
+            lines.append(f"{source}: '{key}': {err['msg']} (got {reprlib.repr(err.get('input'))})")
         else:
-            lines.append(f"{source}: '{key}': {err['msg']} (got {value!r})")
-    return "\n".join(lines)
+            lines.append(f"{source}: {err['msg']}")
+    return sep.join(lines)
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -250,6 +266,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         return Params()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if raw is None:
@@ -259,7 +279,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path))) from None
+        raise ConfigError(format_errors(exc, str(path))) from None
 
 
 def with_overrides(
@@ -272,4 +292,4 @@ def with_overrides(
     try:
         return type(section).model_validate({**section.model_dump(), **given})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, overrides_from)) from None
+        raise ConfigError(format_errors(exc, overrides_from)) from None

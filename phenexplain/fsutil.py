@@ -12,6 +12,7 @@ contain or lie inside one of the command's inputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -305,3 +306,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def write_json(path: Path, data: dict) -> None:
     """Pretty, key-sorted JSON (stable bytes for the same content), written atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+SAFE_STEM_CHARS = 100  # readable part of a safe file name; the digest keeps it unique
+
+
+def safe_name(name: str, *, fallback: str = "name") -> str:
+    """A file name for any label (a condition, plate, channel or assay name), for every writer.
+
+    The label's runs of characters other than ``A-Z a-z 0-9 . _ -`` become ``_``, leading and
+    trailing dots and underscores go (so ``..``, ``.`` and hidden names cannot arise), and the
+    first 8 hex digits of the label's sha256 follow: ``EGF/TNF`` -> ``EGF_TNF-<8 hex>``. Labels
+    that differ in any character, case included, so get different names even on case-insensitive
+    file systems, and Windows device names (``CON``) never stand alone. The label itself stays
+    as it is in tables, JSON and captions; only paths use this name."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:SAFE_STEM_CHARS] or fallback
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{stem}-{digest}"

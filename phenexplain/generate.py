@@ -1,7 +1,8 @@
 """Images from a checkpoint for given seeds, drawn exactly as stylegan2-ada-pytorch's generate.py.
 
 z = numpy.random.RandomState(seed).randn(z_dim); images in [-1, 1] become uint8 as x * 127.5 + 128,
-clamped. 1- and 3-channel images are written as PNG, others as multi-channel TIFF [C, H, W].
+clamped. 1- and 3-channel images are written as PNG, others as multi-channel TIFF [C, H, W], named
+``<condition>_seed<seed>`` with the condition as `fsutil.safe_name` spells it in file names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import mark_output, prepare_folder
+from phenexplain.fsutil import mark_output, prepare_folder, safe_name
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.checkpoint import load_network, read_config
 
@@ -109,7 +110,7 @@ def generate_images(
                 force_fp32=True,
             )
             pixels = to_uint8(img)[0].numpy()
-            stem = out / f"{condition}_seed{seed:04d}"
+            stem = out / f"{safe_name(condition)}_seed{seed:04d}"
             if pixels.shape[0] in (1, 3):
                 path = stem.with_suffix(".png")
                 Image.fromarray(

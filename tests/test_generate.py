@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import safe_name
 from phenexplain.generate import generate_images, latent, parse_seeds, to_uint8
 from phenexplain.training.checkpoint import load_network
 
@@ -30,7 +31,7 @@ def test_images_match_the_generator_and_format(tmp_path, tiny_checkpoint, channe
     paths = generate_images(ckpt, tmp_path / "out", "drug", [3, 4])
     assert [p.suffix for p in paths] == [suffix, suffix] and paths[
         0
-    ].name == "drug_seed0003" + suffix
+    ].name == f"{safe_name('drug')}_seed0003{suffix}"
     with torch.no_grad():
         expected = to_uint8(G(latent(3, 8), torch.tensor([[0.0, 1.0]]), noise_mode="const"))[0]
     got = tifffile.imread(paths[0]) if suffix == ".tif" else np.asarray(Image.open(paths[0]))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import pandas as pd
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import user_cache
+from phenexplain.fsutil import safe_name
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.parquet"
@@ -39,13 +39,8 @@ KIND = "crop set"  # the kind in the folder's output marker (see fsutil)
 
 
 def shard_name(plate: str) -> str:
-    """A file-system-safe, collision-free shard name for a plate id of any length.
-
-    The readable part is cut to 64 characters, so the file names built from it stay far below
-    the usual limit of 255 bytes; the hash of the whole id keeps long ids apart.
-    """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", plate)[:64].strip("._") or "plate"
-    return f"{safe}-{hashlib.sha256(plate.encode()).hexdigest()[:8]}"
+    """A file-system-safe, collision-free shard name for a plate id (see `fsutil.safe_name`)."""
+    return safe_name(plate, fallback="plate")
 
 
 def crop_checksum(crop: np.ndarray) -> str:

@@ -10,37 +10,46 @@ import torch
 from phenexplain.data.stylegan_zip import dataset_labels
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets import Discriminator, Generator
+from phenexplain.nets.kwargs import plan_network
 from phenexplain.nets.snapshot import PersistentObject, read_snapshot
 
 IGNORED = {"fp16_channels_last"}  # memory layout only; no effect on parameters or results
 
 
-def generator_kwargs(obj: PersistentObject) -> dict:
+def _options(kw: dict, key: str, where: str) -> dict:
+    """The nested kwargs `kw[key]` (absent or None: empty), without layout-only options."""
+    value = kw.get(key) or {}
+    if not isinstance(value, dict):
+        raise PhenexplainError(f"{where}: {key} is a {type(value).__name__}, not a mapping")
+    return {k: v for k, v in value.items() if k not in IGNORED}
+
+
+def generator_kwargs(obj: PersistentObject, where: str = "G") -> dict:
     kw = obj.init_kwargs()
-    synthesis = {
-        k: v for k, v in (kw.pop("synthesis_kwargs", None) or {}).items() if k not in IGNORED
-    }
+    synthesis = _options(kw, "synthesis_kwargs", where)
     if synthesis.pop("architecture", "skip") != "skip":
         raise PhenexplainError(
-            "only the 'skip' generator architecture (stylegan2-ada's default) is supported"
+            f"{where}: only the 'skip' generator architecture (stylegan2-ada's default) is "
+            "supported"
         )
     return {
         **kw,
-        "mapping_kwargs": dict(kw.pop("mapping_kwargs", None) or {}),
+        "mapping_kwargs": _options(kw, "mapping_kwargs", where),
         "synthesis_kwargs": synthesis,
     }
 
 
-def discriminator_kwargs(obj: PersistentObject) -> dict:
+def discriminator_kwargs(obj: PersistentObject, where: str = "D") -> dict:
     kw = obj.init_kwargs()
     if kw.pop("architecture", "resnet") != "resnet":
         raise PhenexplainError(
-            "only the 'resnet' discriminator architecture (stylegan2-ada's default) is supported"
+            f"{where}: only the 'resnet' discriminator architecture (stylegan2-ada's default) "
+            "is supported"
         )
     for key in ("block_kwargs", "mapping_kwargs", "epilogue_kwargs"):
-        kw[key] = {k: v for k, v in (kw.get(key) or {}).items() if k not in IGNORED}
+        kw[key] = _options(kw, key, where)
     if kw["epilogue_kwargs"].pop("architecture", "resnet") != "resnet":
-        raise PhenexplainError("only the 'resnet' discriminator epilogue is supported")
+        raise PhenexplainError(f"{where}: only the 'resnet' discriminator epilogue is supported")
     return kw
 
 
@@ -71,25 +80,21 @@ def conditions_from_dataset_json(path: str | Path) -> list[str]:
     return [next(iter(names[i])) for i in range(len(names))]
 
 
-def _build(cls, kwargs: dict, obj: PersistentObject, name: str) -> torch.nn.Module:
-    try:
-        module = cls(**kwargs)
-    except TypeError as exc:
-        raise PhenexplainError(
-            f"{name} uses an option phenexplain does not support: {exc}"
-        ) from None
+def _build(cls, kwargs: dict, obj: PersistentObject, where: str) -> torch.nn.Module:
+    """`cls` from checked `kwargs` (see `nets.kwargs`), loaded with `obj`'s tensors once their
+    names and shapes match the network's."""
     state = obj.state_dict()
-    ours = module.state_dict()
+    ours = plan_network(cls, kwargs, where).state_dict()
     missing, extra = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
     if missing or extra:
         raise PhenexplainError(
-            f"{name}: parameters do not match (missing {missing[:5]}, unexpected {extra[:5]})"
+            f"{where}: parameters do not match (missing {missing[:5]}, unexpected {extra[:5]})"
         )
     for key, value in state.items():
-        if value.shape != ours[key].shape:
-            raise PhenexplainError(
-                f"{name}.{key}: shape {list(value.shape)} != {list(ours[key].shape)}"
-            )
+        if not isinstance(value, torch.Tensor) or value.shape != ours[key].shape:
+            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise PhenexplainError(f"{where}.{key}: shape {shape} != {list(ours[key].shape)}")
+    module = cls(**kwargs)
     module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
     return module.eval()
 
@@ -120,8 +125,9 @@ def convert_snapshot(
             continue
         if not isinstance(obj, PersistentObject):
             raise PhenexplainError(f"{snapshot}: {name} is not a network")
-        kwargs[name] = get_kwargs(obj)
-        modules[name] = _build(cls, kwargs[name], obj, name)
+        where = f"{snapshot}: {name}"
+        kwargs[name] = get_kwargs(obj, where)
+        modules[name] = _build(cls, kwargs[name], obj, where)
     if "G_ema" not in modules:
         raise PhenexplainError(f"{snapshot} has no G_ema, the generator phenexplain uses")
     g = kwargs["G_ema"]
@@ -156,5 +162,5 @@ def convert_snapshot(
             "training_set": dataset,
         },
     }
-    save_checkpoint(out, modules, config, overwrite=overwrite, inputs=inputs)
+    save_checkpoint(out, modules, config, overwrite=overwrite, inputs=inputs, require_finite=True)
     return config

@@ -39,7 +39,15 @@ class PersistentObject:
             raise PhenexplainError(
                 f"{self.class_name} was built with positional arguments; cannot convert"
             )
-        return _plain(self.state.get("_init_kwargs") or {})
+        kwargs = self.state.get("_init_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise PhenexplainError(f"{self.class_name}: constructor arguments are not a mapping")
+        try:
+            return _plain(kwargs)
+        except RecursionError:
+            raise PhenexplainError(
+                f"{self.class_name}: constructor arguments nested too deeply"
+            ) from None
 
     def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
         """Parameters and persistent buffers of this module and its children, dotted names."""

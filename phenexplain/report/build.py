@@ -1,7 +1,8 @@
 """`phenexplain report CKPT CROPSET OUT`: the validation report of a model on its crop set.
 
 OUT receives report.html (self-contained), explorer.html (interactive, static), summary.json
-(every headline number) and a CSV per table, figures/ and traversals/ with what the page embeds.
+(every headline number) and a CSV per table, figures/ and traversals/ with what the page embeds
+(condition names in file names are spelled by `fsutil.safe_name`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from phenexplain.explain import figures as explain_figures
 from phenexplain.explain import latent
 from phenexplain.explain.render import render_frames, traversal_grid, write_video
 from phenexplain.explain.traversal import centroids
-from phenexplain.fsutil import mark_output, prepare_folder, write_json
+from phenexplain.fsutil import mark_output, prepare_folder, safe_name, write_json
 from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
 from phenexplain.measure.stats import compare_shifts
@@ -240,7 +241,8 @@ def _samples_section(page, G, conditions, control, colours, params, out: Path) -
             G, conditions, seeds, control, [target], method=3, steps=params.traversal_steps
         )
         frames = render_frames(grid, colours)
-        path = write_video(frames, out / "traversals" / f"{control}_to_{target}.gif", fps=6)
+        name = f"{safe_name(control)}_to_{safe_name(target)}.gif"
+        path = write_video(frames, out / "traversals" / name, fps=6)
         page.image(file_uri(path), f"{control} -> {target} (method 3, same intensity mapping)")
 
 
@@ -256,7 +258,7 @@ def _assay_section(page, real, fake, conditions, control, params, out: Path) -> 
             analysis.assay_table(fake, assay),
             assay,
             conditions,
-            out / "figures" / f"box_{assay}.png",
+            out / "figures" / f"box_{safe_name(assay)}.png",
         )
         page.image(file_uri(path), assay, width=420)
     page.heading("Statistics", 3)

@@ -12,16 +12,22 @@ written under a temporary name and renamed into place, so a crash never leaves a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from phenexplain.config import format_errors
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
 from phenexplain.nets import Discriminator, Generator
+from phenexplain.nets.kwargs import check_kwargs, plan_network
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -29,14 +35,31 @@ CONFIG = "checkpoint.json"
 NETWORKS = {"G": Generator, "G_ema": Generator, "D": Discriminator}
 KIND = "checkpoint"  # the kind in the folder's output marker (see fsutil)
 LATEST = "latest"  # in a run folder's checkpoints/: the name of the newest complete checkpoint
+MAX_CONFIG_BYTES = 16 << 20  # checkpoint.json holds kwargs, names and a little state: kilobytes
+_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.float64: "F64", torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8",
+           torch.bool: "BOOL"}  # fmt: skip  # torch dtype -> safetensors' name of it
+CHILD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")  # one plain folder name, no ..
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run folder, or None before the first one."""
+    """The newest complete checkpoint of a run folder, or None before the first one.
+
+    The pointer must name a folder directly inside ``checkpoints/`` (as training writes it);
+    anything else (``../other``, an absolute path) is refused rather than followed."""
     pointer = Path(run_dir) / "checkpoints" / LATEST
     if not pointer.is_file():
         return None
-    return Path(run_dir) / "checkpoints" / pointer.read_text().strip()
+    try:
+        name = pointer.read_bytes()[:256].decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        name = None
+    if name is None or not CHILD_NAME.fullmatch(name):
+        raise PhenexplainError(
+            f"{pointer} does not name a checkpoint folder inside {pointer.parent}; it must hold "
+            "one plain folder name such as kimg00010.000 (it is never followed elsewhere)"
+        )
+    return pointer.parent / name
 
 
 def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
@@ -87,6 +110,8 @@ def save_checkpoint(
     missing = [name for name in modules if name not in config.get("kwargs", {})]
     if missing:
         raise ValueError(f"config['kwargs'] lacks the constructor arguments of {missing}")
+    config = {"format_version": FORMAT_VERSION, **config, "networks": sorted(modules)}
+    check_config(json.loads(json.dumps(config)), out / CONFIG)  # as a reader will see it
     check_output(out, overwrite, kind=KIND, inputs=inputs)
     tensors = {
         f"{name}.{key}": value.detach().to("cpu").contiguous()
@@ -104,10 +129,7 @@ def save_checkpoint(
     staging = staging_dir(out, KIND)
     try:
         save_file(tensors, str(staging / WEIGHTS))
-        write_json(
-            staging / CONFIG,
-            {"format_version": FORMAT_VERSION, **config, "networks": sorted(modules)},
-        )
+        write_json(staging / CONFIG, config)
         swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -115,33 +137,146 @@ def save_checkpoint(
     return out
 
 
+class CheckpointConfig(BaseModel):
+    """What every reader relies on in ``checkpoint.json``; other keys (training, source) pass."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    format_version: int
+    networks: list[Literal["G", "G_ema", "D"]] = Field(min_length=1, max_length=3)
+    kwargs: dict[str, dict]
+    conditions: list[str] = Field(max_length=4096)
+    channels: list[str] = Field(min_length=1, max_length=5)
+    resolution: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CheckpointConfig:
+        for label, names in (("networks", self.networks), ("conditions", self.conditions),
+                             ("channels", self.channels)):  # fmt: skip
+            if len(set(names)) != len(names):
+                raise ValueError(f"'{label}' names repeat: {sorted(names)}")
+        missing = [name for name in self.networks if name not in self.kwargs]
+        if missing:
+            raise ValueError(f"'kwargs' lacks the constructor arguments of {missing}")
+        return self
+
+
+def _read_json(config_path: Path) -> object:
+    try:
+        with config_path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise PhenexplainError(f"cannot read {config_path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise PhenexplainError(f"{config_path} is over {MAX_CONFIG_BYTES >> 20} MB; not a {CONFIG}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise PhenexplainError(f"{config_path}: JSON nested too deeply; not a {CONFIG}") from None
+    except ValueError as exc:  # bad UTF-8, bad JSON, a number too long to convert
+        raise PhenexplainError(f"{config_path}: not valid JSON ({exc})") from None
+
+
+def _check_networks(config: CheckpointConfig, where: Path) -> None:
+    for name in config.networks:
+        kw = check_kwargs(NETWORKS[name], config.kwargs[name], f"{where}: {name}")
+        if kw.c_dim != len(config.conditions):
+            raise PhenexplainError(
+                f"{where}: {name} has {kw.c_dim} condition inputs (c_dim) but "
+                f"{len(config.conditions)} condition names are listed"
+            )
+        if kw.img_channels != len(config.channels):
+            raise PhenexplainError(
+                f"{where}: {name} has {kw.img_channels} image channels but "
+                f"{len(config.channels)} channel names are listed"
+            )
+        if config.resolution is not None and kw.img_resolution != config.resolution:
+            raise PhenexplainError(
+                f"{where}: {name} is {kw.img_resolution} px but 'resolution' is {config.resolution}"
+            )
+
+
 def read_config(path: str | Path) -> dict:
-    """The JSON part of a checkpoint, checked for format and version."""
+    """The JSON part of a checkpoint, checked for format, version, types and consistency
+    (networks with bounded constructor arguments, one unique name per condition and channel)."""
     config_path = Path(path) / CONFIG
     if not config_path.is_file():
         raise PhenexplainError(f"{path} is not a phenexplain checkpoint ({CONFIG} missing)")
-    config = json.loads(config_path.read_text())
+    config = _read_json(config_path)
+    check_config(config, config_path)
+    return config
+
+
+def check_config(config: object, where: Path) -> None:
+    """Refuse a checkpoint config (`where` names its file) that `read_config` would refuse."""
+    if not isinstance(config, dict):
+        raise PhenexplainError(f"{where} holds a JSON {type(config).__name__}, not an object")
     if config.get("format_version") != FORMAT_VERSION:
         raise PhenexplainError(
-            f"{config_path}: format version {config.get('format_version')} is not {FORMAT_VERSION}"
+            f"{where}: format version {config.get('format_version')!r} is not {FORMAT_VERSION}"
         )
-    return config
+    try:
+        checked = CheckpointConfig.model_validate(config)
+    except ValidationError as exc:
+        raise PhenexplainError(format_errors(exc, str(where), sep="; ")) from None
+    _check_networks(checked, where)
+
+
+def _weights(path: str | Path):
+    weights = Path(path) / WEIGHTS
+    try:
+        return safe_open(str(weights), "pt", device="cpu")
+    except (OSError, SafetensorError) as exc:
+        raise PhenexplainError(
+            f"cannot read {weights}: {exc}; the checkpoint is incomplete or damaged"
+        ) from None
 
 
 def load_tensors(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors whose names start with `prefix` + ".", without the prefix."""
-    weights = load_file(str(Path(path) / WEIGHTS), device="cpu")
     start = f"{prefix}."
-    return {k[len(start) :]: v for k, v in weights.items() if k.startswith(start)}
+    with _weights(path) as weights:
+        try:
+            names = [k for k in weights.keys() if k.startswith(start)]  # noqa: SIM118 (not a dict)
+            return {k[len(start) :]: weights.get_tensor(k) for k in names}
+        except SafetensorError as exc:
+            raise PhenexplainError(f"cannot read {Path(path) / WEIGHTS}: {exc}") from None
+
+
+def _check_shapes(path: str | Path, name: str, module: torch.nn.Module) -> None:
+    """Names, shapes and dtypes in the weights file match `module` (a meta-device plan)."""
+    ours = {f"{name}.{k}": v for k, v in module.state_dict().items()}
+    where = Path(path) / WEIGHTS
+    with _weights(path) as weights:
+        theirs = {k for k in weights.keys() if k.startswith(f"{name}.")}  # noqa: SIM118
+        missing, extra = sorted(set(ours) - theirs), sorted(theirs - set(ours))
+        if missing or extra:
+            raise PhenexplainError(
+                f"{where}: the tensors of {name} do not match its constructor arguments "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+            )
+        for key, tensor in ours.items():
+            info = weights.get_slice(key)
+            shape, dtype = list(info.get_shape()), info.get_dtype()
+            wanted = _DTYPES.get(tensor.dtype, str(tensor.dtype))
+            if shape != list(tensor.shape) or dtype != wanted:
+                raise PhenexplainError(
+                    f"{where}: {key} is {dtype} {shape}; {name}'s constructor arguments need "
+                    f"{wanted} {list(tensor.shape)}"
+                )
 
 
 def load_network(
     path: str | Path, name: str = "G_ema", device: str | torch.device = "cpu"
 ) -> torch.nn.Module:
-    """Rebuild network `name` from a checkpoint folder, in eval mode, on `device`."""
+    """Rebuild network `name` from a checkpoint folder, in eval mode, on `device`: the kwargs,
+    the parameter count (`nets.kwargs.plan_network`) and the tensor names, shapes and dtypes in
+    the file are all checked before the network is allocated."""
     config = read_config(path)
     if name not in config["networks"]:
         raise PhenexplainError(f"{path} holds {config['networks']}, not {name!r}")
-    module = NETWORKS[name](**config["kwargs"][name])
+    cls, kwargs = NETWORKS[name], config["kwargs"][name]
+    _check_shapes(path, name, plan_network(cls, kwargs, f"{Path(path) / CONFIG}: {name}"))
+    module = cls(**kwargs)
     module.load_state_dict(load_tensors(path, name), strict=True)
     return module.eval().requires_grad_(False).to(device)

@@ -39,6 +39,7 @@ from phenexplain.display import composite, default_colours
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import atomic_write_bytes
 from phenexplain.nets import Discriminator, Generator
+from phenexplain.nets.kwargs import build_network
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.augment import AugmentPipe
 from phenexplain.training.checkpoint import (
@@ -153,8 +154,13 @@ class Trainer:
         self.conditions = conditions or sorted(data.crops.conditions, key=data.crops.conditions.get)
         with torch.random.fork_rng(devices=[]):  # same initial weights in every process
             torch.manual_seed(seed)
-            self.G = Generator(**self.kwargs["G"]).train().requires_grad_(False).to(self.device)
-            self.D = Discriminator(**self.kwargs["D"]).train().requires_grad_(False).to(self.device)
+            self.G, self.D = (
+                build_network(cls, self.kwargs[name], f"the train profile's {name}")
+                .train()
+                .requires_grad_(False)
+                .to(self.device)
+                for name, cls in (("G", Generator), ("D", Discriminator))
+            )
         self.channels_last = self.device.type == "cpu"  # oneDNN convolutions: ~1.2x on CPU
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
