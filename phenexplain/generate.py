@@ -96,9 +96,9 @@ def generate_images(
     device: str = "cpu",
 ) -> list[Path]:
     out = Path(out)
-    foreign = prepare_folder(out, KIND, [checkpoint])
     c = one_hot(read_config(checkpoint)["conditions"], condition).to(device)
-    G = load_network(checkpoint, "G_ema", device)
+    G = load_network(checkpoint, "G_ema", device)  # a bad checkpoint creates no output folder
+    foreign = prepare_folder(out, KIND, [checkpoint])
     paths = []
     with torch.no_grad():
         for seed in seeds:
