@@ -197,7 +197,7 @@ def test_next_ingest_removes_only_our_orphan_shards(plates, crops, caplog):
     foreign = [images / "notes.txt", images / "mine.npy", images / "mine-0123abcd.npy.bak"]
     for path in foreign:
         path.write_text("not ours")
-    with caplog.at_level(logging.INFO, logger="phenexplain.data.ingest"):
+    with caplog.at_level(logging.INFO, logger="phenexplain.data"):
         ingest(plates[1], crops, PARAMS)
     assert not orphan.exists() and not tmp.exists()
     assert all(p.read_text() == "not ours" for p in foreign)
