@@ -330,3 +330,50 @@ def test_import_stylegan_records_the_shard_hash(crops, tmp_path):
     _flip_last_byte(back / "images" / f"{name}.npy")
     with pytest.raises(PhenexplainError, match=name):
         CropSet(back)
+
+
+# --- an extension interrupted before any of its writes -------------------------------------
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing of ingest's own clean-up runs for an extension."""
+
+
+EXTENSION_WRITES = 7  # shard, cropset.json (new shards), manifest, qc, quarantine, conditions, info
+
+
+@pytest.mark.parametrize("write", range(EXTENSION_WRITES))
+def test_an_extension_killed_before_any_write_opens_or_names_a_file_and_a_rerun_repairs_it(
+    plates, crops, monkeypatch, write
+):
+    from phenexplain.data import ingest as ingest_module
+
+    calls = []
+
+    def counted(real):
+        def wrapper(*args, **kwargs):
+            calls.append(real.__name__)
+            if len(calls) == write + 1:
+                raise _Killed
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    with monkeypatch.context() as patch:
+        for name in ("write_shard", "write_table"):
+            patch.setattr(cs, name, counted(getattr(cs, name)))
+        patch.setattr(ingest_module, "write_json", counted(ingest_module.write_json))
+        with pytest.raises(_Killed):
+            ingest(plates[2], crops, PARAMS)
+    try:
+        left = CropSet(crops)
+        assert set(left.labels) <= set(range(len(left.conditions)))
+        assert left.verify() == []
+    except PhenexplainError as exc:
+        assert "\n" not in str(exc)
+    ingest(plates[2], crops, PARAMS)
+    repaired = CropSet(crops)
+    assert set(repaired.manifest["plate"]) == {"NFKB001-P01", "NFKB002-P01"}
+    assert repaired.verify() == []
+    referenced = {f"{s}.npy" for s in repaired.manifest["shard"]}
+    assert {p.name for p in (crops / "images").iterdir()} == referenced
