@@ -405,7 +405,8 @@ def _ingest_locked(source, out, records, params, validator, overwrite, progress)
     todo = sorted(p for p in by_plate if known.get(p, {}).get("fingerprint") != prints[p])
     summary = {"out": str(out), "plates_added": todo, "plates_kept": sorted(set(known) - set(todo))}
     if not todo:
-        cs.read_conditions(out, existing["manifest"])  # up to date only if it also opens
+        if existing:  # up to date only if it also opens
+            cs.read_conditions(out, existing["manifest"])
         log.info("crop set %s is up to date", out)
         return {**summary, "fields": 0, "crops": 0, "quarantined": 0}
 

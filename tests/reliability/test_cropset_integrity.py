@@ -377,3 +377,23 @@ def test_an_extension_killed_before_any_write_opens_or_names_a_file_and_a_rerun_
     assert repaired.verify() == []
     referenced = {f"{s}.npy" for s in repaired.manifest["shard"]}
     assert {p.name for p in (crops / "images").iterdir()} == referenced
+
+
+@pytest.mark.parametrize("command", ["export-stylegan", "train"])
+def test_the_command_line_prints_one_line_naming_the_tampered_file(crops, tmp_path, command):
+    _flip_last_byte(_shard(crops))
+    args = [str(crops), str(tmp_path / "out.zip")] if command == "export-stylegan" else [str(crops)]
+    if command == "train":
+        args += ["--run-dir", str(tmp_path / "run"), "--kimg", "0.01"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "phenexplain.cli", command, *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and _shard(crops).name in lines[0], result.stderr
+    assert not (tmp_path / "out.zip").exists()
