@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -152,8 +153,10 @@ def read_table(path: Path) -> pd.DataFrame:
     """A parquet table of the crop set; a missing or unreadable file names itself."""
     if not path.is_file():
         raise PhenexplainError(f"{path} is missing; {REINGEST}")
-    try:
-        return pd.read_parquet(path)
+    try:  # pandas' own metadata is not needed (no index is stored) and may itself be damaged
+        table = pq.read_table(path)
+        table.validate(full=True)  # e.g. text that is not UTF-8, which arrow does not check on read
+        return table.to_pandas(ignore_metadata=True)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise PhenexplainError(
             f"{path} is not a readable parquet table ({_short(str(exc))}); {REINGEST}"

@@ -193,7 +193,7 @@ def _check_correct(root: Path, crops: dict, out: Path) -> None:
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 def test_tampered_crop_set_is_refused_or_read_correctly(pristine, data):
