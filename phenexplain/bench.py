@@ -121,7 +121,7 @@ def _random_cropset(
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (n, channels, resolution, resolution), dtype=np.uint8)
     root.mkdir(parents=True)
-    cs.write_shard(root, "bench", crops)
+    record = cs.write_shard(root, "bench", crops)
     names = [f"c{k}" for k in range(conditions)]
     rows = [
         {"crop_id": str(i), "shard": "bench", "index": i, "condition": names[i % conditions],
@@ -130,7 +130,8 @@ def _random_cropset(
     ]  # fmt: skip
     cs.write_table(pd.DataFrame(rows), root / cs.MANIFEST)
     (root / cs.CONDITIONS).write_text(json.dumps(cs.condition_index(names)))
-    info = {"format_version": cs.FORMAT_VERSION, "channels": [f"ch{i}" for i in range(channels)]}
+    info = {"format_version": cs.FORMAT_VERSION, "channels": [f"ch{i}" for i in range(channels)],
+            "shards": {"bench": record.model_dump()}}  # fmt: skip
     (root / cs.INFO).write_text(json.dumps({**info, "crop_size": resolution}))
     return root
 

@@ -1,4 +1,5 @@
-"""File-system helpers shared by every writer: output checks, staging folders, atomic writes.
+"""File-system helpers shared by every writer: output checks, staging folders, atomic writes,
+file locks and file hashes.
 
 Outputs are built under a hidden staging name next to their destination and renamed into place
 when complete, so a crash never leaves a half-written folder that looks finished.
@@ -12,6 +13,8 @@ contain or lie inside one of the command's inputs.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -20,7 +23,8 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from phenexplain.errors import OutputExistsError, PhenexplainError
@@ -306,6 +310,50 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def write_json(path: Path, data: dict) -> None:
     """Pretty, key-sorted JSON (stable bytes for the same content), written atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of the bytes of `path`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, timeout: float | None = None, busy: str = "") -> Iterator[None]:
+    """Exclusive across processes while inside: an fcntl lock on `path` (created if missing).
+
+    Waits for the holder, at most `timeout` seconds (None: as long as it takes), then raises a
+    `PhenexplainError` that starts with `busy`. The lock file is left in place: removing it would
+    let a waiting process and a newcomer lock two different files.
+    """
+    try:
+        handle = open(path, "a")  # noqa: SIM115 (closed in the finally below)
+    except OSError as exc:
+        raise PhenexplainError(
+            f"cannot create the lock file {path}: {exc.strerror}; choose a writable path"
+        ) from None
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PhenexplainError(
+                        f"{busy or 'another process holds the lock'} (lock file {path}, waited "
+                        f"{timeout:g} s); wait for it to finish, then run again"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
 
 
 SAFE_STEM_CHARS = 100  # readable part of a safe file name; the digest keeps it unique

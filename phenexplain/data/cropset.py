@@ -3,7 +3,7 @@
 ```
 OUT/
   cropset.json          format version, channels, crop size, resolved ingest params, per-plate
-                        fingerprint, scaling and counts
+                        fingerprint, scaling and counts, per-shard sha256 and length
   conditions.json       sorted condition names -> class index
   manifest.parquet      one row per crop: crop_id, shard, index, field_id, plate, well, site,
                         condition, y, x (centroid in the field), top, left, scale_low_<ch>,
@@ -12,30 +12,53 @@ OUT/
   qc.parquet            one row per field, every field (quarantined ones included)
   quarantine.csv        field_id, plate, well, site, condition, files, reasons
   report/data_docs/     great-expectations Data Docs (written by the CLI and flows)
+.OUT.lock               held by whoever writes OUT (next to it, so it also guards a new OUT)
 ```
+
+Opening a crop set checks all of it (see `phenexplain.data.cropset_files`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from phenexplain.data.cropset_files import (  # noqa: F401 (the crop set's file names live here too)
+    CONDITIONS,
+    FORMAT_VERSION,
+    INFO,
+    MANIFEST,
+    QC_TABLE,
+    QUARANTINE,
+    SHARD_NAME,
+    CropSetInfo,
+    ShardRecord,
+    check_shards,
+    read_conditions,
+    read_info,
+    read_manifest,
+    read_table,
+    shard_path,
+    shard_problems,
+)
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import user_cache
-from phenexplain.fsutil import safe_name
+from phenexplain.fsutil import file_lock, file_sha256, safe_name, user_cache
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.parquet"
-QC_TABLE = "qc.parquet"
-QUARANTINE = "quarantine.csv"
-INFO = "cropset.json"
-CONDITIONS = "conditions.json"
 KIND = "crop set"  # the kind in the folder's output marker (see fsutil)
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 600.0
+# what ingest and import-stylegan name their shards (shard_name, then an optional fingerprint)
+OUR_SHARD = re.compile(rf"{SHARD_NAME}-[0-9a-f]{{8}}\.npy")
+OUR_TEMPORARY_SHARD = re.compile(rf"\.{SHARD_NAME}-[0-9a-f]{{8}}\.npy\.tmp-[0-9]+")
 
 
 def shard_name(plate: str) -> str:
@@ -62,31 +85,69 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(folder: Path, name: str, crops: np.ndarray) -> None:
-    """Save a plate's crops [N, C, S, S] uint8 as images/<name>.npy, atomically."""
+def write_shard(folder: Path, name: str, crops: np.ndarray) -> ShardRecord:
+    """Save a plate's crops [N, C, S, S] uint8 as images/<name>.npy, atomically; returns the
+    record of it that cropset.json keeps (``shards[name]``)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    path = folder / "images" / f"{name}.npy"
+    path = shard_path(folder, name)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with tmp.open("wb") as fh:
         np.save(fh, np.ascontiguousarray(crops, dtype=np.uint8))
+    record = ShardRecord(sha256=file_sha256(tmp), crops=len(crops))
     os.replace(tmp, path)
+    return record
+
+
+def output_lock(out: Path, timeout: float | None = LOCK_TIMEOUT_S):
+    """Held while a crop set `out` is written: ``.<name>.lock`` next to it (its parent is made)."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PhenexplainError(
+            f"cannot create the parent folder {out.parent}: {exc.strerror}"
+        ) from None
+    return file_lock(
+        out.parent / f".{out.name}.lock",
+        timeout=timeout,
+        busy=f"another process is writing the crop set {out}",
+    )
+
+
+def remove_orphan_shards(root: Path, referenced: set[str]) -> list[str]:
+    """Delete the shards of ours in root/images that `referenced` (shard names) does not hold,
+    and temporary shards left by a killed writer; call it holding `output_lock`. Other files
+    are never touched. Returns the names removed."""
+    images = root / "images"
+    if not images.is_dir():
+        return []
+    removed = []
+    for path in sorted(images.iterdir()):
+        ours = OUR_SHARD.fullmatch(path.name) and path.name[: -len(".npy")] not in referenced
+        if (ours or OUR_TEMPORARY_SHARD.fullmatch(path.name)) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path.name)
+    if removed:
+        log.info("removed %d orphan shard(s) from %s: %s", len(removed), images, ", ".join(removed))
+    return removed
 
 
 class CropSet:
-    """Read access to a crop set: ``len``, ``cs[i] -> (uint8 [C, S, S], class index)``."""
+    """Read access to a crop set: ``len``, ``cs[i] -> (uint8 [C, S, S], class index)``.
+
+    Opening checks the metadata (`read_info`, `read_manifest`, `read_conditions`) and every
+    shard's header and sha256 (`check_shards`, cached), and raises `PhenexplainError` naming the
+    file when anything is missing, damaged or inconsistent.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        info_path = self.root / INFO
-        if not info_path.is_file():
-            raise PhenexplainError(f"{self.root} is not a crop set ({INFO} missing); run `phenexplain ingest`")
-        self.info = json.loads(info_path.read_text())
-        if self.info.get("format_version") != FORMAT_VERSION:
-            raise PhenexplainError(
-                f"{info_path}: format version {self.info.get('format_version')} is not {FORMAT_VERSION}"
-            )
-        self.conditions: dict[str, int] = json.loads((self.root / CONDITIONS).read_text())
-        self.manifest = pd.read_parquet(self.root / MANIFEST)
+        self.metadata: CropSetInfo = read_info(self.root)
+        self.info = self.metadata.model_dump(exclude_unset=True)
+        self.manifest = read_manifest(self.root, self.metadata)
+        self.conditions: dict[str, int] = read_conditions(self.root, self.manifest)
+        check_shards(self.root, self.metadata, self.manifest["shard"].unique())
         self._shards: dict[str, np.ndarray] = {}
         self._shard = self.manifest["shard"].to_numpy()
         self._index = self.manifest["index"].to_numpy()
@@ -94,11 +155,11 @@ class CropSet:
 
     @property
     def channels(self) -> list[str]:
-        return list(self.info["channels"])
+        return list(self.metadata.channels)
 
     @property
     def resolution(self) -> int:
-        return int(self.info["crop_size"])
+        return self.metadata.crop_size
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -116,7 +177,9 @@ class CropSet:
 
     def shard(self, name: str) -> np.ndarray:
         if name not in self._shards:
-            self._shards[name] = np.load(self.root / "images" / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            self._shards[name] = np.load(
+                shard_path(self.root, name), mmap_mode="r", allow_pickle=False
+            )
         return self._shards[name]
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:

@@ -12,13 +12,12 @@ runs take turns, so no delivery is ingested twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from phenexplain.config import IngestParams
 from phenexplain.data.ingest import ingest
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,9 @@ class Ledger:
         self.state.mkdir(parents=True, exist_ok=True)
         self.path = self.state / "ledger.jsonl"
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive across processes (fcntl lock on ``ledger.lock``); waits for the holder."""
-        with open(self.state / "ledger.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(self.state / "ledger.lock")
 
     def entries(self) -> list[dict]:
         if not self.path.is_file():

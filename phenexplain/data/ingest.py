@@ -17,7 +17,6 @@ alone and added, other plates' crops are kept byte for byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -46,8 +45,10 @@ from phenexplain.data.images import UnreadableImageError, load_field
 from phenexplain.data.nuclei import segment_nuclei
 from phenexplain.data.qc import field_quality, robust_z
 from phenexplain.data.readers import FieldRecord, StructureError, list_fields
+from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import (
     check_output,
+    file_sha256,
     mark_output,
     staging_dir,
     swap_into_place,
@@ -81,14 +82,6 @@ class Analysis:
     centres: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     hist: np.ndarray | None = None
     small: np.ndarray | None = None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _analyse(args: tuple[FieldRecord, IngestParams]) -> Analysis:
@@ -347,30 +340,43 @@ def _corrected_scaling(analyses, qc, params, illum: dict[str, str]) -> dict[str,
     return out
 
 
-def _existing(out: Path, params: IngestParams, overwrite: bool) -> dict | None:
-    """The crop set already at `out` when it can be extended with the same params, else None."""
-    info_path = out / cs.INFO
-    if info_path.is_file() and not overwrite:
-        info = json.loads(info_path.read_text())
-        same_format = info.get("format_version") == cs.FORMAT_VERSION
-        if same_format and info.get("params_key") == _params_key(params):
-            return {
-                "info": info,
-                "manifest": pd.read_parquet(out / cs.MANIFEST),
-                "qc": pd.read_parquet(out / cs.QC_TABLE),
-            }
+def _existing(out: Path, params: IngestParams, overwrite: bool, plates: set[str]) -> dict | None:
+    """The crop set already at `out` when it can be extended with the same params, else None.
+
+    Call it holding the output lock. Removes orphan shards; a plate whose shard is missing or
+    damaged loses its fingerprint (so it is processed again) when it is among `plates` (those of
+    the source); otherwise that is an error.
+    """
+    if not (out / cs.INFO).is_file() or overwrite:
+        check_output(out, overwrite, kind=cs.KIND)
+        return None
+    meta = cs.read_info(out)
+    if meta.params_key != _params_key(params):
         raise StructureError(
             f"{out} holds a crop set built with other ingest params; write to a new folder or "
             "pass --overwrite"
         )
-    check_output(out, overwrite, kind=cs.KIND)
-    return None
+    manifest = cs.read_manifest(out, meta)
+    qc = cs.read_table(out / cs.QC_TABLE)
+    own = {p.shard: plate for plate, p in meta.plates.items()}
+    cs.remove_orphan_shards(out, set(own) | set(manifest["shard"]))
+    info = meta.model_dump(exclude_unset=True)
+    for shard, problem in cs.shard_problems(out, meta, sorted(own)).items():
+        plate = own[shard]
+        if plate not in plates:
+            raise PhenexplainError(
+                f"{cs.shard_path(out, shard)} (plate {plate}): {problem}; ingest the source of "
+                f"plate {plate} into {out} again, or rebuild it with --overwrite"
+            )
+        log.warning("%s (plate %s): %s; processing the plate again", shard, plate, problem)
+        info["plates"][plate]["fingerprint"] = None
+    return {"info": info, "manifest": manifest, "qc": qc}
 
 
 def _file_hashes(records: list[FieldRecord], workers: int) -> dict[Path, str]:
     files = sorted({f for r in records for f in r.files})
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-        return dict(zip(files, pool.map(_sha256, files), strict=True))
+        return dict(zip(files, pool.map(file_sha256, files), strict=True))
 
 
 def _run(fn, items: list, workers: int, stage: str, progress: Progress | None) -> list:
@@ -390,11 +396,13 @@ def ingest(
     validator: Validator | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    lock_timeout: float | None = cs.LOCK_TIMEOUT_S,
 ) -> dict:
     """Ingest `source` (read with `params.layout`) into the crop set `out`; returns a summary.
 
     Raises `StructureError` (nothing written) when the source cannot be ingested as a whole:
     missing files, columns or channels, or a failed structural expectation of `validator`.
+    Another ingest into `out` is waited for, at most `lock_timeout` seconds (None: no limit).
     """
     source, out = Path(source), Path(out)
     records = _with_printable_names(list_fields(source, params.layout, params.channels), source)
@@ -404,18 +412,26 @@ def ingest(
             f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
         raise StructureError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
+    with cs.output_lock(out, lock_timeout):
+        return _ingest_locked(source, out, records, params, validator, overwrite, progress)
+
+
+def _ingest_locked(source, out, records, params, validator, overwrite, progress) -> dict:
+    """`ingest` once it holds the output lock."""
     inputs = [source, *sorted({f for r in records for f in r.files})]
     foreign = check_output(out, overwrite, kind=cs.KIND, inputs=inputs, extend=True)
-    existing = _existing(out, params, overwrite)
-    hashes = _file_hashes(records, params.workers)
     by_plate: dict[str, list[FieldRecord]] = {}
     for r in records:
         by_plate.setdefault(r.plate, []).append(r)
+    existing = _existing(out, params, overwrite, set(by_plate))
+    hashes = _file_hashes(records, params.workers)
     prints = {p: _plate_fingerprint(rs, hashes) for p, rs in by_plate.items()}
     known = existing["info"]["plates"] if existing else {}
     todo = sorted(p for p in by_plate if known.get(p, {}).get("fingerprint") != prints[p])
     summary = {"out": str(out), "plates_added": todo, "plates_kept": sorted(set(known) - set(todo))}
     if not todo:
+        if existing:  # up to date only if it also opens
+            cs.read_conditions(out, existing["manifest"])
         log.info("crop set %s is up to date", out)
         return {**summary, "fields": 0, "crops": 0, "quarantined": 0}
 
@@ -435,9 +451,13 @@ def ingest(
 
     dest = out if existing else staging_dir(out, cs.KIND)
     try:
-        plates_info, manifest_new = _crop_plates(
+        plates_info, manifest_new, new_shards = _crop_plates(
             analyses, qc_new, params, dest, prints, progress, source
         )
+        plates = {**{p: v for p, v in known.items() if p not in todo}, **plates_info}
+        every_shard = {**(existing["info"]["shards"] if existing else {}), **new_shards}
+        if existing:  # record the new shards before the manifest refers to them
+            write_json(dest / cs.INFO, {**existing["info"], "shards": every_shard})
         manifest = pd.concat(
             [keep(existing["manifest"]) if existing else None, manifest_new], ignore_index=True
         )
@@ -452,7 +472,8 @@ def ingest(
             "crop_size": _crop_size(analyses, params),
             "params": params.model_dump(exclude={"workers"}),
             "params_key": _params_key(params),
-            "plates": {**{p: v for p, v in known.items() if p not in todo}, **plates_info},
+            "plates": plates,
+            "shards": {v["shard"]: every_shard[v["shard"]] for v in plates.values()},
         }
         cs.write_table(manifest, dest / cs.MANIFEST)
         cs.write_table(qc, dest / cs.QC_TABLE)
@@ -500,7 +521,8 @@ def _crop_size(analyses: list[Analysis], params: IngestParams) -> int:
 
 
 def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Path):
-    """Pass 2 for the good fields of the analysed plates; writes shards, returns info and rows."""
+    """Pass 2 for the good fields of the analysed plates; writes shards, returns their plates'
+    info, manifest rows and shard records."""
     scaling = _scaling(analyses, qc, params)
     illum: dict[str, str] = {}
     if params.illumination_correction:
@@ -513,11 +535,11 @@ def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Pat
         for a in good
     ]
     results = _run(_crop, items, params.workers, "crop", progress)
-    rows, shards, info = [], {}, {}
+    rows, parts_of, info, shards = [], {}, {}, {}
     for a, (crops, kept, origins) in zip(good, results, strict=True):
         r = a.record
         name = f"{cs.shard_name(r.plate)}-{prints[r.plate][:8]}"
-        shard = shards.setdefault(r.plate, [])
+        shard = parts_of.setdefault(r.plate, [])
         base = sum(len(c) for c in shard)
         shard.append(crops)
         lows_highs = scaling[r.plate]
@@ -546,14 +568,14 @@ def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Pat
             rows.append(row)
     for plate in sorted({a.record.plate for a in analyses}):
         name = f"{cs.shard_name(plate)}-{prints[plate][:8]}"
-        parts = shards.get(plate, [])
+        parts = parts_of.get(plate, [])
         size = _crop_size(analyses, params)
         crops = (
             np.concatenate(parts)
             if parts
             else np.zeros((0, len(params.channels), size, size), np.uint8)
         )
-        cs.write_shard(dest, name, crops)
+        shards[name] = cs.write_shard(dest, name, crops).model_dump()
         plate_qc = qc[qc["plate"] == plate]
         info[plate] = {
             "fingerprint": prints[plate],
@@ -566,4 +588,4 @@ def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Pat
             "quarantined": int((plate_qc["status"] == "quarantined").sum()),
             "crops": len(crops),
         }
-    return info, pd.DataFrame(rows)
+    return info, pd.DataFrame(rows), shards

@@ -349,25 +349,28 @@ def import_stylegan(
         row["files"] = f"{source.name}:{name}"
         rows.append(row)
     manifest = pd.DataFrame(rows)
-    staging = staging_dir(out, cs.KIND)
-    try:
-        cs.write_shard(staging, shard, stack)
-        cs.write_table(manifest, staging / cs.MANIFEST)
-        write_json(staging / cs.CONDITIONS, cs.condition_index(manifest["condition"]))
-        write_json(
-            staging / cs.INFO,
-            {
-                "format_version": cs.FORMAT_VERSION,
-                "phenexplain_version": __version__,
-                "source": str(source),
-                "layout": "stylegan2-ada zip",
-                "channels": channels,
-                "crop_size": int(size),
-                "plates": {source.stem: {"shard": shard, "crops": len(rows)}},
-            },
-        )
-        swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with cs.output_lock(out):  # another writer may have created `out` since the check above
+        check_output(out, overwrite, kind=cs.KIND, inputs=[source])
+        staging = staging_dir(out, cs.KIND)
+        try:
+            record = cs.write_shard(staging, shard, stack)
+            cs.write_table(manifest, staging / cs.MANIFEST)
+            write_json(staging / cs.CONDITIONS, cs.condition_index(manifest["condition"]))
+            write_json(
+                staging / cs.INFO,
+                {
+                    "format_version": cs.FORMAT_VERSION,
+                    "phenexplain_version": __version__,
+                    "source": str(source),
+                    "layout": "stylegan2-ada zip",
+                    "channels": channels,
+                    "crop_size": int(size),
+                    "plates": {source.stem: {"shard": shard, "crops": len(rows)}},
+                    "shards": {shard: record.model_dump()},
+                },
+            )
+            swap_into_place(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return len(rows)
