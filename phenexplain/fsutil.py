@@ -168,24 +168,34 @@ def remove_entries(folder: Path, names: Iterable[str]) -> None:
 
 
 def remove_stale_staging(out: Path) -> None:
-    """Remove `out`'s staging folders (``.<name>.partial-<pid>-*``) whose writer on this machine
-    has died, and old copies (``.<name>.old-<pid>``) a killed swap left once `out` is in place.
-    Only folders that carry our marker are touched."""
+    """Remove staging folders next to `out` (``.<name>.partial-<pid>-*``, of any name: a killed
+    writer of another checkpoint of the same run left it) whose writer on this machine has died,
+    and old copies (``.<out>.old-<pid>``) a killed swap left once `out` is in place. Only folders
+    that carry our marker are touched."""
     parent = out.parent
     if not parent.is_dir():
         return
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.(partial|old)-(\d+)(-|$)")
+    own = re.escape(out.name)
+    pattern = re.compile(rf"\.(?:.+\.(partial)-(\d+)-|{own}\.(old)-(\d+)$)")
     for path in parent.iterdir():
         match = pattern.match(path.name)
-        if match is None or not path.is_dir() or path.is_symlink() or _alive(int(match[2])):
+        if match is None or not path.is_dir() or path.is_symlink():
+            continue
+        what, pid = (match[1], match[2]) if match[1] else (match[3], match[4])
+        if _alive(int(pid)):
             continue
         marker = read_marker(path)
         if marker is None:
+            # killed between creating the folder and writing its marker: empty but for our
+            # half-written marker, so nothing of anyone else's is in it
+            if what == "partial" and {p.name for p in path.iterdir()} <= {f".{MARKER}.tmp-{pid}"}:
+                log.info("removing %s, left by a writer that was killed", path)
+                shutil.rmtree(path, ignore_errors=True)
             continue
-        if match[1] == "partial" and marker.get("host") == socket.gethostname():
+        if what == "partial" and marker.get("host") == socket.gethostname():
             log.info("removing %s, left by a writer that was killed", path)
             shutil.rmtree(path, ignore_errors=True)
-        elif match[1] == "old" and out.is_dir():
+        elif what == "old" and out.is_dir():
             log.info("removing %s, left by a writer that was killed", path)
             _remove_output(path, marker)
 

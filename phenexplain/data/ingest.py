@@ -412,13 +412,15 @@ def ingest(
             f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
         raise StructureError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
-    with cs.output_lock(out, lock_timeout):
-        return _ingest_locked(source, out, records, params, validator, overwrite, progress)
-
-
-def _ingest_locked(source, out, records, params, validator, overwrite, progress) -> dict:
-    """`ingest` once it holds the output lock."""
     inputs = [source, *sorted({f for r in records for f in r.files})]
+    # refuse before the lock file is made next to `out`; checked again under the lock
+    check_output(out, overwrite, kind=cs.KIND, inputs=inputs, extend=True)
+    with cs.output_lock(out, lock_timeout):
+        return _ingest_locked(source, out, inputs, records, params, validator, overwrite, progress)
+
+
+def _ingest_locked(source, out, inputs, records, params, validator, overwrite, progress) -> dict:
+    """`ingest` once it holds the output lock."""
     foreign = check_output(out, overwrite, kind=cs.KIND, inputs=inputs, extend=True)
     by_plate: dict[str, list[FieldRecord]] = {}
     for r in records:
