@@ -5,7 +5,8 @@ E the label embedding inside M (normalised, then concatenated to the normalised 
 W. A traversal of `steps` + 1 frames goes from the source condition c1 (fraction t = 0) to the
 target c2 (t = 1); the paper indexes its frames the other way round, which changes nothing else.
 
-- method 1 (eq. 3): M(z, (1 - t) E(c1) + t E(c2)), the same z with an interpolated embedding;
+- method 1 (eq. 3): M(z, (1 - t) E(c1) + t E(c2)), the same z with an interpolated embedding; as
+  in the authors' code, the raw embeddings are interpolated and M normalises the result;
 - method 2 (eq. 4, 5): M(z, c1) + t (w̄2 - w̄1), where w̄j is the mean of M over K random z under
   condition j (the centroid);
 - method 3 (eq. 6): (1 - t) M(z, c1) + t M(z, c2). (Eq. 6 as printed wraps the interpolation in

@@ -141,8 +141,9 @@ class MappingNetwork(torch.nn.Module):
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
     def embed_condition(self, c: torch.Tensor) -> torch.Tensor:
-        """The normalised label embedding E(c) [N, embed_features] (eq. 3 interpolates it)."""
-        return normalize_2nd_moment(self.embed(c.to(torch.float32)))
+        """The raw label embedding E(c) [N, embed_features], before its normalisation (eq. 3
+        interpolates it, as the authors' code does; the mapping normalises what it is given)."""
+        return self.embed(c.to(torch.float32))
 
     def forward(
         self,
@@ -153,7 +154,8 @@ class MappingNetwork(torch.nn.Module):
         update_w_avg: bool = True,
         embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Map (z, c) to W; `embedding` replaces E(c) (for interpolating between conditions)."""
+        """Map (z, c) to W; `embedding` replaces the raw E(c) (`embed_condition`, for
+        interpolating between conditions) and is normalised like it."""
         x = None
         if self.z_dim > 0:
             if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -168,7 +170,8 @@ class MappingNetwork(torch.nn.Module):
                         f"c must be [N, {self.c_dim}], got {None if c is None else list(c.shape)}"
                     )
                 embedding = self.embed_condition(c)
-            x = torch.cat([x, embedding], dim=1) if x is not None else embedding
+            y = normalize_2nd_moment(embedding)
+            x = torch.cat([x, y], dim=1) if x is not None else y
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
         if self.w_avg_beta is not None and self.training and update_w_avg:

@@ -48,6 +48,31 @@ def test_end_points_are_the_conditioned_images(G, method):
     assert not torch.allclose(images[0], images[-1], atol=1e-3)  # the conditions do differ
 
 
+def test_method1_interpolates_the_raw_embedding_then_normalises(G):
+    """As the authors compute eq. 3: lerp of the raw label embeddings, normalised by M."""
+    z = _z(G)
+    m = G.mapping
+    eye = torch.eye(G.c_dim)
+
+    def rms_normalised(x):
+        return x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+
+    def fc(x):
+        for idx in range(m.num_layers):
+            x = getattr(m, f"fc{idx}")(x)
+        return x
+
+    with torch.no_grad():
+        e1, e2 = (m.embed(eye[j].expand(len(z), -1)) for j in (0, 1))
+        raw = rms_normalised(torch.lerp(e1, e2, 0.5))
+        expected = fc(torch.cat([rms_normalised(z), raw], dim=1))
+        normalised_first = torch.lerp(rms_normalised(e1), rms_normalised(e2), 0.5)
+        other = fc(torch.cat([rms_normalised(z), normalised_first], dim=1))
+    w = traverse(G, z, 0, 1, method=1, steps=2)
+    torch.testing.assert_close(w[1], expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(w[1], other, atol=1e-4)  # the two readings of eq. 3 differ here
+
+
 def test_method3_is_linear_in_w(G):
     z = _z(G)
     w = traverse(G, z, 0, 2, method=3, steps=4)
