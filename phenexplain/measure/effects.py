@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+import pandas as pd
 from scipy import stats as scipy_stats
 
 from phenexplain.errors import PhenexplainError
@@ -141,7 +142,13 @@ def _prepare(values, groups, treated, control, clusters=None, crops=None):
     is_treated = groups[keep] == treated
     out = [values[keep], is_treated]
     for name, labels in (("wells", clusters), ("crops", crops)):
-        out.append(None if labels is None else _as_labels(name, labels, len(values))[keep])
+        if labels is not None:
+            labels = _as_labels(name, labels, len(values))[keep]
+            if pd.isna(labels).any():
+                raise PhenexplainError(
+                    f"{name} has {int(pd.isna(labels).sum())} missing labels: give every cell one"
+                )
+        out.append(labels)
     return out
 
 
@@ -208,7 +215,7 @@ def _effect_size(values, is_treated, cluster, counts, *, unit, minimum, rng, res
         reason = (f"too few {unit}s: {k_treated} treated and {k_control} control, "
                   f"need at least {minimum} each")  # fmt: skip
     elif not np.isfinite(d):
-        reason = "zero variance: every value is the same, d is undefined"
+        reason = "zero variance within the conditions: d is undefined"
     boot = np.full(resamples, np.nan)
     if not reason:
         boot = _pooled_d(
@@ -301,6 +308,8 @@ def effect_ratio(real: EffectSize, synthetic: EffectSize, *, level: float | None
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = synthetic.bootstrap[:k] / real.bootstrap[:k]
     ratios = ratios[np.isfinite(ratios)]
+    if len(ratios) == 0:
+        return EffectRatio(ratio=np.nan, ci_low=np.nan, ci_high=np.nan, level=level)
     tail = (1 - level) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail])
     return EffectRatio(synthetic.d / real.d, float(low), float(high), level)
@@ -326,7 +335,7 @@ def verdict(real: EffectSize, synthetic: EffectSize, ratio: EffectRatio) -> tupl
         )
     if not (np.isfinite(ratio.ci_low) and np.isfinite(ratio.ci_high)):
         return Verdict.NOT_MEASURABLE, "the ratio's CI is undefined"
-    sign = np.sign(real.d)
+    sign = np.sign(real.ci_low)  # the real CI excludes 0: both ends have the sign
     if sign * synthetic.ci_high < 0 and sign * synthetic.ci_low < 0:
         return Verdict.WRONG_SIGN, (
             f"d_real {real.d:.3g} but the synthetic CI is "
@@ -406,6 +415,11 @@ def mixed_model_test(
     counts = _counts(is_treated, cluster, crops)
     method = "mixed model (well random intercept)"
     reason = _design_problem(values, is_treated, counts)
+    means, _ = _well_means(values, is_treated, cluster)
+    if not reason and len(values) == len(means):
+        reason = "every well has one cell: well and cell variance cannot be told apart"
+    elif not reason and np.ptp(values - means[cluster]) <= 1e-12 * np.abs(values).max():
+        reason = "zero variance within wells: every well is constant"
     if reason:
         return _not_measurable(method, counts, level, reason)
     # statsmodels is imported here: it takes about a second and only this test needs it.
@@ -414,7 +428,10 @@ def mixed_model_test(
     exog = np.column_stack([np.ones(len(values)), is_treated.astype(float)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = MixedLM(values, exog, groups=cluster).fit(reml=True, method=["powell", "lbfgs"])
+        try:
+            fit = MixedLM(values, exog, groups=cluster).fit(reml=True, method=["powell", "lbfgs"])
+        except np.linalg.LinAlgError as error:
+            return _not_measurable(method, counts, level, f"the fit is singular: {error}")
     problems = "; ".join(sorted({str(w.message).splitlines()[0] for w in caught}))
     if not fit.converged:
         return _not_measurable(method, counts, level, f"the fit did not converge: {problems}")

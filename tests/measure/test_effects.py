@@ -119,6 +119,18 @@ def test_mixed_model_on_a_balanced_plate_equals_student_on_well_means():
     )
 
 
+def test_mixed_model_with_the_well_variance_at_zero_is_cell_level_ols_with_a_note():
+    # No well effect and a REML well variance on the boundary 0: the model is least squares on
+    # cells, so t is Student's t on cells; the df stay those of the wells.
+    values, groups, wells = plate(
+        np.random.default_rng(0), wells=6, cells=30, well_sd=0.0, shift=0.5
+    )
+    result = mixed_model_test(values, groups, wells, treated="treated", control="control")
+    cells = student_t_test(values[groups == "treated"], values[groups == "control"])
+    assert result.measurable and "boundary" in result.note
+    assert result.t == pytest.approx(cells.t, rel=1e-6) and result.df == 10
+
+
 # --- coverage of the bootstrap CIs -----------------------------------------------------------
 
 EXPERIMENTS = 200  # 95 % coverage +- 3 binomial SD (0.015 each) lies inside [0.88, 0.99]
@@ -347,6 +359,19 @@ def test_constant_within_each_condition_is_not_measurable():
     )
 
 
+def test_mixed_model_without_variation_inside_wells_is_not_measurable():
+    rng = np.random.default_rng(22)
+    _, groups, wells = plate(rng, wells=4, cells=5)
+    constant_wells = rng.normal(size=8)[wells]
+    result = mixed_model_test(constant_wells, groups, wells, treated="treated", control="control")
+    assert not result.measurable and "within wells" in result.reason
+    one_cell = mixed_model_test(
+        rng.normal(size=8), np.repeat(["treated", "control"], 4), np.arange(8),
+        treated="treated", control="control",
+    )  # fmt: skip
+    assert not one_cell.measurable and "one cell" in one_cell.reason
+
+
 def test_too_few_images_or_no_finite_values_is_not_measurable():
     rng = np.random.default_rng(20)
     effect = synthetic([1.0, 2.0, 3.0], ["treated", "control", "control"], rng)
@@ -371,6 +396,14 @@ def test_measurable_results_carry_no_nan():
     "call, message",
     [
         (lambda rng: real([], [], [], rng), "empty"),
+        (
+            lambda rng: real([1.0, 2.0], ["treated", "control"], ["A1", None], rng),
+            "wells has 1 missing",
+        ),
+        (
+            lambda rng: real([1.0, 2.0], ["treated", "control"], [1.0, np.nan], rng),
+            "wells has 1 missing",
+        ),
         (lambda rng: real([1.0, 2.0], ["treated", "control"], ["A1"], rng), "wells has 1"),
         (lambda rng: synthetic([1.0, 2.0], ["treated"], rng), "groups has 1"),
         (lambda rng: synthetic([1.0, 2.0], ["treated", "DMSO"], rng), "control 'control'"),
