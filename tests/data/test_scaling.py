@@ -124,10 +124,12 @@ def test_a_saturating_scaling_is_reported_not_refused(plate_factory, tmp_path, c
     from phenexplain.integrations.gx_validation import ingest_with_expectations
 
     out = tmp_path / "crops"
-    with caplog.at_level(logging.WARNING, logger="phenexplain.data.ingest"):
+    with caplog.at_level(logging.WARNING, logger="phenexplain.data"):
         ingest_with_expectations(plate_factory("nfkb"), out, _params(percentiles=[1.0, 99.0]))
     assert read_info(out).saturation["TNF"]["NFkB"] > 0.01
     warned = [r.getMessage() for r in caplog.records if "saturated" in r.getMessage()]
     assert any("TNF" in m and "NFkB" in m for m in warned), warned
-    docs = "".join(p.read_text() for p in (out / "report" / "data_docs").rglob("*.html"))
-    assert "saturated" in docs and "TNF" in docs
+    pages = list((out / "report" / "data_docs" / "validations" / "crop_saturation").rglob("*.html"))
+    assert len(pages) == 1
+    page = pages[0].read_text()
+    assert "Failed" in page and "TNF" in page and "NFkB" in page
