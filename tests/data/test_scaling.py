@@ -8,7 +8,9 @@ field (crop id ``<field>#<i>``), which is label ``i + 1`` of the same `segment_n
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -133,3 +135,14 @@ def test_a_saturating_scaling_is_reported_not_refused(plate_factory, tmp_path, c
     assert len(pages) == 1
     page = pages[0].read_text()
     assert "Failed" in page and "TNF" in page and "NFkB" in page
+
+
+def test_a_crop_set_recorded_before_saturation_still_opens(nfkb_cells, tmp_path):
+    _, out, _ = nfkb_cells
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    info = json.loads((old / "cropset.json").read_text())
+    del info["saturation"]
+    (old / "cropset.json").write_text(json.dumps(info))
+    assert read_info(old).saturation is None
+    assert len(CropSet(old)) == len(CropSet(out))
