@@ -70,6 +70,13 @@ class QCParams(Section):
     min_fields_for_z: int = Field(
         5, gt=1, description="plates with fewer fields skip z-score flags"
     )
+    crop_saturation_percent: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="percent of a condition's crop pixels at 255 in a channel above which ingest "
+        "warns (the scaling clips its phenotype)",
+    )
 
 
 class IngestParams(Section):
@@ -85,7 +92,12 @@ class IngestParams(Section):
     border: Literal["skip", "pad"] = "skip"
     illumination_correction: bool = False
     percentiles: list[float] = Field(
-        default_factory=lambda: [1.0, 99.0], min_length=2, max_length=2
+        default_factory=lambda: [1.0, 99.99],
+        min_length=2,
+        max_length=2,
+        description="(low, high) percentiles of each condition's good fields; per plate and "
+        "channel, the lowest low and the highest high map to 0 and 255, so that no condition "
+        "saturates (a [1, 99] stretch is for display, not for data)",
     )
     max_megapixels: float = Field(100.0, gt=0, description="refuse images larger than this")
     workers: int = Field(2, gt=0)

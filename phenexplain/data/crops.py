@@ -1,7 +1,10 @@
 """Nucleus-centred crops and the intensity mapping to 8 bits.
 
-Scaling: each channel of a 16-bit plate is mapped linearly so that its plate-wide `low` and `high`
-percentiles (1st and 99th by default, as in the paper) land on 0 and 255, clipped. The (low, high)
+Scaling: each channel of a 16-bit plate is mapped linearly from `low` to `high`, clipped, where
+`low` is the lowest and `high` the highest of the conditions' own percentiles (1st and 99.99th by
+default) over their good fields (`plate_scaling`). Taking the highest condition keeps the brightest
+phenotype (TNF's nuclear NF-kB) below 255: a plate-wide 99th percentile, the paper's display
+stretch, put three quarters of those pixels at 255 and capped the measured ratio. The (low, high)
 pair is recorded per crop, so ``raw = low + u8 / 255 * (high - low)`` inverts it up to clipping and
 rounding. 8-bit sources are already display-scaled and are kept as they are (low 0, high 255).
 
@@ -30,6 +33,15 @@ def percentiles_from_histogram(hist: np.ndarray, q: tuple[float, float] | list[f
     if cdf[-1] == 0:
         return 0.0, 1.0
     low, high = (float(np.searchsorted(cdf, p / 100.0 * cdf[-1], side="left")) for p in q)
+    return low, max(high, low + 1.0)
+
+
+def plate_scaling(per_condition: list[tuple[float, float]]) -> tuple[float, float]:
+    """(low, high) of one plate and channel from each condition's (low, high) percentiles: the
+    lowest low and the highest high, so that no condition is clipped more than its percentiles."""
+    assert per_condition, "a plate with good fields has at least one condition"
+    low = min(lo for lo, _ in per_condition)
+    high = max(hi for _, hi in per_condition)
     return low, max(high, low + 1.0)
 
 

@@ -94,6 +94,8 @@ class CropSetInfo(_Record):
     layout: str | None = None
     params: dict[str, Any] | None = None
     params_key: str | None = None
+    # condition -> channel -> fraction of its crops' pixels at 255 (absent before it was recorded)
+    saturation: dict[str, dict[str, Annotated[float, Field(ge=0, le=1)]]] | None = None
 
     @model_validator(mode="after")
     def _plates_have_recorded_shards(self) -> CropSetInfo:

@@ -4,11 +4,13 @@ Two passes over the fields, each spread over `workers` processes:
 
 1. analyse: decode (unreadable files are quarantined), QC measurements, nucleus detection,
    per-channel histograms (and block means for illumination correction);
-2. crop: per-plate percentile scaling to uint8 (and illumination correction), nucleus-centred crops.
+2. crop: per-plate scaling to uint8 that clips no condition (and illumination correction),
+   nucleus-centred crops, and the fraction of crop pixels at 255 per field and channel.
 
 Between them, per-plate robust z-scores flag blurred fields and an optional `Validator` (the
 great-expectations suite, supplied by the CLI and flows from `phenexplain.integrations`) checks
-the QC table for structural problems; after pass 2 it checks the crop manifest.
+the QC table for structural problems; after pass 2 it checks the crop manifest and warns (in the
+log, and in its Data Docs) about conditions whose crops saturate.
 
 Re-running on the same source and params changes nothing; a new (or changed) plate is processed
 alone and added, other plates' crops are kept byte for byte.
@@ -39,12 +41,21 @@ from phenexplain.data.crops import (
     cut,
     illumination_function,
     percentiles_from_histogram,
+    plate_scaling,
     to_uint8,
 )
 from phenexplain.data.images import UnreadableImageError, load_field
 from phenexplain.data.nuclei import segment_nuclei
 from phenexplain.data.qc import field_quality, robust_z
 from phenexplain.data.readers import FieldRecord, StructureError, list_fields
+from phenexplain.data.saturation import (
+    condition_saturation,
+    saturated_fraction,
+    saturation_column,
+    saturation_table,
+    warn_saturated,
+    with_crop_saturation,
+)
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import (
     check_output,
@@ -66,6 +77,10 @@ class Validator(Protocol):
     def check_fields(self, qc: pd.DataFrame, params: IngestParams) -> None: ...
 
     def check_crops(self, manifest: pd.DataFrame, params: IngestParams) -> None: ...
+
+    def check_saturation(self, saturation: pd.DataFrame, params: IngestParams) -> None:
+        """Warn (never raise) about conditions whose crops saturate; `saturation_table` rows."""
+        ...
 
     def write_docs(self, folder: Path) -> None: ...
 
@@ -287,18 +302,25 @@ def _check_pixel_types(analyses: list[Analysis], source: Path) -> None:
 
 
 def _scaling(analyses: list[Analysis], qc: pd.DataFrame, params: IngestParams) -> dict[str, list]:
-    """Per plate and channel: (low, high) of the configured percentiles over its good fields."""
+    """Per plate and channel: (low, high) from each condition's percentiles over its good fields
+    (see `plate_scaling`)."""
     ok = set(qc.loc[qc["status"] == "ok", "field_id"])
     out: dict[str, list] = {}
     for plate in sorted({a.record.plate for a in analyses}):
-        hists = [a.hist for a in analyses if a.record.plate == plate and a.record.field_id in ok]
-        if not hists:
+        good = [a for a in analyses if a.record.plate == plate and a.record.field_id in ok]
+        if not good:
             continue
-        if hists[0].shape[1] == 256 and not params.illumination_correction:
+        if good[0].hist.shape[1] == 256 and not params.illumination_correction:
             out[plate] = [(0.0, 255.0)] * len(params.channels)  # 8-bit sources are kept as they are
             continue
-        total = np.sum(hists, axis=0)
-        out[plate] = [percentiles_from_histogram(h, params.percentiles) for h in total]
+        totals = [
+            np.sum([a.hist for a in good if a.record.condition == c], axis=0)
+            for c in sorted({a.record.condition for a in good})
+        ]  # one [C, bins] histogram per condition
+        out[plate] = [
+            plate_scaling([percentiles_from_histogram(t[ch], params.percentiles) for t in totals])
+            for ch in range(len(params.channels))
+        ]
     return out
 
 
@@ -319,23 +341,29 @@ def _illumination_files(analyses, qc, folder: Path) -> dict[str, str]:
 
 
 def _corrected_scaling(analyses, qc, params, illum: dict[str, str]) -> dict[str, list]:
-    """Percentiles of illumination-corrected good fields (a third read of those fields)."""
+    """`_scaling` of illumination-corrected good fields (a third read of those fields)."""
     ok = set(qc.loc[qc["status"] == "ok", "field_id"])
     out = {}
     for plate, path in illum.items():
         profile = np.load(path)
-        values = [[] for _ in params.channels]
+        values: dict[str, list[list[np.ndarray]]] = {}
         for a in analyses:
             if a.record.plate == plate and a.record.field_id in ok:
                 image = (
                     load_field(a.record.files, len(params.channels), params.max_megapixels)
                     / profile
                 )
+                planes = values.setdefault(a.record.condition, [[] for _ in params.channels])
                 for c, plane in enumerate(image):
-                    values[c].append(plane[::4, ::4].ravel())
+                    planes[c].append(plane[::4, ::4].ravel())
         out[plate] = [
-            tuple(float(v) for v in np.percentile(np.concatenate(v), params.percentiles))
-            for v in values
+            plate_scaling(
+                [
+                    tuple(float(v) for v in np.percentile(np.concatenate(p[c]), params.percentiles))
+                    for p in values.values()
+                ]
+            )
+            for c in range(len(params.channels))
         ]
     return out
 
@@ -453,9 +481,12 @@ def _ingest_locked(source, out, inputs, records, params, validator, overwrite, p
 
     dest = out if existing else staging_dir(out, cs.KIND)
     try:
-        plates_info, manifest_new, new_shards = _crop_plates(
+        plates_info, manifest_new, new_shards, cropped = _crop_plates(
             analyses, qc_new, params, dest, prints, progress, source
         )
+        qc = with_crop_saturation(qc, qc_new["field_id"], cropped)
+        saturation = condition_saturation(qc, list(params.channels))
+        warn_saturated(saturation, params)
         plates = {**{p: v for p, v in known.items() if p not in todo}, **plates_info}
         every_shard = {**(existing["info"]["shards"] if existing else {}), **new_shards}
         if existing:  # record the new shards before the manifest refers to them
@@ -476,6 +507,7 @@ def _ingest_locked(source, out, inputs, records, params, validator, overwrite, p
             "params_key": _params_key(params),
             "plates": plates,
             "shards": {v["shard"]: every_shard[v["shard"]] for v in plates.values()},
+            "saturation": saturation,
         }
         cs.write_table(manifest, dest / cs.MANIFEST)
         cs.write_table(qc, dest / cs.QC_TABLE)
@@ -484,6 +516,7 @@ def _ingest_locked(source, out, inputs, records, params, validator, overwrite, p
         write_json(dest / cs.CONDITIONS, cs.condition_index(manifest["condition"]))
         write_json(dest / cs.INFO, info)
         if validator is not None:
+            validator.check_saturation(saturation_table(saturation), params)
             validator.write_docs(dest / "report" / "data_docs")
     except BaseException:
         if dest is not out:
@@ -537,9 +570,10 @@ def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Pat
         for a in good
     ]
     results = _run(_crop, items, params.workers, "crop", progress)
-    rows, parts_of, info, shards = [], {}, {}, {}
+    rows, parts_of, info, shards, cropped = [], {}, {}, {}, {}
     for a, (crops, kept, origins) in zip(good, results, strict=True):
         r = a.record
+        cropped[r.field_id] = [len(crops), *saturated_fraction(crops)]
         name = f"{cs.shard_name(r.plate)}-{prints[r.plate][:8]}"
         shard = parts_of.setdefault(r.plate, [])
         base = sum(len(c) for c in shard)
@@ -590,4 +624,6 @@ def _crop_plates(analyses, qc, params, dest: Path, prints, progress, source: Pat
             "quarantined": int((plate_qc["status"] == "quarantined").sum()),
             "crops": len(crops),
         }
-    return info, pd.DataFrame(rows), shards
+    columns = ["Count_Crops", *(saturation_column(ch) for ch in params.channels)]
+    per_field = pd.DataFrame.from_dict(cropped, "index", columns=columns)
+    return info, pd.DataFrame(rows), shards, per_field

@@ -2,8 +2,9 @@
 
 `GXValidator` implements `phenexplain.data.ingest.Validator`: an ephemeral GX context (no files
 outside the crop set, no progress bars), three suites (readable fields, per-condition counts, crop
-manifest), failures raised as one `StructureError` naming the offending files, and the Data Docs
-built into the crop set's report folder.
+manifest) whose failures are raised as one `StructureError` naming the offending files, a
+warning-only suite on the saturated pixels of each condition's crops, and the Data Docs built into
+the crop set's report folder.
 """
 
 from __future__ import annotations
@@ -209,6 +210,35 @@ class GXValidator:
         lines = _describe(self._run("crop_manifest", manifest, expectations, ["crop_id"]), "crops")
         if lines:
             raise StructureError("crop manifest failed its checks:\n  " + "\n  ".join(lines))
+
+    def check_saturation(self, saturation: pd.DataFrame, params: IngestParams) -> None:
+        """A warning-severity expectation on the saturated percent per condition and channel
+        (`phenexplain.data.saturation.saturation_table` rows): it shows in the Data Docs, and the
+        ingest goes on (the core logs the same warning)."""
+        import great_expectations.expectations as gxe
+
+        if saturation.empty:
+            return
+        limit = params.qc.crop_saturation_percent
+        explain = (
+            f"conditions whose crops have more than {limit:g}% saturated pixels (255) in a "
+            "channel: the 8-bit scaling clips their phenotype (ingest.qc.crop_saturation_percent, "
+            "ingest.percentiles)"
+        )
+        self._run(
+            "crop_saturation",
+            saturation,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="saturated_percent",
+                    min_value=0,
+                    max_value=limit,
+                    severity="warning",
+                    meta={"explain": explain},
+                )
+            ],
+            ["condition", "channel"],
+        )
 
     def write_docs(self, folder: Path) -> None:
         """Build the Data Docs of every suite run so far into `folder` (replacing it)."""

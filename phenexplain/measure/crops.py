@@ -42,7 +42,7 @@ from phenexplain.data.synthetic.assays import ASSAYS
 from phenexplain.errors import PhenexplainError
 from phenexplain.measure.assays import BODY_STAINS, cell_bodies, measure_cells
 
-MIN_DNA_INTENSITY = 0.1  # real nuclei measure 0.5-0.9 after ingest scaling, background ~0.02
+MIN_DNA_INTENSITY = 0.1  # nuclei measure 0.25-0.6 after ingest scaling (nfkb), background ~0.01
 CELL_EXPANSION_PX = 10  # CellProfiler's default distance for cells grown from nuclei
 CHUNK = 16  # crops per task sent to a worker process
 

@@ -19,7 +19,7 @@ import pandas as pd
 import phenexplain
 from phenexplain.config import ReportParams
 from phenexplain.data.cropset import CropSet
-from phenexplain.display import composite, default_colours
+from phenexplain.display import IntensityMapping, composite, default_colours
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain import figures as explain_figures
 from phenexplain.explain import latent
@@ -77,9 +77,13 @@ def provenance(checkpoint: Path, crops: CropSet, config: dict, control: str) -> 
 
 
 def _sample_grid(images: np.ndarray, n: int, colours: list[str]) -> np.ndarray:
-    """Generated crops [K * n, C, R, R] (condition-major) -> one RGB image, a row per condition."""
+    """Generated crops [K * n, C, R, R] (condition-major) -> one RGB image, a row per condition.
+
+    Shown with a 1-99 % stretch per channel, one for the whole grid so that conditions compare:
+    the crops' own scale leaves room above the brightest condition and looks dim.
+    """
     k = len(images) // n
-    rgb = composite(images, colours)  # [K * n, R, R, 3]
+    rgb = composite(images, colours, IntensityMapping.fit(images, (1.0, 99.0)))  # [K * n, R, R, 3]
     rows = [np.concatenate(list(rgb[i * n : (i + 1) * n]), axis=1) for i in range(k)]
     return np.concatenate(rows, axis=0).repeat(3, axis=0).repeat(3, axis=1)
 
