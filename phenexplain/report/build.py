@@ -245,6 +245,15 @@ def _verdict_section(page: Page, real, fake, control: str, params: ReportParams,
     else:
         page.table(table)
     page.text(headline)
+    missing = {
+        name: int((m.crops["centre_object"] == 0).sum()) if "centre_object" in m.crops else 0
+        for name, m in (("real", real), ("synthetic", fake))
+    }
+    page.text(
+        f"Crops without a centre cell (no nucleus at or near the crop centre; counted, not "
+        f"measured for cell assays): {missing['real']} of {len(real.crops)} real, "
+        f"{missing['synthetic']} of {len(fake.crops)} generated."
+    )
     level = f"{effects.DEFAULT_LEVEL:.0%}"
     page.text(
         f"Each condition against {control}. d: Cohen's d (treated - control, pooled SD); real: "
@@ -256,7 +265,13 @@ def _verdict_section(page: Page, real, fake, control: str, params: ReportParams,
         "real CI that includes 0); stats.csv has each reason.",
         "note",
     )
-    return {"table": table.to_dict(orient="records"), "counts": counts, "headline": headline}
+    return {
+        "table": table.to_dict(orient="records"),
+        "counts": counts,
+        "headline": headline,
+        "crops_without_centre_cell": missing,
+        "crops_measured": {"real": len(real.crops), "synthetic": len(fake.crops)},
+    }
 
 
 def _provenance_section(page: Page, prov: dict) -> None:

@@ -87,6 +87,9 @@ def test_summary_carries_the_verdict_table_with_wells_as_replicates(nfkb_report,
     cells = pd.read_csv(out / "cells_real.csv")
     assert cells["crop"].is_unique  # one row per crop: its centre cell
     assert ratio["n_cells_treated"] == ratio["n_crops_treated"] <= 40
+    crops = pd.read_csv(out / "crops_real.csv")  # every crop, with or without a centre cell
+    assert len(crops) == summary["verdict"]["crops_measured"]["real"]
+    assert summary["verdict"]["crops_without_centre_cell"]["real"] == len(crops) - len(cells)
     counts = summary["verdict"]["counts"]
     assert (
         counts["rows"] == len(table)
