@@ -35,6 +35,7 @@ def main() -> None:
             f"  {row['source']:9s} {row['condition']} vs control: log nucleus/cytoplasm ratio "
             f"{row['difference']:+.3f} (Student p = {row['p']:.2g}, d = {row['cohens_d']:.2f})"
         )
+    print(f"  verdict:     {result['verdict']}")
     reg = result["registration"]
     print(f"  report:      {Path(result['report']).resolve()}")
     print(f"  explorer:    {Path(result['explorer']).resolve()}  (or: phenexplain serve "

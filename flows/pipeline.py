@@ -171,6 +171,7 @@ def phenexplain_pipeline(
         "report": f"{run_dir}/report/report.html",
         "explorer": f"{run_dir}/report/explorer.html",
         "assays": report["assays"]["statistics"],
+        "verdict": report["verdict"]["headline"],
     }
 
 

@@ -13,8 +13,15 @@ Objects, with CellProfiler's names:
 - ``Cells``: a watershed from the nuclei over the first cell-body channel (`cell_bodies`), or,
   without one, each nucleus grown by `CELL_EXPANSION_PX` (CellProfiler's "Distance-N");
 - ``Cytoplasm``: a cell minus its nucleus.
-A cell keeps its nucleus's label. Per-object rows are kept for nuclei that do not touch the crop
-border (a cut nucleus has a wrong area and shape); `cell_count` counts every nucleus.
+A cell keeps its nucleus's label.
+
+One crop, one cell: ingest centres each crop on a nucleus, so a crop is measured for its centre cell
+only (`centre_object`: the nucleus under the crop centre, else the nucleus whose centroid is
+nearest the centre within `CENTRE_RADIUS` of the crop side). Neighbours that enter the crop are
+not measured, so real crops (with neighbours) and generated crops give rows of the same kind, one
+per physical cell. A crop without a centre cell keeps its crop row with ``centre_object`` 0 and
+gives no cell row. Crop-level assays (`cell_count`: every nucleus; ``background_fraction``) stay
+per crop.
 
 Per-crop assays (`measure_assays`) reuse `measure.assays.measure_cells`: ``nc_ratio`` per cell for
 an ``nfkb`` stain, ``spot_count`` and ``spot_area`` for ``golgi``, ``cytoplasm_area`` and the crop's
@@ -44,6 +51,7 @@ from phenexplain.measure.assays import BODY_STAINS, cell_bodies, measure_cells
 
 MIN_DNA_INTENSITY = 0.1  # nuclei measure 0.25-0.6 after ingest scaling (nfkb), background ~0.01
 CELL_EXPANSION_PX = 10  # CellProfiler's default distance for cells grown from nuclei
+CENTRE_RADIUS = 0.1  # of the crop side: how far a centre nucleus's centroid may lie from the centre
 CHUNK = 16  # crops per task sent to a worker process
 
 OBJECTS = ("Nuclei", "Cells", "Cytoplasm")
@@ -108,6 +116,7 @@ class CropObjects:
     cells: np.ndarray
     foreground: np.ndarray | None  # bool [H, W] cell-body foreground; None without a body stain
     interior: np.ndarray  # labels of the nuclei that do not touch the crop border
+    centre: int = 0  # label of the centre nucleus (`centre_object`); 0: no centre cell
 
     @property
     def cytoplasm(self) -> np.ndarray:
@@ -124,6 +133,34 @@ class CropObjects:
 def body_channel(stains: Mapping[str, str]) -> str | None:
     """The channel `measure_cells` outlines cells with: the first with a cell-body stain."""
     return next((ch for ch, s in stains.items() if s in BODY_STAINS), None)
+
+
+def centre_object(labels: np.ndarray, radius: float = CENTRE_RADIUS) -> int:
+    """Label of the centre nucleus of a label image [H, W]; 0 when there is none.
+
+    The nucleus under the crop centre (the 1, 2 or 4 pixels around it; where they hold several
+    nuclei, the one whose centroid is nearest), else the nucleus whose centroid is nearest the
+    centre if it lies within `radius` x the crop side.
+    """
+    h, w = labels.shape
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    n = int(labels.max())
+    if n == 0:
+        return 0
+    yy, xx = np.indices(labels.shape)
+    count = np.bincount(labels.ravel(), minlength=n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.bincount(labels.ravel(), weights=yy.ravel(), minlength=n + 1) / count
+        x = np.bincount(labels.ravel(), weights=xx.ravel(), minlength=n + 1) / count
+    distance = np.hypot(y - cy, x - cx)
+    distance[0] = np.inf  # the background
+    under = np.unique(labels[int(np.floor(cy)) : int(np.ceil(cy)) + 1,
+                             int(np.floor(cx)) : int(np.ceil(cx)) + 1])  # fmt: skip
+    under = under[under > 0]
+    if under.size:
+        return int(under[np.argmin(distance[under])])
+    nearest = int(np.nanargmin(distance))
+    return nearest if distance[nearest] <= radius * min(h, w) else 0
 
 
 def segment_crop(
@@ -159,30 +196,31 @@ def segment_crop(
     else:
         cells, foreground = expand_labels(labels, CELL_EXPANSION_PX), None
     interior = np.unique(clear_border(labels))
-    return CropObjects(labels, cells.astype(np.int32), foreground, interior[interior > 0])
+    return CropObjects(
+        labels, cells.astype(np.int32), foreground, interior[interior > 0], centre_object(labels)
+    )
 
 
 def assay_crop(
     image: np.ndarray, stains: Mapping[str, str], objects: CropObjects
 ) -> tuple[list[dict], dict]:
-    """Per-cell assay rows (interior nuclei, with their ``object`` label) and per-crop values."""
+    """The centre cell's assay row (none without a centre cell) and the crop's values.
+
+    The crop row carries ``centre_object`` (0: no centre cell) and the centre cell's values (NaN
+    without one) beside the crop-level assays.
+    """
     channels = dict(zip(stains, image, strict=True))
     bodies = None if objects.foreground is None else (objects.cells, objects.foreground)
     columns, crop = measure_cells(channels, dict(stains), objects.nuclei, bodies)
-    rows = [
-        {"object": int(i), **{k: float(v[i - 1]) for k, v in columns.items()}}
-        for i in objects.interior
-    ]
+    i = objects.centre
+    cell = {k: float(v[i - 1]) if i else np.nan for k, v in columns.items()}
     crop = {
         "cell_count": crop["cell_count"],
-        "cells_measured": float(len(rows)),
+        "centre_object": i,
         "background_fraction": crop.get("background_fraction", np.nan),
+        **cell,
     }
-    for key in columns:  # crop value of a per-cell feature: the mean over its measured cells
-        values = np.array([r[key] for r in rows])
-        values = values[np.isfinite(values)]
-        crop[key] = float(values.mean()) if values.size else np.nan
-    return rows, crop
+    return ([{"object": i, **cell}] if i else []), crop
 
 
 def _one_thread(fn: Callable[[np.ndarray, int], list], block: np.ndarray, start: int) -> list:
@@ -257,11 +295,12 @@ def measure_assays(
     workers: int = 2,
     on_progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Assays of uint8 crops [N, C, H, W] -> (one row per cell, one row per crop).
+    """Assays of uint8 crops [N, C, H, W] -> (one row per centre cell, one row per crop).
 
     Both tables carry ``crop``, the crop's position in `crops`; the cell table also ``object``,
-    the cell's label in `segment_crop`'s label images. `stains` maps each channel to its stain
-    (default: from the channel names, see `channel_stains`).
+    the centre cell's label in `segment_crop`'s label images, and the crop table
+    ``centre_object`` (0: the crop has no centre cell, and no cell row). `stains` maps each
+    channel to its stain (default: from the channel names, see `channel_stains`).
     """
     crops = check_crops(crops, channels)
     stains = check_stains(channels, stains)
@@ -272,5 +311,7 @@ def measure_assays(
         cells = pd.DataFrame(columns=["crop", "object"])
     per_crop = pd.DataFrame([values for _, values in results])
     if per_crop.empty:
-        per_crop = pd.DataFrame(columns=["crop", "cell_count", "background_fraction"])
+        per_crop = pd.DataFrame(
+            columns=["crop", "cell_count", "centre_object", "background_fraction"]
+        )
     return cells, per_crop

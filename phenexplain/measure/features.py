@@ -123,9 +123,10 @@ def object_features(
     panel: Sequence[str] = PANEL,
     object_names: Sequence[str] = OBJECTS,
 ) -> pd.DataFrame:
-    """Feature panel of one crop of intensities [C, H, W]: one row per interior nucleus."""
+    """Feature panel of one crop of intensities [C, H, W]: one row for its centre cell (none
+    without one; see `measure.crops.centre_object`)."""
     functions = _functions(panel)
-    rows = objects.interior
+    rows = np.array([objects.centre] if objects.centre else [], dtype=np.int64)
     columns: dict[str, np.ndarray] = {"object": rows.astype(np.int64)}
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         # tiny or ring-shaped objects make some statistics undefined: they come out as NaN
@@ -145,7 +146,7 @@ def _names(channels: tuple[str, ...], panel: tuple[str, ...], objects: tuple[str
     cells = (radius < 16).astype(np.int32)
     shade = (1.0 - radius / 48).astype(np.float32)
     image = np.stack([shade * (0.3 + 0.6 * (c + 1) / len(channels)) for c in range(len(channels))])
-    disc = CropObjects(nuclei, cells, None, np.array([1]))
+    disc = CropObjects(nuclei, cells, None, np.array([1]), centre=1)
     table = object_features(image, channels, disc, panel=panel, object_names=objects)
     return list(table.columns[1:])
 
@@ -187,7 +188,7 @@ def measure_crops(
     workers: int = 2,
     on_progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Segment uint8 crops [N, C, H, W] and measure the panel: one row per interior nucleus.
+    """Segment uint8 crops [N, C, H, W] and measure the panel: one row per centre cell.
 
     Columns: ``crop`` (position in `crops`), ``object`` (label in `segment_crop`'s images), then
     the features. `workers` processes share the crops; the result does not depend on it.

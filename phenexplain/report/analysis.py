@@ -30,9 +30,31 @@ from phenexplain.nets.ops import to_uint8
 
 log = logging.getLogger(__name__)
 
-# per-cell assays (nc_ratio compared on a log scale: see phenexplain.measure.crops)
+# per-cell assays (nc_ratio compared on a log scale: see phenexplain.measure.crops), measured on
+# the centre cell of each crop, and per-crop assays
 CELL_ASSAYS = ("log_nc_ratio", "spot_count", "spot_area", "cytoplasm_area", "nucleus_area")
 CROP_ASSAYS = ("cell_count", "background_fraction")
+# code name -> (plain name, CellProfiler-style name); areas in px^2 at the crop set's size
+ASSAY_NAMES = {
+    "log_nc_ratio": (
+        "nucleus/cytoplasm NF-kB ratio (log)",
+        "Math_Log_Ratio_Nuclei_Intensity_MeanIntensity_over_CytoplasmRing_NFkB",
+    ),
+    "spot_count": ("Golgi spots per cell", "Cells_Children_GolgiSpots_Count"),
+    "spot_area": ("mean Golgi spot area (px^2)", "Mean_GolgiSpots_AreaShape_Area"),
+    "cytoplasm_area": ("cytoplasm area (px^2)", "Cytoplasm_AreaShape_Area"),
+    "nucleus_area": ("nucleus area (px^2)", "Nuclei_AreaShape_Area"),
+    "cell_count": ("nuclei per crop", "Image_Count_Nuclei"),
+    "background_fraction": (
+        "background fraction of the crop",
+        "Image_AreaOccupied_BackgroundFraction",
+    ),
+}
+
+
+def assay_names(assay: str) -> tuple[str, str]:
+    """(plain name, CellProfiler-style name) of an assay's code name."""
+    return ASSAY_NAMES[assay]
 
 
 def sample_real(
@@ -81,7 +103,10 @@ def enlarge(images: np.ndarray, factor: int) -> np.ndarray:
 
 @dataclass
 class Measurements:
-    """Per-cell and per-crop assay tables of one source (real or synthetic)."""
+    """Per-cell (centre cells) and per-crop assay tables of one source (real or synthetic).
+
+    Real tables carry each crop's ``well`` (plate_well); generated crops have none.
+    """
 
     cells: pd.DataFrame
     crops: pd.DataFrame
@@ -89,12 +114,21 @@ class Measurements:
 
 
 def measure(
-    images: np.ndarray, names: np.ndarray, channels: list[str], workers: int, progress=None
+    images: np.ndarray,
+    names: np.ndarray,
+    channels: list[str],
+    workers: int,
+    progress=None,
+    wells: np.ndarray | None = None,
 ) -> Measurements:
-    """Assays of crops with their condition; log_nc_ratio replaces nc_ratio."""
+    """Assays of crops with their condition (and `wells`, one per crop, when given);
+    log_nc_ratio replaces nc_ratio."""
     cells, per_crop = measure_assays(images, channels, workers=workers, on_progress=progress)
-    cells["condition"] = names[cells["crop"].astype(int).to_numpy()] if len(cells) else []
-    per_crop["condition"] = names[per_crop["crop"].astype(int).to_numpy()]
+    labels = {"condition": names} if wells is None else {"condition": names, "well": wells}
+    for column, values in labels.items():
+        values = np.asarray(values)
+        cells[column] = values[cells["crop"].astype(int).to_numpy()] if len(cells) else []
+        per_crop[column] = values[per_crop["crop"].astype(int).to_numpy()]
     if "nc_ratio" in cells:
         with np.errstate(divide="ignore", invalid="ignore"):
             cells["log_nc_ratio"] = np.log(cells["nc_ratio"].where(cells["nc_ratio"] > 0))
@@ -131,6 +165,9 @@ def assay_statistics(
             frame["q"] = np.nan
             for _, part in frame.groupby("condition"):  # BH across the assay panel
                 frame.loc[part.index, "q"] = benjamini_hochberg(part["p"].to_numpy())
+            names = [assay_names(a) for a in frame["feature"]]
+            frame.insert(0, "cellprofiler_name", [cp for _, cp in names])
+            frame.insert(0, "feature_name", [plain for plain, _ in names])
             frame.insert(0, "test", "welch" if welch else "student")
             frame.insert(0, "source", source)
             frames.append(frame.rename(columns={"feature": "assay"}))

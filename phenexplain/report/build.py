@@ -1,8 +1,10 @@
 """`phenexplain report CKPT CROPSET OUT`: the validation report of a model on its crop set.
 
-OUT receives report.html (self-contained), explorer.html (interactive, static), summary.json
-(every headline number) and a CSV per table, figures/ and traversals/ with what the page embeds
-(condition names in file names are spelled by `fsutil.safe_name`).
+OUT receives report.html (self-contained; its first table is the verdict table of
+`report.verdicts`), explorer.html (interactive, static), summary.json (every headline number), a
+CSV per table (stats.csv: the verdict table; assay_tests.csv: the per-cell tests), and figures/ and
+traversals/ with what the page embeds (condition names in file names are spelled by
+`fsutil.safe_name`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from phenexplain.explain import latent
 from phenexplain.explain.render import render_frames, traversal_grid, write_video
 from phenexplain.explain.traversal import centroids
 from phenexplain.fsutil import mark_output, prepare_folder, safe_name, write_json
+from phenexplain.measure import effects
 from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
 from phenexplain.measure.stats import compare_shifts
-from phenexplain.report import analysis, plots
+from phenexplain.report import analysis, plots, verdicts
 from phenexplain.report.explorer import explorer_data, write_explorer
 from phenexplain.report.html import Page, file_uri, png_uri
 from phenexplain.training.checkpoint import load_network, read_config
@@ -132,6 +135,29 @@ def build_report(
     factor = crops.resolution // G.img_resolution
     summary: dict = {"provenance": provenance(checkpoint, crops, config, control)}
     page = Page(f"Phenexplain report: {crops.root.name}")
+
+    stage("measuring real and generated crops")
+    real_images, real_names, real_wells = analysis.sample_real(
+        crops, conditions, params.real_per_condition, params.seed
+    )
+    real_small = downsample(real_images, factor)
+    fake_small, fake_names = analysis.generate(
+        G, conditions, params.synthetic_per_condition, params.seed
+    )
+    real = analysis.measure(
+        analysis.enlarge(real_small, factor),
+        real_names,
+        channels,
+        params.workers,
+        wells=real_wells,
+    )
+    fake = analysis.measure(
+        analysis.enlarge(fake_small, factor), fake_names, channels, params.workers
+    )
+    for name, m in (("real", real), ("synthetic", fake)):
+        m.cells.to_csv(out / f"cells_{name}.csv", index=False)
+        m.crops.to_csv(out / f"crops_{name}.csv", index=False)
+    summary["verdict"] = _verdict_section(page, real, fake, control, params, out)
     _provenance_section(page, summary["provenance"])
 
     stage("FID/KID")
@@ -140,23 +166,6 @@ def build_report(
     stage("samples and traversals")
     _samples_section(page, G, conditions, control, colours, params, out)
 
-    stage("measuring real and generated crops")
-    real_images, real_names, _ = analysis.sample_real(
-        crops, conditions, params.real_per_condition, params.seed
-    )
-    real_small = downsample(real_images, factor)
-    fake_small, fake_names = analysis.generate(
-        G, conditions, params.synthetic_per_condition, params.seed
-    )
-    real = analysis.measure(
-        analysis.enlarge(real_small, factor), real_names, channels, params.workers
-    )
-    fake = analysis.measure(
-        analysis.enlarge(fake_small, factor), fake_names, channels, params.workers
-    )
-    for name, m in (("real", real), ("synthetic", fake)):
-        m.cells.to_csv(out / f"cells_{name}.csv", index=False)
-        m.crops.to_csv(out / f"crops_{name}.csv", index=False)
     summary["assays"] = _assay_section(page, real, fake, conditions, control, params, out)
 
     stage("feature panel")
@@ -200,6 +209,73 @@ def build_report(
     (out / "report.html").write_text(page.render(), encoding="utf-8")
     mark_output(out, KIND, exclude=foreign)
     return summary
+
+
+VERDICT_COLUMNS = {  # verdict table column -> heading on the page
+    "feature_name": "feature",
+    "cellprofiler_name": "CellProfiler-style name",
+    "condition": "condition",
+    "d_real": "d real",
+    "d_real_ci_low": "CI low",
+    "d_real_ci_high": "CI high",
+    "d_synthetic": "d synthetic",
+    "d_synthetic_ci_low": "CI low ",
+    "d_synthetic_ci_high": "CI high ",
+    "ratio": "ratio syn/real",
+    "ratio_ci_low": "CI low  ",
+    "ratio_ci_high": "CI high  ",
+    "verdict": "verdict",
+    "well_p": "p (well means)",
+    "n_cells_treated": "n cells",
+    "n_crops_treated": "n crops",
+    "n_wells_treated": "n wells",
+    "n_cells_control": "n cells ctrl",
+    "n_crops_control": "n crops ctrl",
+    "n_wells_control": "n wells ctrl",
+    "n_images_treated": "n images syn",
+    "n_images_control": "n images syn ctrl",
+}
+
+
+def _verdict_section(page: Page, real, fake, control: str, params: ReportParams, out) -> dict:
+    """The report's first table: real and synthetic effect sizes side by side, with verdicts."""
+    table = verdicts.verdict_table(real, fake, control, seed=params.seed)
+    table.to_csv(out / "stats.csv", index=False)
+    counts = verdicts.disagreements(table)
+    headline = verdicts.sentence(counts)
+    page.heading("Verdict: do generated cells reproduce the real effects?")
+    if len(table):
+        page.table(table[list(VERDICT_COLUMNS)].rename(columns=VERDICT_COLUMNS), digits=3)
+    else:
+        page.table(table)
+    page.text(headline)
+    missing = {
+        name: int((m.crops["centre_object"] == 0).sum()) if "centre_object" in m.crops else 0
+        for name, m in (("real", real), ("synthetic", fake))
+    }
+    page.text(
+        f"Crops without a centre cell (no nucleus at or near the crop centre; counted, not "
+        f"measured for cell assays): {missing['real']} of {len(real.crops)} real, "
+        f"{missing['synthetic']} of {len(fake.crops)} generated."
+    )
+    level = f"{effects.DEFAULT_LEVEL:.0%}"
+    page.text(
+        f"Each condition against {control}. d: Cohen's d (treated - control, pooled SD); real: "
+        f"{level} CI by a bootstrap over wells; synthetic: over generated images; ratio: "
+        "d synthetic / d real. One value per crop (its centre cell; cell count and background "
+        "per crop). p: Welch's t-test on well means (the well is the replicate). Verdict: wrong "
+        "sign (synthetic CI on the other side of 0), inflated or deflated (ratio CI above or "
+        "below 1), agrees (ratio CI includes 1), not measurable (too few wells or images, or a "
+        "real CI that includes 0); stats.csv has each reason.",
+        "note",
+    )
+    return {
+        "table": table.to_dict(orient="records"),
+        "counts": counts,
+        "headline": headline,
+        "crops_without_centre_cell": missing,
+        "crops_measured": {"real": len(real.crops), "synthetic": len(fake.crops)},
+    }
 
 
 def _provenance_section(page: Page, prov: dict) -> None:
@@ -253,7 +329,7 @@ def _samples_section(page, G, conditions, control, colours, params, out: Path) -
 def _assay_section(page, real, fake, conditions, control, params, out: Path) -> dict:
     page.heading("Assays: real vs synthetic")
     stats = analysis.assay_statistics(real, fake, control, params.level)
-    stats.to_csv(out / "stats.csv", index=False)
+    stats.to_csv(out / "assay_tests.csv", index=False)
     for assay in real.assays:
         if assay not in fake.assays:
             continue
@@ -265,10 +341,11 @@ def _assay_section(page, real, fake, conditions, control, params, out: Path) -> 
             out / "figures" / f"box_{safe_name(assay)}.png",
         )
         page.image(file_uri(path), assay, width=420)
-    page.heading("Statistics", 3)
+    page.heading("Statistics per cell", 3)
     page.text(
-        f"Each condition against {control}; t, df and p two-sided; CI of the mean "
-        f"difference at {params.level:.2%}; q: Benjamini-Hochberg across the assays.",
+        f"Each condition against {control}, every centre cell as a sample (wells ignored: see the "
+        f"verdict table for tests with wells as replicates); t, df and p two-sided; CI of the "
+        f"mean difference at {params.level:.2%}; q: Benjamini-Hochberg across the assays.",
         "note",
     )
     page.table(
@@ -277,6 +354,7 @@ def _assay_section(page, real, fake, conditions, control, params, out: Path) -> 
                 "source",
                 "test",
                 "condition",
+                "feature_name",
                 "assay",
                 "n",
                 "n_control",

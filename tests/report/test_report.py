@@ -47,19 +47,65 @@ def nfkb_report(assay_crops, tiny_checkpoint_module, tmp_path_factory):
 
 def test_report_files_and_numbers(nfkb_report):
     out, summary = nfkb_report
-    for name in ("report.html", "explorer.html", "summary.json", "stats.csv", "cells_real.csv",
+    for name in ("report.html", "explorer.html", "summary.json", "stats.csv", "assay_tests.csv",
+                 "cells_real.csv",
                  "cells_synthetic.csv", "feature_shifts.csv", "cnn_folds.csv"):  # fmt: skip
         assert (out / name).is_file(), name
     assert summary == json.loads((out / "summary.json").read_text())
     html = (out / "report.html").read_text()
     assert "data:image/gif;base64," in html and "data:image/png;base64," in html
     assert 'src="figures/' not in html and "http" not in html.split("<body>")[1][:50]
-    stats_table = pd.read_csv(out / "stats.csv")
-    assert set(stats_table["source"]) == {"real", "synthetic"}
-    assert set(stats_table["test"]) == {"student", "welch"}
+    tests = pd.read_csv(out / "assay_tests.csv")  # stats.csv is now the verdict table
+    assert set(tests["source"]) == {"real", "synthetic"}
+    assert set(tests["test"]) == {"student", "welch"}
     assert summary["provenance"]["control"] == "control"
     assert 0 <= summary["cnn"]["accuracy_mean"] <= 1
     assert "fid_rand" in summary["fid_kid"]
+
+
+VERDICT_FIELDS = {"feature_name", "cellprofiler_name", "feature", "condition", "d_real",
+                  "d_real_ci_low", "d_real_ci_high", "d_synthetic", "d_synthetic_ci_low",
+                  "d_synthetic_ci_high", "ratio", "ratio_ci_low", "ratio_ci_high", "verdict",
+                  "well_p", "well_t", "well_df", "n_cells_treated", "n_cells_control",
+                  "n_crops_treated", "n_crops_control", "n_wells_treated", "n_wells_control"}  # fmt: skip
+
+
+def test_summary_carries_the_verdict_table_with_wells_as_replicates(nfkb_report, assay_crops):
+    out, summary = nfkb_report
+    table = pd.DataFrame(summary["verdict"]["table"])
+    assert set(table.columns) >= VERDICT_FIELDS
+    assert pd.read_csv(out / "stats.csv")[["feature", "verdict"]].equals(
+        table[["feature", "verdict"]]
+    )
+    ratio = table[table["feature"] == "log_nc_ratio"].iloc[0]
+    assert ratio["feature_name"] == "nucleus/cytoplasm NF-kB ratio (log)"
+    assert ratio["condition"] == "TNF" and ratio["d_real_ci_low"] > 0  # the planted direction
+    manifest = assay_crops("nfkb", 64).manifest
+    wells = manifest.groupby("condition")["well"].nunique()  # all sampled: 40 crops of 3 wells
+    assert (table["n_wells_treated"] == wells["TNF"]).all()
+    assert (table["n_wells_control"] == wells["control"]).all()
+    cells = pd.read_csv(out / "cells_real.csv")
+    assert cells["crop"].is_unique  # one row per crop: its centre cell
+    assert ratio["n_cells_treated"] == ratio["n_crops_treated"] <= 40
+    crops = pd.read_csv(out / "crops_real.csv")  # every crop, with or without a centre cell
+    assert len(crops) == summary["verdict"]["crops_measured"]["real"]
+    assert summary["verdict"]["crops_without_centre_cell"]["real"] == len(crops) - len(cells)
+    counts = summary["verdict"]["counts"]
+    assert (
+        counts["rows"] == len(table)
+        and f"{counts['disagree']} of" in summary["verdict"]["headline"]
+    )
+
+
+def test_the_first_table_of_the_report_is_the_verdict_table(nfkb_report):
+    out, summary = nfkb_report
+    html = (out / "report.html").read_text()
+    first = html.split("<table>")[1].split("</table>")[0]
+    head = first.split("</tr>")[0]
+    assert "d real" in head and "d synthetic" in head and "verdict" in head and "n wells" in head
+    assert "nucleus/cytoplasm NF-kB ratio (log)" in first and "CellProfiler-style name" in head
+    after = html.split("<table>")[1].split("</table>")[1]
+    assert summary["verdict"]["headline"] in after  # the sentence follows it
 
 
 def test_report_finds_the_nfkb_effect_on_real_images(nfkb_report):
