@@ -2,7 +2,19 @@
 
 Each condition draws its cells from a `CellModel`; the difference between a treated condition's
 model and the control's model *is* the planted phenotype. `Assay.ground_truth()` writes the planted
-values and, per condition, the expected direction of each measurable effect relative to the control.
+values and, per condition, the expected direction of each measurable effect relative to the control,
+the intensity changes that remain besides the planted phenotype, and the Cohen's d the project's own
+measurement realises at native resolution.
+
+The planted phenotypes move marker within a cell but conserve its total: translocation moves NF-kB
+between cytoplasm and nucleus, scattering splits the golgi into more, smaller spots with the same
+integrated signal. So a classifier cannot tell conditions apart by brightness alone, except where
+`Condition.intensity` says so.
+
+Wells are biological replicates: each well multiplies the planted parameters and the marker
+expression by its own log-normal factor (`WELL_SIGMA`, recorded per well by the plate writer), so
+cells of one well resemble each other more than cells of different wells and a per-cell test
+pseudo-replicates.
 
 Units: areas in px^2, intensities in expected photons per pixel before camera gain.
 """
@@ -34,11 +46,34 @@ class CellModel:
     marker_level: float = 120.0  # mean cytoplasmic marker concentration, photons/px
     brightness_cv: float = 0.25  # per-cell log-normal spread of every channel's level
     nc_ratio: float = 0.45  # median nucleus/cytoplasm marker concentration ratio
-    nc_ratio_sigma: float = 0.25  # log-normal spread of that ratio
+    nc_ratio_sigma: float = 0.2  # log-normal spread of that ratio
     golgi_compact: bool = True  # True: perinuclear cluster; False: scattered spots
-    golgi_spots: float = 4.0  # mean number of golgi spots per cell (Poisson)
+    golgi_spots: float = 4.0  # mean golgi spots per cell (1 + Poisson(mean - 1): a cell has one)
     golgi_spot_sigma: float = 2.4  # golgi spot Gaussian sigma, px
     relative_density: float = 1.0  # cells per field relative to the assay's density
+
+
+WELL_SIGMA = {
+    "marker_level": 0.12,
+    "nucleus_area": 0.04,
+    "cell_area": 0.05,
+    "nc_ratio": 0.12,
+    "golgi_spots": 0.12,
+    "golgi_spot_sigma": 0.06,
+}
+"""Log-normal sigma of the per-well multiplicative factor on each planted parameter."""
+
+REFERENCE_PLATE = {
+    "seed": 11,
+    "plates": 1,
+    "wells_per_condition": 12,
+    "sites_per_well": 2,
+    "height": 1024,
+    "width": 1280,
+    "cells_per_mpx": 50.0,
+}
+"""The plate `Condition.expected_d` was measured on: `phenexplain.measure.assays.measure_field`
+on every field, cells with the nucleus inside the field, d pooled over cells (log for nc_ratio)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +85,10 @@ class Condition:
     treatment: str
     concentration_um: float = 0.0
     expected: dict[str, str] = field(default_factory=dict)  # feature -> "up" | "down"
+    # feature -> Cohen's d vs control realised at native resolution (see REFERENCE_PLATE)
+    expected_d: dict[str, float] = field(default_factory=dict)
+    # intensity measure -> "up" | "down" | "unchanged" vs control, besides the planted phenotype
+    intensity: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +130,8 @@ class Assay:
                 "planted": planted,
                 "changed_vs_control": changed,
                 "expected_vs_control": dict(cond.expected),
+                "expected_d_vs_control": dict(cond.expected_d),
+                "intensity_vs_control": dict(cond.intensity),
             }
         return {
             "assay": self.name,
@@ -102,12 +143,28 @@ class Assay:
                 for ch in self.channels
             ],
             "conditions": conditions,
+            "well_variation": {
+                "kind": "log-normal multiplicative factor per well and parameter, mean 1",
+                "sigma": dict(WELL_SIGMA),
+                "per_well": "ground_truth_wells.csv",
+            },
+            "expected_d_reference": {
+                "plate": dict(REFERENCE_PLATE),
+                "measured_by": "phenexplain.measure.assays.measure_field, native resolution",
+                "d": "Cohen's d of treated - control over cells (pooled SD); log for nc_ratio",
+            },
         }
 
 
 def _hill(concentration: float, ec50: float, slope: float = 1.0) -> float:
     """Fractional response of a Hill curve, 0 at zero dose and 1 at saturation."""
     return concentration**slope / (concentration**slope + ec50**slope)
+
+
+# Cohen's d realised on REFERENCE_PLATE, measured at native resolution (tests re-measure them).
+NFKB_D = 2.85
+GOLGI_D = {"spot_count": 1.21, "spot_area": -0.89}
+SUBTLE_REALISED_D = 0.38
 
 
 def _nfkb() -> Assay:
@@ -121,13 +178,20 @@ def _nfkb() -> Assay:
             Condition("control", base, treatment="none"),
             Condition(
                 "TNF",
-                replace(base, nc_ratio=2.2),
+                replace(base, nc_ratio=3.2),
                 treatment="TNF",
                 concentration_um=0.0012,
                 expected={"nc_ratio": "up"},
+                expected_d={"log_nc_ratio": NFKB_D},
+                intensity={
+                    "NFkB integrated per cell": "unchanged",
+                    "NFkB mean in nucleus": "up",
+                    "NFkB mean in cytoplasm": "down",
+                },
             ),
         ),
-        notes="Planted: the median nucleus/cytoplasm NFkB concentration ratio (0.45 -> 2.2).",
+        notes="Planted: the median nucleus/cytoplasm NFkB concentration ratio (0.45 -> 3.2), "
+        "with the total NFkB per cell conserved (moved from cytoplasm to nucleus).",
     )
 
 
@@ -143,14 +207,20 @@ def _golgi() -> Assay:
             Condition("DMSO", base, treatment="DMSO"),
             Condition(
                 "nocodazole",
-                replace(base, golgi_compact=False, golgi_spots=22.0, golgi_spot_sigma=1.1),
+                replace(base, golgi_compact=False, golgi_spots=3.0, golgi_spot_sigma=2.3),
                 treatment="nocodazole",
                 concentration_um=10.0,
                 expected={"spot_count": "up", "spot_area": "down"},
+                expected_d={"spot_count": GOLGI_D["spot_count"], "spot_area": GOLGI_D["spot_area"]},
+                intensity={
+                    "Golgi integrated per cell": "unchanged",
+                    "Golgi peak per spot": "down",
+                },
             ),
         ),
-        notes="Planted: golgi layout (compact -> scattered), spots per cell (4 -> 22) and spot "
-        "sigma (2.4 -> 1.1 px).",
+        notes="Planted: golgi layout (compact -> scattered), spots per cell (4 -> 3, each one "
+        "detected apart instead of one merged ribbon) and spot sigma (2.4 -> 2.3 px), with the "
+        "integrated golgi signal per cell conserved.",
     )
 
 
@@ -176,6 +246,11 @@ def _dose() -> Assay:
                 treatment="cytochalasin-like",
                 concentration_um=dose,
                 expected={"cytoplasm_area": "down", "cell_count": "down"},
+                intensity={
+                    "Actin integrated per cell": "down",
+                    "Tubulin integrated per cell": "down",
+                    "Actin and Tubulin mean per cell": "unchanged",
+                },
             )
         )
     return Assay(
@@ -190,24 +265,35 @@ def _dose() -> Assay:
     )
 
 
-SUBTLE_D = 0.4
+SUBTLE_D = 0.4  # the Cohen's d of nuclear area the assay aims at, as measured
+# Planted shift of mean nuclear area, in planted SDs: segmentation and well effects widen the
+# measured spread, so a realised d of SUBTLE_D needs a larger planted shift.
+SUBTLE_SHIFT_SD = 0.55
 
 
 def _subtle() -> Assay:
     base = CellModel()
-    shifted = replace(base, nucleus_area=base.nucleus_area + SUBTLE_D * base.nucleus_area_sd)
+    shifted = replace(base, nucleus_area=base.nucleus_area + SUBTLE_SHIFT_SD * base.nucleus_area_sd)
     return Assay(
         name="subtle",
         description="Two cell lines whose only difference is a small shift of nuclear area "
-        f"(Cohen's d = {SUBTLE_D}), invisible by eye under cell-to-cell variability.",
+        f"(measured Cohen's d about {SUBTLE_D}), invisible by eye under cell-to-cell variability.",
         channels=(Channel("DNA", "dna"), Channel("Actin", "actin")),
         control="corrected",
         conditions=(
             Condition("corrected", base, treatment="isogenic control"),
-            Condition("mutant", shifted, treatment="mutant", expected={"nucleus_area": "up"}),
+            Condition(
+                "mutant",
+                shifted,
+                treatment="mutant",
+                expected={"nucleus_area": "up"},
+                expected_d={"nucleus_area": SUBTLE_REALISED_D},
+                intensity={"DNA integrated per nucleus": "up", "DNA mean in nucleus": "unchanged"},
+            ),
         ),
         notes=f"Planted: mean nuclear area {base.nucleus_area:g} -> {shifted.nucleus_area:g} px^2 "
-        f"with sd {base.nucleus_area_sd:g} (d = {SUBTLE_D}).",
+        f"with sd {base.nucleus_area_sd:g} (planted d = {SUBTLE_SHIFT_SD}, measured about "
+        f"{SUBTLE_D}).",
     )
 
 

@@ -24,13 +24,19 @@ PSF_SIGMA_PX = 1.0
 BACKGROUND_PHOTONS = 12.0
 BORDER_MARGIN_PX = 12.0  # cell centres may lie this far outside the field (cells cut by the edge)
 CLUSTER_FRACTION = 0.3  # share of cells placed next to an existing one
+GOLGI_BODY = 0.12  # diffuse golgi marker in the cytoplasm, relative to the marker level
+# Integrated golgi spot signal per cell, in units of the marker level (photons/px) times px^2:
+# the same whatever the layout, so scattering moves the signal without adding any.
+GOLGI_INTEGRAL = 4 * 6.0 * 2 * np.pi * 2.4**2
 
 
 CELL_COLUMNS = (
     "cell", "y", "x", "centre_in_field", "planted_nucleus_area", "planted_cell_area",
     "nucleus_area", "cell_area", "cytoplasm_area", "nc_ratio", "golgi_spots", "golgi_spot_sigma",
+    "marker_total",
 )  # fmt: skip
-"""Columns of a ground-truth cell row, in order."""
+"""Columns of a ground-truth cell row, in order. ``marker_total``: the cell's integrated NF-kB, or
+its golgi spots' integrated signal, in photons before gain, blur and noise (empty otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,11 @@ def _ownership(shapes: list[Shape], height: int, width: int) -> tuple[np.ndarray
     return owner, np.where(owner >= 0, best_q, 1.0e3), soft_mask(margin)
 
 
+def _per_cell_sum(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Sum of `values` per owning cell 0..n-1."""
+    return np.bincount(owner, weights=values, minlength=n)[:n]
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Unit-variance Gaussian texture with correlation length `sigma` px."""
     noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
@@ -162,8 +173,8 @@ def _golgi_spots(
     rng: np.random.Generator, model: CellModel, cell: _Cell, cyto_pixels: np.ndarray, width: int
 ) -> np.ndarray:
     """Spots [n, 3] of (y, x, sigma) for one cell."""
-    n = int(rng.poisson(model.golgi_spots))
-    if n == 0 or len(cyto_pixels) == 0:
+    n = 1 + int(rng.poisson(max(model.golgi_spots - 1.0, 0.0)))
+    if len(cyto_pixels) == 0:
         return np.zeros((0, 3))
     sigmas = model.golgi_spot_sigma * rng.lognormal(0.0, 0.15, n)
     if model.golgi_compact:
@@ -248,6 +259,11 @@ def render_field(
         levels[i], nc_ratio[i] = cell.levels, cell.nc_ratio
     safe_owner = np.maximum(cell_owner, 0)
     safe_nuc = np.maximum(nuc_owner, 0)
+    owned = cell_owner >= 0
+    # Per cell: nuclear and cytoplasmic area as painted (soft masks summed over its pixels).
+    nuc_in_cell = _per_cell_sum(cell_owner[owned], nuc_mask[owned], len(cells))
+    cyto_in_cell = _per_cell_sum(cell_owner[owned], cyto_mask[owned], len(cells))
+    marker_total = np.zeros(len(cells))
     signal = np.zeros((n_ch, height, width), dtype=np.float32)
     spot_rows: dict[int, np.ndarray] = {}
 
@@ -260,7 +276,14 @@ def render_field(
             signal[c] = level * nuc_mask * radial * texture
         elif channel.stain == "nfkb":
             texture = 1.0 + 0.12 * _smooth_noise(rng, (height, width), 1.0)
-            conc = levels[safe_owner, c] * np.float32(model.marker_level)
+            # Translocation conserves the cell's marker: a total of level x marker level x cell
+            # area, split so that nuclear concentration = nc_ratio x cytoplasmic concentration.
+            total = levels[: len(cells), c] * model.marker_level * (cyto_in_cell + nuc_in_cell)
+            weight = cyto_in_cell + nc_ratio[: len(cells)] * nuc_in_cell
+            cyto_conc = np.zeros(levels.shape[0], dtype=np.float32)
+            cyto_conc[: len(cells)] = np.where(weight > 0, total / np.maximum(weight, 1e-9), 0.0)
+            marker_total = total
+            conc = cyto_conc[safe_owner]
             signal[c] = conc * (cyto_mask + nc_ratio[safe_owner] * nuc_mask) * texture
         elif channel.stain == "actin":
             texture = 1.0 + 0.3 * _smooth_noise(rng, (height, width), 1.5)
@@ -274,7 +297,7 @@ def render_field(
             signal[c] = level * cell_mask * perinuclear * (1.0 - 0.3 * nuc_mask) * np.maximum(texture, 0)
         elif channel.stain == "golgi":
             level = levels[safe_owner, c] * np.float32(model.marker_level)
-            signal[c] = 0.12 * level * cyto_mask
+            signal[c] = GOLGI_BODY * level * cyto_mask
             cyto = np.flatnonzero((cyto_mask > 0.5).ravel())
             owners = cell_owner.ravel()[cyto]
             order = np.argsort(owners, kind="stable")
@@ -282,8 +305,13 @@ def render_field(
             for i, cell in enumerate(cells):
                 spots = _golgi_spots(rng, model, cell, cyto[order[bounds[i] : bounds[i + 1]]], width)
                 spot_rows[i] = spots
-                amp = 6.0 * model.marker_level * cell.levels[c] * (2.4 / np.maximum(spots[:, 2], 0.5))
+                if len(spots) == 0:
+                    continue
+                # every spot carries an equal share of the cell's fixed integrated golgi signal
+                share = GOLGI_INTEGRAL * model.marker_level * cell.levels[c] / len(spots)
+                amp = share / (2 * np.pi * spots[:, 2] ** 2)
                 _paint_spots(signal[c], spots, amp.astype(np.float32))
+                marker_total[i] = share * len(spots)
         else:  # pragma: no cover - assays are validated at definition
             raise AssertionError(channel.stain)
         signal[c] *= gain
@@ -304,10 +332,8 @@ def render_field(
     adu += rng.normal(0.0, READ_NOISE_ADU, adu.shape).astype(np.float32)
     image = np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
 
-    nuc_area = np.bincount(nuc_owner[nuc_owner >= 0], weights=nuc_mask[nuc_owner >= 0], minlength=len(cells))
-    cell_area = np.bincount(
-        cell_owner[cell_owner >= 0], weights=cell_mask[cell_owner >= 0], minlength=len(cells)
-    )
+    nuc_area = _per_cell_sum(nuc_owner[nuc_owner >= 0], nuc_mask[nuc_owner >= 0], len(cells))
+    cell_area = _per_cell_sum(cell_owner[owned], cell_mask[owned], len(cells))
     rows = []
     for i, cell in enumerate(cells):
         spots = spot_rows.get(i, np.zeros((0, 3)))
@@ -325,6 +351,7 @@ def render_field(
                 "nc_ratio": round(cell.nc_ratio, 4),
                 "golgi_spots": len(spots),
                 "golgi_spot_sigma": round(float(spots[:, 2].mean()), 3) if len(spots) else "",
+                "marker_total": round(float(marker_total[i]), 1) if marker_total[i] else "",
             }
         )
     facts = {"cells": len(cells), "debris": n_debris}

@@ -9,6 +9,8 @@ OUT/
   ground_truth.json        the assay's planted parameters and expected directions per condition,
                            plus the generation settings
   ground_truth_cells.csv   one row per cell: field keys, centre, planted and realised values
+  ground_truth_wells.csv   one row per well: its random factor on each planted parameter
+                           (see assays.WELL_SIGMA) and the parameters its cells were drawn with
   <plate>/<plate>_<well>_s<site>_w<k>.tif   16-bit single-channel TIFF, k = 1..C in channel order
 ```
 
@@ -24,14 +26,14 @@ import logging
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from phenexplain.config import SynthParams
-from phenexplain.data.synthetic.assays import Assay, get_assay
+from phenexplain.data.synthetic.assays import WELL_SIGMA, Assay, CellModel, get_assay
 from phenexplain.data.synthetic.field import CELL_COLUMNS, FieldEffects, render_field
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 ROWS_384 = "ABCDEFGHIJKLMNOP"
 FIELD_KEYS = ("plate", "well", "site", "condition")
-GENERATOR_VERSION = 1  # bump when the same seed would produce different bytes
+GENERATOR_VERSION = 2  # bump when the same seed would produce different bytes
 KIND = "synthetic plates"  # the kind in the folder's output marker (see fsutil)
 
 
@@ -103,13 +105,27 @@ def _effects(spec: SynthParams, job: FieldJob, n_channels: int) -> FieldEffects:
     )
 
 
+def well_factors(spec: SynthParams, plate_index: int, well_index: int) -> dict[str, float]:
+    """The well's multiplicative factor on each planted parameter of `WELL_SIGMA` (mean 1)."""
+    rng = np.random.default_rng([spec.seed, plate_index, 5, well_index])
+    return {
+        name: float(rng.lognormal(-0.5 * sigma**2, sigma)) for name, sigma in WELL_SIGMA.items()
+    }
+
+
+def _well_model(model: CellModel, factors: dict[str, float]) -> CellModel:
+    return replace(model, **{name: getattr(model, name) * f for name, f in factors.items()})
+
+
 def _render_job(args: tuple[SynthParams, FieldJob, str]) -> tuple[list[dict], dict]:
     spec, job, out = args
     assay = get_assay(spec.assay)
     rng = np.random.default_rng([spec.seed, job.plate_index, 4, job.well_index, job.site])
+    condition = assay.condition(job.condition)
+    factors = well_factors(spec, job.plate_index, job.well_index)
     image, cells, facts = render_field(
         assay,
-        assay.condition(job.condition),
+        replace(condition, model=_well_model(condition.model, factors)),
         spec.height,
         spec.width,
         spec.cells_per_mpx,
@@ -177,6 +193,7 @@ def generate_plates(
         truth["generation"] = {"generator_version": GENERATOR_VERSION, **settings}
         write_json(staging / "ground_truth.json", truth)
         _write_csv(staging / "ground_truth_cells.csv", cell_rows, [*FIELD_KEYS, *CELL_COLUMNS])
+        _write_wells(staging, spec, assay, jobs)
         swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -193,6 +210,20 @@ def generate_plates(
     }
     log.debug("wrote %d fields of assay %s to %s", len(jobs), assay.name, out)
     return summary
+
+
+def _write_wells(root: Path, spec: SynthParams, assay: Assay, jobs: list[FieldJob]) -> None:
+    rows = []
+    for job in jobs:
+        if job.site != 1:
+            continue
+        factors = well_factors(spec, job.plate_index, job.well_index)
+        model = _well_model(assay.condition(job.condition).model, factors)
+        row = {"plate": job.plate, "well": job.well, "condition": job.condition}
+        row.update({f"factor_{name}": round(f, 6) for name, f in factors.items()})
+        row.update({name: round(getattr(model, name), 6) for name in factors})
+        rows.append(row)
+    _write_csv(root / "ground_truth_wells.csv", rows, list(rows[0]))
 
 
 def _write_metadata(root: Path, assay: Assay, jobs: list[FieldJob]) -> None:
