@@ -18,7 +18,6 @@ it is off (psi = 1) by default.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import atomic_write_bytes, user_cache
+from phenexplain.fsutil import atomic_write_bytes, file_sha256, user_cache
 from phenexplain.nets import Generator
 from phenexplain.training.checkpoint import WEIGHTS
 
@@ -83,11 +82,7 @@ def centroids(
 
 
 def _weights_digest(checkpoint: Path) -> str:
-    digest = hashlib.sha256()
-    with open(checkpoint / WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(checkpoint / WEIGHTS)[:16]
 
 
 def cached_centroids(

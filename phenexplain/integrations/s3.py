@@ -24,6 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -182,17 +183,9 @@ def download_prefix(uri: str, dest: str | Path, *, s3=None, verify: bool = False
     return [target for _, target in plan]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(s3, bucket: str, key: str, path: Path) -> None:
     expected = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(SHA256_METADATA)
-    if expected and expected != _file_sha256(path):
+    if expected and expected != file_sha256(path):
         path.unlink(missing_ok=True)
         raise PhenexplainError(
             f"s3://{bucket}/{key} does not match its recorded sha256; upload it again"
@@ -213,7 +206,7 @@ def upload_folder(folder: str | Path, uri: str, *, s3=None) -> list[str]:
     keys = []
     for path in files:
         obj_key = prefix + path.relative_to(folder).as_posix()
-        extra = {"Metadata": {SHA256_METADATA: _file_sha256(path)}}
+        extra = {"Metadata": {SHA256_METADATA: file_sha256(path)}}
         with _explained(s3, "upload to", bucket, obj_key):
             s3.upload_file(str(path), bucket, obj_key, ExtraArgs=extra)
         keys.append(obj_key)
