@@ -4,7 +4,9 @@ Features (named as the synthetic assays' ground truth names them):
 - ``nucleus_area``: px^2 of each nucleus not touching the field border;
 - ``nc_ratio``: background-subtracted mean marker intensity in the nucleus core (eroded 2 px)
   over that in a cytoplasm ring 2 to 6 px outside the nucleus;
-- ``spot_count``, ``spot_area``: top-hat-detected spots assigned to the nearest nucleus;
+- ``spot_count``, ``spot_area``: top-hat-detected spots assigned to the nearest nucleus (Otsu's
+  threshold, but at least `SPOT_NOISE_Z` robust SDs above the top-hat's median: without the floor,
+  Otsu cuts the noise of a cell without golgi into one spot of a thousand px^2);
 - ``cytoplasm_area``: cell area (watershed from nuclei over the cell-body foreground) minus the
   nucleus area;
 and per field ``cell_count`` (all nuclei) and ``background_fraction``. `measure_cells` works on any
@@ -23,6 +25,7 @@ from skimage.segmentation import clear_border, expand_labels, watershed
 RING_INNER_PX = 2
 RING_OUTER_PX = 6
 SPOT_REACH_PX = 30
+SPOT_NOISE_Z = 5.0  # spots stand this many robust SDs (1.4826 MAD) above the top-hat's median
 BODY_STAINS = ("actin", "tubulin")  # the first channel with one of these stains outlines cells
 
 
@@ -65,7 +68,9 @@ def spots(marker: np.ndarray, nuclei: np.ndarray) -> tuple[np.ndarray, np.ndarra
     values = tophat[territory > 0]
     if values.size == 0 or float(values.max()) == float(values.min()):
         return np.zeros(n), np.full(n, np.nan)
-    spot_labels = label(tophat > threshold_otsu(values))
+    median = float(np.median(values))
+    noise = median + SPOT_NOISE_Z * 1.4826 * float(np.median(np.abs(values - median)))
+    spot_labels = label(tophat > max(threshold_otsu(values), noise))
     props = regionprops_table(spot_labels, properties=("area", "centroid"))
     owner = territory[props["centroid-0"].astype(int), props["centroid-1"].astype(int)]
     keep = (owner > 0) & (props["area"] >= 3)

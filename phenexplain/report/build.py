@@ -32,7 +32,7 @@ from phenexplain.measure import effects
 from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
 from phenexplain.measure.stats import compare_shifts
-from phenexplain.report import analysis, plots, verdicts
+from phenexplain.report import analysis, plots, resolution, verdicts
 from phenexplain.report.explorer import explorer_data, write_explorer
 from phenexplain.report.html import Page, file_uri, png_uri
 from phenexplain.training.checkpoint import load_network, read_config
@@ -157,7 +157,17 @@ def build_report(
     for name, m in (("real", real), ("synthetic", fake)):
         m.cells.to_csv(out / f"cells_{name}.csv", index=False)
         m.crops.to_csv(out / f"crops_{name}.csv", index=False)
-    summary["verdict"] = _verdict_section(page, real, fake, control, params, out)
+    check = None
+    if factor > 1:  # the same real crops at native size: can the model's resolution carry it?
+        native = analysis.measure(
+            real_images, real_names, channels, params.workers, wells=real_wells
+        )
+        check = resolution.resolution_check(
+            native, real, control, native_size=crops.resolution,
+            resolution=G.img_resolution, seed=params.seed,
+        )  # fmt: skip
+        check.to_csv(out / "resolution_check.csv", index=False)
+    summary["verdict"] = _verdict_section(page, real, fake, control, params, out, check)
     _provenance_section(page, summary["provenance"])
 
     stage("FID/KID")
@@ -225,6 +235,7 @@ VERDICT_COLUMNS = {  # verdict table column -> heading on the page
     "ratio_ci_low": "CI low  ",
     "ratio_ci_high": "CI high  ",
     "verdict": "verdict",
+    "d_real_native": "d real at native size",
     "well_p": "p (well means)",
     "n_cells_treated": "n cells",
     "n_crops_treated": "n crops",
@@ -237,18 +248,41 @@ VERDICT_COLUMNS = {  # verdict table column -> heading on the page
 }
 
 
-def _verdict_section(page: Page, real, fake, control: str, params: ReportParams, out) -> dict:
+# verdict-table columns left blank on the page where the model's resolution cannot carry the assay
+AT_MODEL_RESOLUTION = [
+    c for c in VERDICT_COLUMNS if c.startswith(("d_real_ci", "d_synth", "ratio"))
+]
+
+
+def _verdict_section(
+    page: Page, real, fake, control: str, params: ReportParams, out, check=None
+) -> dict:
     """The report's first table: real and synthetic effect sizes side by side, with verdicts."""
-    table = verdicts.verdict_table(real, fake, control, seed=params.seed)
+    table = verdicts.verdict_table(real, fake, control, seed=params.seed, resolution=check)
     table.to_csv(out / "stats.csv", index=False)
     counts = verdicts.disagreements(table)
     headline = verdicts.sentence(counts)
     page.heading("Verdict: do generated cells reproduce the real effects?")
     if len(table):
-        page.table(table[list(VERDICT_COLUMNS)].rename(columns=VERDICT_COLUMNS), digits=3)
+        shown = table[list(VERDICT_COLUMNS)].astype(object)
+        below = table["verdict"].str.startswith(f"{verdicts.NOT_MEASURABLE} at ")
+        shown.loc[below, ["d_real", *AT_MODEL_RESOLUTION]] = ""  # no number where none holds
+        page.table(shown.rename(columns=VERDICT_COLUMNS), digits=3)
     else:
         page.table(table)
     page.text(headline)
+    if check is not None and len(check):
+        page.text(
+            f"The model draws {int(check['resolution'].iloc[0])} px crops; every number in the "
+            "table is measured on crops at the model's resolution (real "
+            "crops box-downsampled, then all crops enlarged back to the crop set's native size "
+            "so that the assays' pixel parameters hold). 'd real at native size' is the same "
+            "real crops measured at full resolution. An assay is not measurable at R px where "
+            "its stated limit is above R or where, on these crops, d real at R px has another "
+            f"sign or keeps less than {resolution.MIN_KEPT:.0%} of its native value "
+            "(resolution_check.csv).",
+            "note",
+        )
     missing = {
         name: int((m.crops["centre_object"] == 0).sum()) if "centre_object" in m.crops else 0
         for name, m in (("real", real), ("synthetic", fake))
@@ -266,7 +300,8 @@ def _verdict_section(page: Page, real, fake, control: str, params: ReportParams,
         "per crop). p: Welch's t-test on well means (the well is the replicate). Verdict: wrong "
         "sign (synthetic CI on the other side of 0), inflated or deflated (ratio CI above or "
         "below 1), agrees (ratio CI includes 1), not measurable (too few wells or images, or a "
-        "real CI that includes 0); stats.csv has each reason.",
+        "real CI that includes 0), not measurable at R px (the model's resolution cannot carry "
+        "the assay); stats.csv has each reason.",
         "note",
     )
     return {

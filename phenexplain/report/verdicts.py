@@ -6,6 +6,10 @@ d_real with a bootstrap CI resampling wells, d_synthetic with a bootstrap CI res
 (one generated crop, one image), their ratio with its CI, the verdict, and the real test with the
 well as the unit (Welch's t on well means), with the cells, crops and wells behind them. Cell
 assays are measured on the centre cell of each crop (one value per crop), crop assays per crop.
+
+With a resolution check (`report.resolution.resolution_check`), d at the crop set's native size
+stands beside d at the model's resolution, and an assay that the model's resolution cannot carry
+gets the verdict "not measurable at R px" (its reason says which limit it failed).
 """
 
 from __future__ import annotations
@@ -40,7 +44,10 @@ def _effects(
     return d_real, d_fake, test
 
 
-def _row(assay, condition, control, d_real, d_fake, test) -> dict:
+NOT_MEASURABLE = str(effects.Verdict.NOT_MEASURABLE)
+
+
+def _row(assay, condition, control, d_real, d_fake, test, check: dict | None) -> dict:
     plain, cp_name = assay_names(assay)
     if d_fake is None:
         ratio = effects.EffectRatio(np.nan, np.nan, np.nan, d_real.level)
@@ -48,7 +55,11 @@ def _row(assay, condition, control, d_real, d_fake, test) -> dict:
     else:
         ratio = effects.effect_ratio(d_real, d_fake)
         verdict, reason = effects.verdict(d_real, d_fake, ratio)
+    verdict = str(verdict)
+    if check is not None and not check["measurable"]:
+        verdict, reason = f"{NOT_MEASURABLE} at {check['resolution']} px", check["reason"]
     nan = float("nan")
+    check = check or {}
     counts = d_real.counts
     return {
         "feature_name": plain,
@@ -66,8 +77,13 @@ def _row(assay, condition, control, d_real, d_fake, test) -> dict:
         "ratio": ratio.ratio,
         "ratio_ci_low": ratio.ci_low,
         "ratio_ci_high": ratio.ci_high,
-        "verdict": str(verdict),
+        "verdict": verdict,
         "verdict_reason": reason,
+        "resolution": check.get("resolution"),
+        "lowest_resolution": check.get("lowest_resolution"),
+        "d_real_native": check.get("d_native", nan),
+        "d_real_native_ci_low": check.get("d_native_ci_low", nan),
+        "d_real_native_ci_high": check.get("d_native_ci_high", nan),
         "well_test": test.method,
         "well_difference": test.difference,
         "well_ci_low": test.ci_low,
@@ -94,14 +110,19 @@ def verdict_table(
     control: str,
     *,
     seed: int,
+    resolution: pd.DataFrame | None = None,
     resamples: int = effects.DEFAULT_RESAMPLES,
     level: float = effects.DEFAULT_LEVEL,
 ) -> pd.DataFrame:
     """One row per (real assay, condition vs control); the columns are `_row`'s.
 
     `real` must carry wells (`analysis.measure(..., wells=...)`). Bootstrap draws come from one
-    generator seeded by `seed`, so the table is reproducible.
+    generator seeded by `seed`, so the table is reproducible. `resolution` is the real crops'
+    `resolution_check` at the model's resolution (None: the model runs at the native size).
     """
+    checks = {}
+    if resolution is not None and len(resolution):
+        checks = {(r["feature"], r["condition"]): r for r in resolution.to_dict(orient="records")}
     rng = np.random.default_rng(seed)
     rows = []
     for assay in real.assays:
@@ -112,18 +133,20 @@ def verdict_table(
             continue
         for condition in conditions:
             found = _effects(table, fake, assay, condition, control, rng, resamples, level)
-            rows.append(_row(assay, condition, control, *found))
+            rows.append(_row(assay, condition, control, *found, checks.get((assay, condition))))
     return pd.DataFrame(rows)
 
 
 def disagreements(table: pd.DataFrame) -> dict:
-    """How many verdicts disagree (inflated, deflated, wrong sign), agree, or are not measurable."""
+    """How many verdicts disagree (inflated, deflated, wrong sign), agree, or are not measurable
+    (of which how many at the model's resolution)."""
     verdicts = table["verdict"] if len(table) else pd.Series([], dtype=str)
     return {
         "rows": len(table),
         "disagree": int(verdicts.isin([str(v) for v in DISAGREE]).sum()),
         "agree": int((verdicts == str(effects.Verdict.AGREES)).sum()),
-        "not_measurable": int((verdicts == str(effects.Verdict.NOT_MEASURABLE)).sum()),
+        "not_measurable": int(verdicts.str.startswith(NOT_MEASURABLE).sum()),
+        "below_resolution": int(verdicts.str.startswith(f"{NOT_MEASURABLE} at ").sum()),
         "wrong_sign": int((verdicts == str(effects.Verdict.WRONG_SIGN)).sum()),
     }
 
@@ -135,5 +158,5 @@ def sentence(counts: dict) -> str:
         f"{counts['disagree']} of {measurable} measurable verdicts disagree (inflated, deflated "
         f"or wrong sign; {counts['wrong_sign']} with the wrong sign), {counts['agree']} agree; "
         f"{counts['not_measurable']} of {counts['rows']} (feature, condition) pairs are not "
-        "measurable."
+        f"measurable, {counts['below_resolution']} of them at the model resolution."
     )

@@ -49,7 +49,8 @@ def test_report_files_and_numbers(nfkb_report):
     out, summary = nfkb_report
     for name in ("report.html", "explorer.html", "summary.json", "stats.csv", "assay_tests.csv",
                  "cells_real.csv",
-                 "cells_synthetic.csv", "feature_shifts.csv", "cnn_folds.csv"):  # fmt: skip
+                 "cells_synthetic.csv", "feature_shifts.csv", "cnn_folds.csv",
+                 "resolution_check.csv"):  # fmt: skip
         assert (out / name).is_file(), name
     assert summary == json.loads((out / "summary.json").read_text())
     html = (out / "report.html").read_text()
@@ -78,6 +79,8 @@ def test_summary_carries_the_verdict_table_with_wells_as_replicates(nfkb_report,
         table[["feature", "verdict"]]
     )
     ratio = table[table["feature"] == "log_nc_ratio"].iloc[0]
+    assert ratio["resolution"] == 16 and ratio["lowest_resolution"] == 64 // 8
+    assert ratio["d_real_native_ci_low"] > 0  # 16 px crops of a 64 px crop set: factor 4
     assert ratio["feature_name"] == "nucleus/cytoplasm NF-kB ratio (log)"
     assert ratio["condition"] == "TNF" and ratio["d_real_ci_low"] > 0  # the planted direction
     manifest = assay_crops("nfkb", 64).manifest
