@@ -312,6 +312,10 @@ def train(
     kimg: Annotated[
         float | None, typer.Option(help="Train until this many thousand real images.")
     ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help="Wall-clock budget: stop at the first tick after it (kimg is the cap)."),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     tick_kimg: Annotated[float | None, typer.Option(help="Report every this many kimg.")] = None,
     snapshot_ticks: Annotated[
@@ -341,6 +345,7 @@ def train(
         load_params(_State.params_path).train,
         profile=profile,
         kimg=kimg,
+        minutes=minutes,
         seed=seed,
         tick_kimg=tick_kimg,
         snapshot_ticks=snapshot_ticks,

@@ -163,6 +163,12 @@ class TrainParams(Section):
 
     profile: str = "cpu-small"
     kimg: float = Field(10.0, gt=0, description="thousands of real images shown to D")
+    minutes: float | None = Field(
+        None,
+        gt=0,
+        description="wall-clock budget of one train call: stop at the first tick after it (kimg "
+        "stays the upper bound; the kimg reached is recorded); None: train for kimg",
+    )
     seed: int = Field(0, ge=0)
     tick_kimg: float = Field(0.5, gt=0)
     snapshot_ticks: int = Field(4, gt=0)

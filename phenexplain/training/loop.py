@@ -423,6 +423,17 @@ def _tick_stats(trainer: Trainer, sums: dict[str, list[float]], nimg: int, secon
     }
 
 
+def _time_up(trainer: Trainer, started: float, minutes: float | None) -> bool:
+    """Whether the wall-clock budget is spent, by rank 0's clock on every rank."""
+    if minutes is None:
+        return False
+    up = torch.tensor([time.perf_counter() - started >= minutes * 60], dtype=torch.int32)
+    if trainer.world > 1:
+        up = up.to(trainer.device)
+        dist.broadcast(up, src=0)
+    return bool(up.item())
+
+
 def train(
     trainer: Trainer,
     run_dir: Path,
@@ -435,14 +446,17 @@ def train(
     evaluate: Callable[[Trainer], dict] | None = None,
     on_divergence: Literal["stop", "rollback"] = "stop",
     max_rollbacks: int = 3,
+    minutes: float | None = None,
 ) -> Progress:
-    """Run until `kimg` thousand images; tick stats every `tick_kimg`, checkpoint every
+    """Run until `kimg` thousand images, or until the first tick after `minutes` of wall clock
+    (rank 0's clock decides for every rank); tick stats every `tick_kimg`, checkpoint every
     `snapshot_ticks` ticks and at the end, with `evaluate(trainer)` (FID/KID) merged into the
     snapshot's stats. A non-finite loss (checked every step) or weight (every tick) stops the
     run with `TrainingDivergedError` or rolls it back, as `on_divergence` says. Only rank 0
     writes and reports."""
     run_dir = Path(run_dir)
     total = int(kimg * 1000)
+    started = time.perf_counter()
     guard = DivergenceGuard(trainer, run_dir, on_divergence, max_rollbacks, callbacks)
     tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
     sums: dict[str, list[float]] = {}
@@ -464,7 +478,7 @@ def train(
         elapsed = time.perf_counter() - tick_start
         stats = _tick_stats(trainer, sums, prog.cur_nimg - tick_start_nimg, elapsed)
         sums.clear()
-        stop = any(cb.should_stop() for cb in callbacks)
+        stop = any(cb.should_stop() for cb in callbacks) or _time_up(trainer, started, minutes)
         if trainer.rank == 0:
             for cb in callbacks:
                 cb.on_tick(stats)

@@ -137,4 +137,5 @@ def run_training(
         evaluate=evaluate,
         on_divergence=params.on_divergence,
         max_rollbacks=params.max_rollbacks,
+        minutes=params.minutes,
     )

@@ -139,6 +139,17 @@ def test_run_folder_callback_writes_stats_and_samples(tiny_crops, tmp_path):
     assert Image.open(samples[-1]).size == (3 * 16, 2 * 16)  # 3 seeds x 2 conditions
 
 
+def test_a_minutes_budget_stops_at_the_first_tick_after_it(tiny_crops, tmp_path):
+    tr = _trainer(tiny_crops)
+    run = tmp_path / "run"
+    progress = train(tr, run, kimg=100.0, tick_kimg=0.016, snapshot_ticks=4, sample_seeds=1,
+                     callbacks=[RunFolderCallback(run)], minutes=1e-6)  # fmt: skip
+    assert progress.cur_nimg == 16 and progress.tick == 1  # one tick, far below the kimg cap
+    assert latest_checkpoint(run).name == "kimg0000.016"  # the stop is checkpointed
+    lines = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert [x["tick"] for x in lines] == [1]
+
+
 def _cli(*args):
     exe = Path(sys.executable).with_name("phenexplain")
     return [str(exe), *args]
@@ -195,3 +206,9 @@ def test_two_process_gloo_training(tiny_crops, tmp_path):
     assert config["training"]["progress"]["cur_nimg"] == 64  # global batches of 8 counted once
     weights = _weights(latest_checkpoint(tmp_path / "ddp"))
     assert all(torch.isfinite(v).all() for v in weights.values())
+    # a time budget: rank 0's clock stops both processes at the same tick (no hang)
+    timed = [*cmd[:-4], "--run-dir", str(tmp_path / "timed"), "--kimg", "10", "--minutes", "1e-6"]
+    result = subprocess.run(timed, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = json.loads((latest_checkpoint(tmp_path / "timed") / "checkpoint.json").read_text())
+    assert config["training"]["progress"]["cur_nimg"] == 32  # one tick of 0.032 kimg
