@@ -32,11 +32,11 @@ from phenexplain.measure import effects
 from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
 from phenexplain.measure.stats import compare_shifts
-from phenexplain.report import analysis, plots, resolution, verdicts
+from phenexplain.report import analysis, plots, resolution, validation, verdicts
 from phenexplain.report.explorer import explorer_data, write_explorer
 from phenexplain.report.html import Page, file_uri, png_uri
 from phenexplain.training.checkpoint import load_network, read_config
-from phenexplain.training.data import TrainingData, downsample
+from phenexplain.training.data import TrainingData
 
 log = logging.getLogger(__name__)
 KIND = "report"  # the kind in the folder's output marker (see fsutil)
@@ -132,42 +132,17 @@ def build_report(
     control = latent.pick_control(conditions, params.control)
     G = load_network(checkpoint, "G_ema", device)
     colours = default_colours(channels)
-    factor = crops.resolution // G.img_resolution
     summary: dict = {"provenance": provenance(checkpoint, crops, config, control)}
     page = Page(f"Phenexplain report: {crops.root.name}")
 
     stage("measuring real and generated crops")
-    real_images, real_names, real_wells = analysis.sample_real(
-        crops, conditions, params.real_per_condition, params.seed
-    )
-    real_small = downsample(real_images, factor)
-    fake_small, fake_names = analysis.generate(
-        G, conditions, params.synthetic_per_condition, params.seed
-    )
-    real = analysis.measure(
-        analysis.enlarge(real_small, factor),
-        real_names,
-        channels,
-        params.workers,
-        wells=real_wells,
-    )
-    fake = analysis.measure(
-        analysis.enlarge(fake_small, factor), fake_names, channels, params.workers
-    )
-    for name, m in (("real", real), ("synthetic", fake)):
+    v = validation.validate(G, crops, conditions, control, params)
+    for name, m in (("real", v.real), ("synthetic", v.synthetic)):
         m.cells.to_csv(out / f"cells_{name}.csv", index=False)
         m.crops.to_csv(out / f"crops_{name}.csv", index=False)
-    check = None
-    if factor > 1:  # the same real crops at native size: can the model's resolution carry it?
-        native = analysis.measure(
-            real_images, real_names, channels, params.workers, wells=real_wells
-        )
-        check = resolution.resolution_check(
-            native, real, control, native_size=crops.resolution,
-            resolution=G.img_resolution, seed=params.seed,
-        )  # fmt: skip
-        check.to_csv(out / "resolution_check.csv", index=False)
-    summary["verdict"] = _verdict_section(page, real, fake, control, params, out, check)
+    if v.check is not None:
+        v.check.to_csv(out / "resolution_check.csv", index=False)
+    summary["verdict"] = _verdict_section(page, v, control, params, out)
     _provenance_section(page, summary["provenance"])
 
     stage("FID/KID")
@@ -176,15 +151,15 @@ def build_report(
     stage("samples and traversals")
     _samples_section(page, G, conditions, control, colours, params, out)
 
-    summary["assays"] = _assay_section(page, real, fake, conditions, control, params, out)
+    summary["assays"] = _assay_section(page, v.real, v.synthetic, conditions, control, params, out)
 
     stage("feature panel")
     summary["feature_shifts"] = _feature_section(
         page,
-        analysis.enlarge(real_small, factor),
-        real_names,
-        analysis.enlarge(fake_small, factor),
-        fake_names,
+        analysis.enlarge(v.real_small, v.factor),
+        v.real_names,
+        analysis.enlarge(v.fake_small, v.factor),
+        v.fake_names,
         channels,
         control,
         params,
@@ -198,7 +173,7 @@ def build_report(
     summary["latent"] = _latent_section(page, G, crops, conditions, control, params, out)
 
     stage("explorer")
-    real_for_explorer = {name: real_small[real_names == name][:6] for name in conditions}
+    real_for_explorer = {name: v.real_small[v.real_names == name][:6] for name in conditions}
     data = explorer_data(
         G,
         conditions,
@@ -255,10 +230,11 @@ AT_MODEL_RESOLUTION = [
 
 
 def _verdict_section(
-    page: Page, real, fake, control: str, params: ReportParams, out, check=None
+    page: Page, v: validation.Validation, control: str, params: ReportParams, out
 ) -> dict:
     """The report's first table: real and synthetic effect sizes side by side, with verdicts."""
-    table = verdicts.verdict_table(real, fake, control, seed=params.seed, resolution=check)
+    real, fake, check = v.real, v.synthetic, v.check
+    table = v.verdict_table(control, params.seed)
     table.to_csv(out / "stats.csv", index=False)
     counts = verdicts.disagreements(table)
     headline = verdicts.sentence(counts)
