@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo ui data-pin test test-all browser bench lint format repro clean-venv
+.PHONY: demo ui data-pin test test-all browser bench science lint format repro clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench: $(VENV)/.installed-run
 	$(BIN)/phenexplain bench generate | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench explain | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench measure | tee -a bench/results.jsonl
+
+# The science benchmark: every planted assay x 3 training seeds at the demo's budget (hours on
+# 2 cores; resumes where it stopped). Results in bench/science/summary.md and summary.png.
+science: $(VENV)/.installed-run
+	$(BIN)/phenexplain bench science bench/science
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -789,6 +789,38 @@ bench_app.command("generate", help="Inference img/s, time to map 100,000 z, peak
 )
 
 
+@bench_app.command("science")
+def bench_science(
+    out: Annotated[Path, typer.Argument(help="Benchmark folder (created; resumed if it exists).")],
+    assays: Annotated[
+        str, typer.Option(help="Comma-separated assays: nfkb, golgi, dose, subtle.")
+    ] = "nfkb,golgi,dose,subtle",
+    seeds: Annotated[int, typer.Option(help="Training seeds per assay (0, 1, ...).")] = 3,
+    profile: Annotated[str | None, typer.Option(help="Training profile (params.yaml).")] = None,
+    kimg: Annotated[
+        float | None, typer.Option(help="Training budget, kimg (default: the demo's).")
+    ] = None,
+    minutes: Annotated[
+        float | None, typer.Option(help="Training budget, minutes (kimg is then the cap).")
+    ] = None,
+) -> None:
+    """Train and validate the recipe on each planted assay over training seeds (see
+    phenexplain.science); one JSON line per (assay, feature, condition, seed), then summary.md
+    and summary.png in OUT. Finished (assay, seed) pairs are kept, so it resumes."""
+    from phenexplain.config import load_params, with_overrides
+    from phenexplain.science import ASSAYS, DEMO_KIMG, run_science
+
+    params = load_params(_State.params_path)
+    train = with_overrides(
+        params.train, profile=profile, kimg=kimg if kimg is not None else DEMO_KIMG,
+        minutes=minutes,
+    )  # fmt: skip
+    params = params.model_copy(update={"train": train})
+    names = [a.strip() for a in assays.split(",") if a.strip()] or list(ASSAYS)
+    _, md, png = run_science(out, params, assays=names, seeds=seeds, say=typer.echo)
+    _say(f"summary: {md} and {png}")
+
+
 def main() -> None:
     """Console-script entry point: user errors become one clear line and exit status 1."""
     try:

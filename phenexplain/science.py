@@ -1,0 +1,410 @@
+"""`phenexplain bench science`: does the embedded recipe reproduce planted phenotypes, over seeds?
+
+For each assay and each training seed: a synthetic plate (one fixed plate seed per assay, so seeds
+differ only in training), ingest, training for the demo's budget, then the report's own
+measurement (`report.validation.validate`) of the LAST checkpoint (the snapshot rule is fixed in
+advance: never the one whose phenotype looks best). Per (assay, seed) the benchmark writes
+``OUT/<assay>/seed-<n>/science.json``; a finished (assay, seed) is not run again, so an
+interrupted benchmark resumes where it stopped. At the end it gathers every finished pair into
+
+- ``OUT/results.jsonl``: one line per (assay, feature, condition, seed): d_real and its CI
+  (bootstrap over wells), d_synthetic and its CI (over images), the ratio and its CI, the
+  verdict, the target and whether it is met, FID (fid_rand of the last checkpoint), kimg
+  reached and training minutes; ``dose`` adds one line per seed (feature ``dose_response``) with
+  the Spearman rho of synthetic cytoplasm area and of the median W distance to the control
+  centroid against dose;
+- ``OUT/summary.md``: median and range over seeds per (assay, feature, condition), and the
+  targets met per assay;
+- ``OUT/summary.png``: d_synthetic against d_real per feature, one point per seed, CI bars and
+  the identity line.
+
+Targets (`TARGETS`, from the faithful-phenotypes issue): nfkb's log ratio |d_syn - d_real| <= 0.3;
+golgi's spot count with the right sign and a ratio in [0.67, 1.5], its spot area with the right
+sign where it is measurable at the trained resolution; dose's synthetic cytoplasm area falling
+with dose (rho <= -0.8) and W distance rising (rho >= 0.8); subtle's nucleus area with the
+right sign and a ratio in [0.5, 2]; and nowhere a ratio above 1.5 where the real effect is real.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from phenexplain.config import IngestParams, Params, SynthParams, TrainParams
+from phenexplain.data.cropset import CropSet
+from phenexplain.data.ingest import ingest
+from phenexplain.data.synthetic import generate_plates, get_assay
+from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import write_json
+
+ASSAYS = ("nfkb", "golgi", "dose", "subtle")
+DEMO_KIMG = 20.0  # the demo's training budget (flows/demo.py trains for it)
+PLATE_SEED = 11  # one plate per assay, the same for every training seed
+MAX_INFLATION = 1.5
+RESULT = "science.json"
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a (feature, condition) must show: the sign of d_real and a band of d_syn / d_real,
+    or at most `max_abs_diff` between d_syn and d_real."""
+
+    feature: str
+    ratio: tuple[float, float] | None = None
+    max_abs_diff: float | None = None
+    only_if_measurable: bool = False  # judged only where the resolution check allows it
+
+    def met(self, row: dict) -> bool | None:
+        """Whether `row` (a verdict-table row) meets the target; None where it is not judged."""
+        below = str(row["verdict"]).startswith("not measurable at ")
+        if self.only_if_measurable and below:
+            return None
+        d_real, d_syn = row["d_real"], row["d_synthetic"]
+        if not (np.isfinite(d_real) and np.isfinite(d_syn)):
+            return False
+        if self.max_abs_diff is not None:
+            return bool(abs(d_syn - d_real) <= self.max_abs_diff)
+        ok = np.sign(d_syn) == np.sign(d_real)
+        if self.ratio is not None:
+            low, high = self.ratio
+            ok = ok and low <= d_syn / d_real <= high
+        return bool(ok)
+
+
+TARGETS = {
+    "nfkb": [Target("log_nc_ratio", max_abs_diff=0.3)],
+    "golgi": [
+        Target("spot_count", ratio=(0.67, 1.5)),
+        Target("spot_area", only_if_measurable=True),
+    ],
+    "subtle": [Target("nucleus_area", ratio=(0.5, 2.0))],
+    "dose": [],  # judged on the dose response (`dose_response`), not on one condition's d
+}
+DOSE_RHO = {"cytoplasm_area": -0.8, "w_distance": 0.8}
+
+
+def plate_spec(assay: str, base: SynthParams) -> SynthParams:
+    """The benchmark's plate of `assay`: `base`'s size (params.yaml: synth), 8 wells per condition,
+    the fixed plate seed."""
+    return base.model_copy(update={"assay": assay, "seed": PLATE_SEED, "wells_per_condition": 8})
+
+
+def _ingest_params(assay: str, base: IngestParams) -> IngestParams:
+    spec = get_assay(assay)
+    channels = [ch.name for ch in spec.channels]
+    dna = next(ch.name for ch in spec.channels if ch.stain == "dna")
+    return base.model_copy(
+        update={"channels": channels, "dna_channel": dna, "conditions": [], "layout": "manifest"}
+    )
+
+
+def prepare_data(out: Path, assay: str, params: Params, say: Say) -> Path:
+    """Plate and crop set of `assay` under ``OUT/<assay>/`` (made once, reused by every seed)."""
+    folder = out / assay
+    done = folder / "data.json"
+    crops = folder / "crops"
+    if done.is_file():
+        return crops
+    plate = folder / "plate"
+    say(f"{assay}: synthesising the plate")
+    generate_plates(plate_spec(assay, params.synth), plate, overwrite=plate.exists())
+    say(f"{assay}: ingesting")
+    summary = ingest(plate, crops, _ingest_params(assay, params.ingest), overwrite=crops.exists())
+    write_json(done, {"plate": str(plate), "crops": str(crops), "ingest": summary})
+    return crops
+
+
+def _last_snapshot(run: Path) -> dict:
+    lines = (run / "snapshots.jsonl").read_text().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _dose_response(G, conditions: list[str], crops: CropSet, v, control: str, params) -> dict:
+    """Spearman rho against dose of the median cytoplasm area (real and synthetic) and of the
+    median W distance to the control centroid (`conditions`: the generator's, in its order)."""
+    from phenexplain.explain import latent
+    from phenexplain.explain.traversal import centroids
+
+    dose = crops.manifest.groupby("condition")["concentration_um"].first().to_dict()
+    doses = sorted((c for c in dose if c != control), key=lambda c: float(dose[c]))
+    order = [control, *doses]
+    out: dict = {"doses": doses}
+    for source, m in (("real", v.real), ("synthetic", v.synthetic)):
+        medians = m.cells.groupby("condition")["cytoplasm_area"].median().reindex(order)
+        out[f"rho_cytoplasm_area_{source}"] = float(
+            stats.spearmanr(np.arange(len(order)), medians.to_numpy()).statistic
+        )
+    centroid = centroids(G, params.centroid_samples, seed=params.seed)
+    _, summary = latent.dose_distances(
+        G, conditions, control, doses, centroid=centroid, n=params.dose_samples, seed=params.seed
+    )
+    out["rho_w_distance"] = summary["spearman_rho_median_vs_dose"]
+    return out
+
+
+def run_one(out: Path, assay: str, seed: int, params: Params, say: Say) -> dict:
+    """Train, measure and record one (assay, seed); returns the record written to science.json."""
+    from phenexplain.explain.latent import pick_control
+    from phenexplain.report.validation import validate
+    from phenexplain.training.checkpoint import latest_checkpoint, load_network, read_config
+    from phenexplain.training.run import run_training
+
+    crops_dir = prepare_data(out, assay, params, say)
+    folder = out / assay / f"seed-{seed}"
+    run = folder / "run"
+    train = params.train.model_copy(update={"seed": seed})
+    say(f"{assay} seed {seed}: training ({_budget(train)})")
+    start = time.perf_counter()
+    progress = run_training(crops_dir, run, train, overwrite=run.exists())
+    minutes = (time.perf_counter() - start) / 60
+    checkpoint = latest_checkpoint(run)  # the last one: fixed in advance, whatever it shows
+    say(f"{assay} seed {seed}: measuring {checkpoint.name}")
+    config = read_config(checkpoint)
+    G = load_network(checkpoint, "G_ema")
+    crops = CropSet(crops_dir)
+    control = pick_control(config["conditions"], get_assay(assay).control)
+    v = validate(G, crops, config["conditions"], control, params.report)
+    table = v.verdict_table(control, params.report.seed)
+    snapshot = _last_snapshot(run)
+    record = {
+        "assay": assay,
+        "seed": seed,
+        "checkpoint": str(checkpoint),
+        "kimg": progress.cur_nimg / 1000,
+        "training_minutes": minutes,
+        "img_per_s": progress.cur_nimg / (minutes * 60),
+        "fid_rand": snapshot.get("fid_rand"),
+        "resolution": G.img_resolution,
+        "profile": train.profile,
+        "table": table.to_dict(orient="records"),
+    }
+    if assay == "dose":
+        record["dose_response"] = _dose_response(
+            G, config["conditions"], crops, v, control, params.report
+        )
+    write_json(folder / RESULT, record)
+    return record
+
+
+def _budget(train: TrainParams) -> str:
+    if train.minutes is not None:
+        return f"{train.minutes:g} min, at most {train.kimg:g} kimg"
+    return f"{train.kimg:g} kimg"
+
+
+def result_rows(record: dict) -> list[dict]:
+    """The JSON lines of one (assay, seed) record."""
+    common = {k: record[k] for k in ("assay", "seed", "kimg", "training_minutes", "fid_rand")}
+    common["resolution"] = record["resolution"]
+    targets = {t.feature: t for t in TARGETS.get(record["assay"], [])}
+    rows = []
+    for row in record["table"]:
+        target = targets.get(row["feature"])
+        ratio = row["ratio"]
+        real_effect = np.isfinite(row["d_real_ci_low"]) and (
+            row["d_real_ci_low"] > 0 or row["d_real_ci_high"] < 0
+        )
+        rows.append({
+            **common,
+            "feature": row["feature"],
+            "feature_name": row["feature_name"],
+            "cellprofiler_name": row["cellprofiler_name"],
+            "condition": row["condition"],
+            "d_real": row["d_real"],
+            "d_real_ci": [row["d_real_ci_low"], row["d_real_ci_high"]],
+            "d_synthetic": row["d_synthetic"],
+            "d_synthetic_ci": [row["d_synthetic_ci_low"], row["d_synthetic_ci_high"]],
+            "ratio": ratio,
+            "ratio_ci": [row["ratio_ci_low"], row["ratio_ci_high"]],
+            "verdict": row["verdict"],
+            "target": None if target is None else _describe(target),
+            "target_met": None if target is None else target.met(row),
+            "inflated_above_1_5": bool(
+                real_effect and np.isfinite(ratio) and ratio > MAX_INFLATION
+                and not str(row["verdict"]).startswith("not measurable at ")
+            ),
+        })  # fmt: skip
+    if "dose_response" in record:
+        dr = record["dose_response"]
+        met = (
+            dr["rho_cytoplasm_area_synthetic"] <= DOSE_RHO["cytoplasm_area"]
+            and dr["rho_w_distance"] >= DOSE_RHO["w_distance"]
+        )
+        rows.append({
+            **common,
+            "feature": "dose_response",
+            "feature_name": "dose response: Spearman rho against dose",
+            "condition": "all doses",
+            **{k: v for k, v in dr.items() if k.startswith("rho_")},
+            "target": "synthetic cytoplasm area rho <= -0.8 and W distance rho >= 0.8",
+            "target_met": bool(met),
+        })  # fmt: skip
+    return rows
+
+
+def _describe(target: Target) -> str:
+    if target.max_abs_diff is not None:
+        return f"|d_syn - d_real| <= {target.max_abs_diff:g}"
+    text = "sign right"
+    if target.ratio is not None:
+        text += f", ratio in [{target.ratio[0]:g}, {target.ratio[1]:g}]"
+    if target.only_if_measurable:
+        text += " (where measurable at the trained resolution)"
+    return text
+
+
+def _summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Median and range over seeds per (assay, feature, condition)."""
+    effects = rows[rows["feature"] != "dose_response"]
+    out = []
+    for (assay, feature, condition), part in effects.groupby(
+        ["assay", "feature", "condition"], sort=False
+    ):
+        entry = {"assay": assay, "feature": feature, "condition": condition, "seeds": len(part)}
+        for column in ("d_real", "d_synthetic", "ratio"):
+            values = part[column].astype(float)
+            entry[column] = values.median()
+            entry[f"{column}_min"], entry[f"{column}_max"] = values.min(), values.max()
+        entry["verdicts"] = ", ".join(part["verdict"].astype(str))
+        met = part["target_met"].dropna()
+        entry["target"] = part["target"].iloc[0]
+        entry["target_met"] = f"{int(met.sum())} of {len(met)}" if len(met) else ""
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def _fmt(x) -> str:
+    return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.2f}"
+
+
+def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
+    """summary.md and summary.png of every finished (assay, seed)."""
+    table = _summary_table(rows)
+    runs = rows.drop_duplicates(["assay", "seed"])
+    lines = [
+        "# Science benchmark",
+        "",
+        f"{len(runs)} runs (assay x training seed); the last checkpoint of each. Median "
+        "[min, max] over seeds.",
+        "",
+        "| assay | feature | condition | seeds | d real | d synthetic | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.to_dict(orient="records"):
+        cells = [
+            f"{_fmt(r[c])} [{_fmt(r[c + '_min'])}, {_fmt(r[c + '_max'])}]"
+            for c in ("d_real", "d_synthetic", "ratio")
+        ]
+        lines.append(
+            f"| {r['assay']} | {r['feature']} | {r['condition']} | {r['seeds']} | "
+            + " | ".join(cells)
+            + f" | {r['target'] or ''} | {r['target_met']} |"
+        )
+    dose = rows[rows["feature"] == "dose_response"]
+    if len(dose):
+        lines += [
+            "",
+            "| dose response, seed | rho cytoplasm area real | synthetic | rho W distance | met |",
+            "|---|---|---|---|---|",
+        ]
+        for r in dose.to_dict(orient="records"):
+            lines.append(
+                f"| {r['seed']} | {_fmt(r['rho_cytoplasm_area_real'])} | "
+                f"{_fmt(r['rho_cytoplasm_area_synthetic'])} | {_fmt(r['rho_w_distance'])} | "
+                f"{r['target_met']} |"
+            )
+    lines += [
+        "",
+        "| assay | seed | kimg | training min | img/s | fid_rand |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs.to_dict(orient="records"):
+        speed = r["kimg"] * 1000 / (r["training_minutes"] * 60)
+        lines.append(
+            f"| {r['assay']} | {r['seed']} | {r['kimg']:.1f} | {r['training_minutes']:.1f} | "
+            f"{speed:.0f} | {_fmt(r['fid_rand'])} |"
+        )
+    inflated = int(rows["inflated_above_1_5"].fillna(False).astype(bool).sum())
+    lines += ["", f"Ratios above {MAX_INFLATION} where the real effect is real: {inflated}."]
+    md = out / "summary.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return md, _plot(rows, out / "summary.png")
+
+
+def _plot(rows: pd.DataFrame, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    effects = rows[(rows["feature"] != "dose_response") & rows["d_synthetic"].notna()]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for (assay, feature), part in effects.groupby(["assay", "feature"]):
+        real = part["d_real"].to_numpy(float)
+        syn = part["d_synthetic"].to_numpy(float)
+        xerr = np.abs(np.stack(part["d_real_ci"].to_numpy()).T.astype(float) - real)
+        yerr = np.abs(np.stack(part["d_synthetic_ci"].to_numpy()).T.astype(float) - syn)
+        ax.errorbar(
+            real, syn, xerr=xerr, yerr=yerr, fmt="o", capsize=2, label=f"{assay}: {feature}"
+        )
+    lim = (
+        np.nanmax(np.abs(effects[["d_real", "d_synthetic"]].to_numpy(float))) if len(effects) else 1
+    )
+    lim = 1.1 * max(float(lim), 0.5)
+    ax.plot([-lim, lim], [-lim, lim], color="grey", lw=1, label="identity")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="d real (CI: wells)",
+           ylabel="d synthetic (CI: images)", title="One point per training seed")  # fmt: skip
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_science(
+    out: str | Path,
+    params: Params,
+    *,
+    assays: list[str],
+    seeds: int,
+    say: Say = print,
+) -> tuple[list[dict], Path, Path]:
+    """Every (assay, seed) not finished yet, then the gathered results and the summary.
+
+    Returns (all result rows, summary.md, summary.png)."""
+    out = Path(out)
+    unknown = [a for a in assays if a not in ASSAYS]
+    if unknown:
+        raise PhenexplainError(f"unknown assay {unknown}; choose from {', '.join(ASSAYS)}")
+    if seeds < 1:
+        raise PhenexplainError(f"--seeds must be at least 1, got {seeds}")
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = [(a, s) for s in range(seeds) for a in assays]  # every assay once before seed 1
+    rows: list[dict] = []
+    for k, (assay, seed) in enumerate(pairs, start=1):
+        done = out / assay / f"seed-{seed}" / RESULT
+        if done.is_file():
+            say(f"[{k}/{len(pairs)}] {assay} seed {seed}: finished earlier, kept")
+            record = json.loads(done.read_text())
+        else:
+            say(f"[{k}/{len(pairs)}] {assay} seed {seed}")
+            record = run_one(out, assay, seed, params, say)
+        for row in result_rows(record):
+            say(json.dumps(row, default=float))
+            rows.append(row)
+    with (out / "results.jsonl").open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=float) + "\n")
+    md, png = write_summary(out, pd.DataFrame(rows))
+    return rows, md, png
