@@ -13,6 +13,20 @@ from pathlib import Path
 DEMO_KIMG = 20.0  # about 6 minutes of cpu-small training on 2 cores: enough for the nfkb effect
 
 
+def _ci(row: dict, name: str) -> str:
+    return f"{row[name]:+.2f} [{row[name + '_ci_low']:+.2f}, {row[name + '_ci_high']:+.2f}]"
+
+
+def verdict_line(row: dict) -> str:
+    """One row of the verdict table as the demo prints it."""
+    if str(row["verdict"]).startswith("not measurable at "):
+        return f"{row['feature_name']}, {row['condition']}: {row['verdict']}"
+    return (
+        f"{row['feature_name']}, {row['condition']} vs {row['control']}: d real "
+        f"{_ci(row, 'd_real')}, d synthetic {_ci(row, 'd_synthetic')}: {row['verdict']}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kimg", type=float, default=DEMO_KIMG, help="training budget")
@@ -28,13 +42,10 @@ def main() -> None:
     result = phenexplain_pipeline(source="data", cropset="cropsets/default", run_dir=args.run_dir,
                                   kimg=args.kimg)  # fmt: skip
     minutes = (time.perf_counter() - start) / 60
-    ratio = [r for r in result["assays"] if r["assay"] == "log_nc_ratio" and r["test"] == "student"]
     print(f"\nPhenexplain demo finished in {minutes:.1f} min.")
-    for row in ratio:
-        print(
-            f"  {row['source']:9s} {row['condition']} vs control: log nucleus/cytoplasm ratio "
-            f"{row['difference']:+.3f} (Student p = {row['p']:.2g}, d = {row['cohens_d']:.2f})"
-        )
+    print("  the verdict table (report.html's first table; Cohen's d, 95 % CI):")
+    for row in result["verdict_table"]:
+        print("    " + verdict_line(row))
     print(f"  verdict:     {result['verdict']}")
     reg = result["registration"]
     print(f"  report:      {Path(result['report']).resolve()}")

@@ -172,6 +172,7 @@ def phenexplain_pipeline(
         "explorer": f"{run_dir}/report/explorer.html",
         "assays": report["assays"]["statistics"],
         "verdict": report["verdict"]["headline"],
+        "verdict_table": report["verdict"]["table"],
     }
 
 

@@ -56,6 +56,11 @@ def test_pipeline_trains_registers_explains_and_reports(
     assert result["registration"]["name"] == "phenexplain-small"
     assert result["registration"]["champion"]  # the first version is the champion
     assert result["metrics"]["fid_rand"] > 0
+    from flows.demo import verdict_line
+
+    lines = [verdict_line(row) for row in result["verdict_table"]]  # what the demo prints
+    ratio = next(x for x in lines if x.startswith("nucleus/cytoplasm NF-kB ratio (log), TNF"))
+    assert "d real +" in ratio and "d synthetic" in ratio or "not measurable at" in ratio
     import mlflow
 
     assert tracking_uri().startswith("sqlite:///")
