@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from phenexplain.data.cropset import CropSet
 from phenexplain.measure.crops import measure_assays
+from phenexplain.measure.names import assay_names  # the assays' plain and CellProfiler names
 from phenexplain.measure.stats import (
     benjamini_hochberg,
     compare_shifts,
@@ -34,27 +35,6 @@ log = logging.getLogger(__name__)
 # the centre cell of each crop, and per-crop assays
 CELL_ASSAYS = ("log_nc_ratio", "spot_count", "spot_area", "cytoplasm_area", "nucleus_area")
 CROP_ASSAYS = ("cell_count", "background_fraction")
-# code name -> (plain name, CellProfiler-style name); areas in px^2 at the crop set's size
-ASSAY_NAMES = {
-    "log_nc_ratio": (
-        "nucleus/cytoplasm NF-kB ratio (log)",
-        "Math_Log_Ratio_Nuclei_Intensity_MeanIntensity_over_CytoplasmRing_NFkB",
-    ),
-    "spot_count": ("Golgi spots per cell", "Cells_Children_GolgiSpots_Count"),
-    "spot_area": ("mean Golgi spot area (px^2)", "Mean_GolgiSpots_AreaShape_Area"),
-    "cytoplasm_area": ("cytoplasm area (px^2)", "Cytoplasm_AreaShape_Area"),
-    "nucleus_area": ("nucleus area (px^2)", "Nuclei_AreaShape_Area"),
-    "cell_count": ("nuclei per crop", "Image_Count_Nuclei"),
-    "background_fraction": (
-        "background fraction of the crop",
-        "Image_AreaOccupied_BackgroundFraction",
-    ),
-}
-
-
-def assay_names(assay: str) -> tuple[str, str]:
-    """(plain name, CellProfiler-style name) of an assay's code name."""
-    return ASSAY_NAMES[assay]
 
 
 def sample_real(
