@@ -21,6 +21,12 @@ import pandas as pd
 import phenexplain
 from phenexplain.config import ReportParams
 from phenexplain.data.cropset import CropSet
+from phenexplain.data.saturation import (
+    over_limit,
+    recorded_limit,
+    saturation_table,
+    saturation_warning,
+)
 from phenexplain.display import IntensityMapping, composite, default_colours
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain import figures as explain_figures
@@ -76,6 +82,22 @@ def provenance(checkpoint: Path, crops: CropSet, config: dict, control: str) -> 
         "conditions": config["conditions"],
         "control": control,
         "crops_per_condition": {k: int(v) for k, v in counts.items()},
+        "saturation": _saturation(crops),
+    }
+
+
+def _saturation(crops: CropSet) -> dict:
+    """The saturated percent per condition and channel that ingest recorded, those above the
+    ingest's limit, and the warning sentence (None when no condition is above it)."""
+    limit = recorded_limit(crops.info)
+    recorded = crops.metadata.saturation
+    over = over_limit(recorded or {}, limit)
+    return {
+        "recorded": recorded is not None,
+        "limit_percent": limit,
+        "table": saturation_table(recorded or {}).to_dict(orient="records"),
+        "over_limit": over.to_dict(orient="records"),
+        "warning": saturation_warning(over, limit),
     }
 
 
@@ -280,13 +302,29 @@ def _verdict_section(page: Page, real, fake, control: str, params: ReportParams,
 
 def _provenance_section(page: Page, prov: dict) -> None:
     page.heading("Provenance")
-    rows = [(k, str(v)) for k, v in prov.items() if k != "crops_per_condition"]
+    saturation = prov["saturation"]
+    if saturation["warning"]:
+        page.text(saturation["warning"], "warning")
+    rows = [(k, str(v)) for k, v in prov.items() if k not in ("crops_per_condition", "saturation")]
     page.table(pd.DataFrame(rows, columns=["field", "value"]))
     page.table(
         pd.DataFrame(list(prov["crops_per_condition"].items()), columns=["condition", "real crops"])
     )
     if not prov["same_crop_set"]:
         page.text("Warning: the model was trained on another crop set than the one compared here.")
+    page.heading("Saturated pixels (%) per condition and channel", 3)
+    if not saturation["recorded"]:
+        page.text("Not recorded: this crop set was ingested before saturation was; re-ingest it.")
+        return
+    table = pd.DataFrame(saturation["table"])
+    page.table(table.pivot(index="condition", columns="channel", values="saturated_percent")
+               .reset_index().rename_axis(columns=None), digits=3)  # fmt: skip
+    page.text(
+        f"Percent of each condition's crop pixels at 255 (clipped by the 8-bit scaling), as "
+        f"ingest recorded it; above {saturation['limit_percent']:g} % "
+        "(ingest.qc.crop_saturation_percent) a phenotype is clipped.",
+        "note",
+    )
 
 
 def _fid_section(page: Page, G, crops: CropSet, params: ReportParams) -> dict:

@@ -61,6 +61,11 @@ def test_report_files_and_numbers(nfkb_report):
     assert summary["provenance"]["control"] == "control"
     assert 0 <= summary["cnn"]["accuracy_mean"] <= 1
     assert "fid_rand" in summary["fid_kid"]
+    saturation = summary["provenance"]["saturation"]  # the default scaling clips no condition
+    assert (
+        saturation["recorded"] and saturation["over_limit"] == [] and saturation["warning"] is None
+    )
+    assert len(saturation["table"]) == 4 and "Warning: more than" not in html
 
 
 VERDICT_FIELDS = {"feature_name", "cellprofiler_name", "feature", "condition", "d_real",
@@ -145,6 +150,42 @@ def test_two_samples_of_one_condition_differ_at_rate_alpha(assay_crops):
         hits += int(table.loc[table.test == "student", "p"].iloc[0] < alpha)
     sd = np.sqrt(alpha * (1 - alpha) / draws)
     assert abs(hits / draws - alpha) < 3 * sd + 0.01
+
+
+def test_report_warns_when_a_condition_saturates(plate_factory, tmp_path):
+    """The display stretch [1, 99] as ingest scaling saturates TNF nuclei: the provenance section
+    shows the saturated percent per condition and channel and a warning naming TNF and NFkB."""
+    from phenexplain.config import IngestParams
+    from phenexplain.data.cropset import CropSet
+    from phenexplain.data.ingest import ingest
+    from phenexplain.report.build import _provenance_section, provenance
+    from phenexplain.report.html import Page
+
+    params = IngestParams(layout="manifest", channels=["DNA", "NFkB"], crop_size=32,
+                          min_images_per_condition=2, percentiles=[1.0, 99.0], workers=1)  # fmt: skip
+    ingest(plate_factory("nfkb"), tmp_path / "crops", params)
+    crops = CropSet(tmp_path / "crops")
+    config = {"channels": crops.channels, "conditions": sorted(crops.conditions)}
+    saturation = provenance(tmp_path / "ckpt", crops, config, "control")["saturation"]
+    assert saturation["limit_percent"] == params.qc.crop_saturation_percent == 1.0
+    table = pd.DataFrame(saturation["table"])
+    assert len(table) == 4 and set(table["condition"]) == {"TNF", "control"}
+    tnf = table[(table["condition"] == "TNF") & (table["channel"] == "NFkB")]
+    assert (
+        tnf["saturated_percent"].iloc[0]
+        == pytest.approx(100 * crops.info["saturation"]["TNF"]["NFkB"])
+        and tnf["saturated_percent"].iloc[0] > 1.0
+    )
+    over = {(r["condition"], r["channel"]) for r in saturation["over_limit"]}
+    assert ("TNF", "NFkB") in over
+    assert (
+        "condition TNF, channel NFkB" in saturation["warning"]
+        and "more than 1 %" in saturation["warning"]
+    )
+    page = Page("report")
+    _provenance_section(page, provenance(tmp_path / "ckpt", crops, config, "control"))
+    html = page.render()
+    assert saturation["warning"] in html and "Saturated pixels (%)" in html
 
 
 def test_control_is_named_or_refused():
