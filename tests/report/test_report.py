@@ -113,6 +113,67 @@ def test_the_first_table_of_the_report_is_the_verdict_table(nfkb_report):
     assert summary["verdict"]["headline"] in after  # the sentence follows it
 
 
+def test_every_csv_names_its_features_plainly_and_cellprofiler_style(nfkb_report):
+    from phenexplain.measure.names import ASSAY_NAMES
+
+    out, _ = nfkb_report
+    for name in ("stats.csv", "assay_tests.csv", "assay_shifts.csv", "feature_shifts.csv",
+                 "feature_shift_correlation.csv"):  # fmt: skip
+        table = pd.read_csv(out / name, keep_default_na=False)
+        assert {"feature_name", "cellprofiler_name"} <= set(table.columns), name
+        assert (table["feature_name"] != "").all(), name
+        code = table["assay"] if "assay" in table else table["feature"]
+        assert not (table["feature_name"] == code).any(), name
+    shifts = pd.read_csv(out / "feature_shifts.csv")
+    assert (shifts["cellprofiler_name"] == shifts["feature"]).all()
+    worded = shifts["feature_name"].str.contains(" in the | of the ")
+    assert set(shifts.loc[~worded, "feature_name"]) <= {
+        "nucleus area (px^2)",
+        "cytoplasm area (px^2)",
+    }  # as the assays
+    assert worded.mean() > 0.9
+    dictionary = pd.read_csv(out / "feature_names.csv", keep_default_na=False)
+    assert dictionary["column"].is_unique and (dictionary["feature_name"] != "").all()
+    for name in ("cells_real", "cells_synthetic", "crops_real", "crops_synthetic"):
+        columns = list(pd.read_csv(out / f"{name}.csv", nrows=0).columns)
+        assert not set(columns) & set(ASSAY_NAMES), name  # CellProfiler-style headers instead
+        assert set(columns) <= set(dictionary["column"]), name
+    cells = list(pd.read_csv(out / "cells_real.csv", nrows=0).columns)
+    assert "Math_Log_Ratio_Nuclei_Intensity_MeanIntensity_over_CytoplasmRing_NFkB" in cells
+    row = dictionary.set_index("column").loc["Nuclei_AreaShape_Area"]
+    assert (row["code_name"], row["feature_name"], row["unit"]) == (
+        "nucleus_area",
+        "nucleus area (px^2)",
+        "px^2",
+    )
+
+
+def test_real_measurements_have_no_all_nan_column(nfkb_report):
+    out, _ = nfkb_report
+    for name in ("cells_real", "crops_real"):  # nfkb has no cell-body stain: no background
+        table = pd.read_csv(out / f"{name}.csv")
+        assert not [c for c in table.columns if table[c].isna().all()], name
+        assert "Image_AreaOccupied_BackgroundFraction" not in table, name
+
+
+def test_feature_shifts_flag_disagreements_and_the_page_counts_them(nfkb_report):
+    from phenexplain.measure.stats import FLAGS, count_flags
+
+    out, summary = nfkb_report
+    shifts = pd.read_csv(out / "feature_shifts.csv")
+    assert set(shifts["flag"]) <= set(FLAGS)
+    synthetic_only = (shifts["q_synthetic"] < 0.05) & ~(shifts["q_real"] < 0.05)
+    assert (synthetic_only & shifts["q_real"].notna()).sum() == (
+        shifts["flag"] == "synthetic only"
+    ).sum()
+    counts = summary["feature_shifts"]["flags"]
+    assert counts == count_flags(shifts["flag"]) and counts["pairs"] == len(shifts)
+    html = (out / "report.html").read_text()
+    assert f"{counts['synthetic only']} of {counts['tested']} feature shifts" in html
+    assert f"{counts['opposite sign']} of {counts['tested']}" in html
+    assert "nucleus/cytoplasm NF-kB ratio (log): real (orange)" in html  # box plot captions
+
+
 def test_report_finds_the_nfkb_effect_on_real_images(nfkb_report):
     _, summary = nfkb_report
     rows = [r for r in summary["assays"]["statistics"]
