@@ -20,7 +20,13 @@ import torch.nn.functional as F
 
 from phenexplain.data.cropset import CropSet
 from phenexplain.measure.crops import measure_assays
-from phenexplain.measure.names import FeatureName, assay_names, describe, with_names
+from phenexplain.measure.names import (
+    ASSAY_NAMES,
+    FeatureName,
+    assay_names,
+    describe,
+    with_names,
+)
 from phenexplain.measure.stats import (
     benjamini_hochberg,
     compare_shifts,
@@ -135,6 +141,10 @@ def write_measurements(sources: dict[str, Measurements], out: Path) -> pd.DataFr
             file = f"{kind}_{source}.csv"
             names = {}
             for column in table.columns:
+                assert column in IDENTIFIERS or column in ASSAY_NAMES, (
+                    f"column {column!r} of {file} has no name: add it to "
+                    "measure.names.ASSAY_NAMES or report.analysis.IDENTIFIERS"
+                )
                 if column in IDENTIFIERS:
                     name = FeatureName(column, IDENTIFIERS[column], "", "")
                 else:
