@@ -5,7 +5,8 @@ condition's bright phenotype is clipped, its measured intensities hit a ceiling.
 per field, in ``qc.parquet``, the crop count (``Count_Crops``) and the fraction of its crops' pixels
 at 255 per channel (``Crops_FractionSaturated_<ch>``), and per condition and channel, in
 ``cropset.json`` (``saturation``), the fraction over all its crops; it warns above
-``ingest.qc.crop_saturation_percent``.
+``ingest.qc.crop_saturation_percent``, and so does the report (`recorded_limit`,
+`saturation_warning`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from phenexplain.config import IngestParams
+from phenexplain.config import IngestParams, QCParams
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +61,51 @@ def saturation_table(saturation: dict[str, dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["condition", "channel", "saturated_percent"])
 
 
+def over_limit(saturation: dict[str, dict[str, float]], limit: float) -> pd.DataFrame:
+    """The `saturation_table` rows whose saturated percent is above `limit`."""
+    table = saturation_table(saturation)
+    return table[table["saturated_percent"] > limit].reset_index(drop=True)
+
+
+def recorded_limit(info: dict) -> float:
+    """The percent above which the ingest of a crop set (its ``cropset.json`` as a dict) warned:
+    its recorded ``ingest.qc.crop_saturation_percent``, else the default."""
+    recorded = ((info.get("params") or {}).get("qc") or {}).get("crop_saturation_percent")
+    return float(recorded) if recorded is not None else QCParams().crop_saturation_percent
+
+
+def saturation_warning(over: pd.DataFrame, limit: float) -> str | None:
+    """One sentence naming each condition and channel of `over` (`over_limit` rows); None if
+    there is none."""
+    if over.empty:
+        return None
+    pairs = "; ".join(
+        f"condition {cond}, channel {ch}: {pct:.2f} %"
+        for cond, ch, pct in over.itertuples(index=False)
+    )
+    return (
+        f"Warning: more than {limit:g} % of the crop pixels are saturated (255) in {pairs}. The "
+        "8-bit scaling clipped these phenotypes, so their measured intensities hit a ceiling and "
+        "their cell-to-cell variation is lost; re-ingest with a higher high percentile "
+        "(ingest.percentiles) before trusting these numbers."
+    )
+
+
 def warn_saturated(saturation: dict[str, dict[str, float]], params: IngestParams) -> None:
     """Log a warning for each condition and channel above `ingest.qc.crop_saturation_percent`."""
     limit = params.qc.crop_saturation_percent
-    for cond, ch, pct in saturation_table(saturation).itertuples(index=False):
-        if pct > limit:
-            log.warning(
-                "condition %s: %.2f%% of its crop pixels are saturated (255) in channel %s, "
-                "more than %g%% (ingest.qc.crop_saturation_percent), its phenotype is clipped; "
-                "raise the high percentile (ingest.percentiles, now %s), or, for an 8-bit source, "
-                "image with a shorter exposure",
-                cond,
-                pct,
-                ch,
-                limit,
-                list(params.percentiles),
-            )
+    for cond, ch, pct in over_limit(saturation, limit).itertuples(index=False):
+        log.warning(
+            "condition %s: %.2f%% of its crop pixels are saturated (255) in channel %s, "
+            "more than %g%% (ingest.qc.crop_saturation_percent), its phenotype is clipped; "
+            "raise the high percentile (ingest.percentiles, now %s), or, for an 8-bit source, "
+            "image with a shorter exposure",
+            cond,
+            pct,
+            ch,
+            limit,
+            list(params.percentiles),
+        )
 
 
 def with_crop_saturation(qc: pd.DataFrame, new_fields: pd.Series, cropped: pd.DataFrame):

@@ -25,7 +25,8 @@ per crop.
 
 Per-crop assays (`measure_assays`) reuse `measure.assays.measure_cells`: ``nc_ratio`` per cell for
 an ``nfkb`` stain, ``spot_count`` and ``spot_area`` for ``golgi``, ``cytoplasm_area`` and the crop's
-``background_fraction`` for a cell-body stain (``actin``/``tubulin``; NaN without one).
+``background_fraction`` for a cell-body stain (``actin``/``tubulin``; without one, neither is a
+column).
 ``nc_ratio`` has a heavy right tail (small bright debris, rings that reach the background give
 ratios of ~20 where cells give ~0.5): compare it on a log scale, where it is close to normal.
 """
@@ -39,7 +40,7 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
-from skimage.segmentation import clear_border, expand_labels
+from skimage.segmentation import expand_labels
 from threadpoolctl import threadpool_limits
 
 from phenexplain.config import NucleiParams
@@ -115,7 +116,6 @@ class CropObjects:
     nuclei: np.ndarray
     cells: np.ndarray
     foreground: np.ndarray | None  # bool [H, W] cell-body foreground; None without a body stain
-    interior: np.ndarray  # labels of the nuclei that do not touch the crop border
     centre: int = 0  # label of the centre nucleus (`centre_object`); 0: no centre cell
 
     @property
@@ -195,10 +195,7 @@ def segment_crop(
         cells, foreground = cell_bodies(image[channels.index(body)], labels)
     else:
         cells, foreground = expand_labels(labels, CELL_EXPANSION_PX), None
-    interior = np.unique(clear_border(labels))
-    return CropObjects(
-        labels, cells.astype(np.int32), foreground, interior[interior > 0], centre_object(labels)
-    )
+    return CropObjects(labels, cells.astype(np.int32), foreground, centre_object(labels))
 
 
 def assay_crop(
@@ -207,19 +204,15 @@ def assay_crop(
     """The centre cell's assay row (none without a centre cell) and the crop's values.
 
     The crop row carries ``centre_object`` (0: no centre cell) and the centre cell's values (NaN
-    without one) beside the crop-level assays.
+    without one) beside the crop-level assays; ``background_fraction`` only with a cell-body
+    stain (without one there is no foreground to measure, and no all-NaN column).
     """
     channels = dict(zip(stains, image, strict=True))
     bodies = None if objects.foreground is None else (objects.cells, objects.foreground)
     columns, crop = measure_cells(channels, dict(stains), objects.nuclei, bodies)
     i = objects.centre
     cell = {k: float(v[i - 1]) if i else np.nan for k, v in columns.items()}
-    crop = {
-        "cell_count": crop["cell_count"],
-        "centre_object": i,
-        "background_fraction": crop.get("background_fraction", np.nan),
-        **cell,
-    }
+    crop = {"cell_count": crop.pop("cell_count"), "centre_object": i, **crop, **cell}
     return ([{"object": i, **cell}] if i else []), crop
 
 
@@ -311,7 +304,5 @@ def measure_assays(
         cells = pd.DataFrame(columns=["crop", "object"])
     per_crop = pd.DataFrame([values for _, values in results])
     if per_crop.empty:
-        per_crop = pd.DataFrame(
-            columns=["crop", "cell_count", "centre_object", "background_fraction"]
-        )
+        per_crop = pd.DataFrame(columns=["crop", "cell_count", "centre_object"])
     return cells, per_crop

@@ -146,7 +146,7 @@ def _names(channels: tuple[str, ...], panel: tuple[str, ...], objects: tuple[str
     cells = (radius < 16).astype(np.int32)
     shade = (1.0 - radius / 48).astype(np.float32)
     image = np.stack([shade * (0.3 + 0.6 * (c + 1) / len(channels)) for c in range(len(channels))])
-    disc = CropObjects(nuclei, cells, None, np.array([1]), centre=1)
+    disc = CropObjects(nuclei, cells, None, centre=1)
     table = object_features(image, channels, disc, panel=panel, object_names=objects)
     return list(table.columns[1:])
 

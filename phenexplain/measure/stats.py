@@ -19,7 +19,10 @@ fewer than two values on a side, results are NaN.
 Real vs synthetic (Supplementary Fig. 8): `compare_shifts` measures, for every condition against
 the control and every feature, the shift on real and on synthetic crops in standardised units
 (Cohen's d, each source with its own pooled SD), and correlates the two over all pairs and per
-feature across conditions.
+feature across conditions. `flag_shifts` says of each pair whether the two sources agree on
+significance (BH q below `SIGNIFICANT_Q` on each side): a shift significant only on synthetic
+images is a candidate false discovery, one significant on both with opposite signs a wrong
+direction.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from scipy import stats
 from phenexplain.errors import PhenexplainError
 
 DEFAULT_LEVEL = 0.9999
+SIGNIFICANT_Q = 0.05  # BH q below which a feature shift counts as significant (`flag_shifts`)
+FLAGS = ("opposite sign", "synthetic only", "real only", "both, same sign", "neither",
+         "not tested")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -249,9 +255,9 @@ def compare_shifts(
 
     shifts: one row per (condition, feature) present in both, with shift_real and
     shift_synthetic (Cohen's d of condition - control within each source), the raw differences,
-    p and q of each. correlations: Pearson and Spearman correlation of shift_synthetic with
-    shift_real, first over all pairs (feature ``all``), then per feature across conditions
-    (NaN with fewer than 3 conditions or a constant shift).
+    p and q of each, and their `flag_shifts` flag. correlations: Pearson and Spearman
+    correlation of shift_synthetic with shift_real, first over all pairs (feature ``all``), then
+    per feature across conditions (NaN with fewer than 3 conditions or a constant shift).
     """
     keep = ["condition", "feature", "difference", "cohens_d", "p", "q"]
     kw = dict(control=control, condition=condition, welch=welch, level=level)
@@ -263,9 +269,33 @@ def compare_shifts(
     shifts = shifts.rename(
         columns={"cohens_d_real": "shift_real", "cohens_d_synthetic": "shift_synthetic"}
     )
+    shifts["flag"] = flag_shifts(shifts)
     rows = [correlate("all", shifts["shift_real"].to_numpy(), shifts["shift_synthetic"].to_numpy())]
     for feature, part in shifts.groupby("feature", sort=False):
         rows.append(
             correlate(feature, part["shift_real"].to_numpy(), part["shift_synthetic"].to_numpy())
         )
     return shifts, pd.DataFrame(rows)
+
+
+def flag_shifts(shifts: pd.DataFrame, q: float = SIGNIFICANT_Q) -> pd.Series:
+    """How real and synthetic agree on each shift of `compare_shifts`, one of `FLAGS`.
+
+    Significant means a BH q below `q` (``q_real``, ``q_synthetic``): "opposite sign" (significant
+    on both, differences of opposite signs), "synthetic only" (a candidate false discovery),
+    "real only", "both, same sign", "neither"; "not tested" where a side has no q (too few values).
+    """
+    real, synthetic = shifts["q_real"] < q, shifts["q_synthetic"] < q
+    same = np.sign(shifts["difference_real"]) == np.sign(shifts["difference_synthetic"])
+    tested = shifts["q_real"].notna() & shifts["q_synthetic"].notna()
+    cases = [~tested, real & synthetic & ~same, synthetic & ~real, real & ~synthetic,
+             real & synthetic]  # fmt: skip
+    names = ["not tested", "opposite sign", "synthetic only", "real only", "both, same sign"]
+    return pd.Series(np.select(cases, names, "neither"), index=shifts.index, name="flag")
+
+
+def count_flags(flags: pd.Series) -> dict[str, int]:
+    """Pairs, pairs tested, and the count of each of `FLAGS` (zeros included)."""
+    counts = flags.value_counts()
+    out = {"pairs": len(flags), "tested": int((flags != "not tested").sum())}
+    return out | {flag: int(counts.get(flag, 0)) for flag in FLAGS}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,13 @@ import torch.nn.functional as F
 
 from phenexplain.data.cropset import CropSet
 from phenexplain.measure.crops import measure_assays
+from phenexplain.measure.names import (
+    ASSAY_NAMES,
+    FeatureName,
+    assay_names,
+    describe,
+    with_names,
+)
 from phenexplain.measure.stats import (
     benjamini_hochberg,
     compare_shifts,
@@ -34,27 +42,13 @@ log = logging.getLogger(__name__)
 # the centre cell of each crop, and per-crop assays
 CELL_ASSAYS = ("log_nc_ratio", "spot_count", "spot_area", "cytoplasm_area", "nucleus_area")
 CROP_ASSAYS = ("cell_count", "background_fraction")
-# code name -> (plain name, CellProfiler-style name); areas in px^2 at the crop set's size
-ASSAY_NAMES = {
-    "log_nc_ratio": (
-        "nucleus/cytoplasm NF-kB ratio (log)",
-        "Math_Log_Ratio_Nuclei_Intensity_MeanIntensity_over_CytoplasmRing_NFkB",
-    ),
-    "spot_count": ("Golgi spots per cell", "Cells_Children_GolgiSpots_Count"),
-    "spot_area": ("mean Golgi spot area (px^2)", "Mean_GolgiSpots_AreaShape_Area"),
-    "cytoplasm_area": ("cytoplasm area (px^2)", "Cytoplasm_AreaShape_Area"),
-    "nucleus_area": ("nucleus area (px^2)", "Nuclei_AreaShape_Area"),
-    "cell_count": ("nuclei per crop", "Image_Count_Nuclei"),
-    "background_fraction": (
-        "background fraction of the crop",
-        "Image_AreaOccupied_BackgroundFraction",
-    ),
+IDENTIFIERS = {  # columns of the measurement tables that are no measurement -> plain name
+    "crop": "crop number in this sample (a cells_ row and a crops_ row with one number: one crop)",
+    "object": "label of the centre cell in the crop's segmentation",
+    "centre_object": "label of the crop's centre cell (0: no centre cell, and no cells_ row)",
+    "condition": "condition",
+    "well": "well of the real crop (plate_well)",
 }
-
-
-def assay_names(assay: str) -> tuple[str, str]:
-    """(plain name, CellProfiler-style name) of an assay's code name."""
-    return ASSAY_NAMES[assay]
 
 
 def sample_real(
@@ -137,6 +131,44 @@ def measure(
     return Measurements(cells, per_crop, assays)
 
 
+def write_measurements(sources: dict[str, Measurements], out: Path) -> pd.DataFrame:
+    """cells_<source>.csv and crops_<source>.csv in `out`, each measurement under its
+    CellProfiler-style name, and feature_names.csv, their dictionary: per column, its code name,
+    plain name, unit and what it measures (centre cell or crop). Returns the dictionary."""
+    rows: dict[str, dict] = {}
+    for source, m in sources.items():
+        for kind, table in (("cells", m.cells), ("crops", m.crops)):
+            file = f"{kind}_{source}.csv"
+            names = {}
+            for column in table.columns:
+                assert column in IDENTIFIERS or column in ASSAY_NAMES, (
+                    f"column {column!r} of {file} has no name: add it to "
+                    "measure.names.ASSAY_NAMES or report.analysis.IDENTIFIERS"
+                )
+                if column in IDENTIFIERS:
+                    name = FeatureName(column, IDENTIFIERS[column], "", "")
+                else:
+                    name = describe(column)
+                entry = {
+                    "code_name": column,
+                    "feature_name": name.plain,
+                    "cellprofiler_name": name.cellprofiler,
+                    "unit": name.unit,
+                    "measured_on": "" if column in IDENTIFIERS
+                    else "crop" if column in CROP_ASSAYS else "centre cell",
+                }  # fmt: skip
+                names[column] = entry["cellprofiler_name"] or column
+                rows.setdefault(names[column], {"column": names[column], **entry, "files": []})
+                rows[names[column]]["files"].append(file)
+            first = [c for c in IDENTIFIERS if c in table]  # identifiers first, then measurements
+            table = table[first + [c for c in table.columns if c not in IDENTIFIERS]]
+            table.rename(columns=names).to_csv(out / file, index=False)
+    dictionary = pd.DataFrame(list(rows.values()))
+    dictionary["files"] = dictionary["files"].map(" ".join)
+    dictionary.to_csv(out / "feature_names.csv", index=False)
+    return dictionary
+
+
 def assay_table(m: Measurements, assay: str) -> pd.DataFrame:
     """The table an assay lives in: per cell or per crop."""
     return m.cells if assay in CELL_ASSAYS else m.crops
@@ -177,7 +209,8 @@ def assay_statistics(
 def shift_correlation(
     real: Measurements, synthetic: Measurements, control: str, level: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Real vs synthetic condition shifts (Cohen's d) over every assay and condition."""
+    """Real vs synthetic condition shifts (Cohen's d, with their names and `flag_shifts` flags)
+    over every assay and condition, and their correlation."""
     shifts = []
     for assay in sorted(set(real.assays) & set(synthetic.assays)):
         s, _ = compare_shifts(
@@ -190,7 +223,7 @@ def shift_correlation(
         shifts.append(s)
     if not shifts:
         return pd.DataFrame(), pd.DataFrame()
-    shifts_df = pd.concat(shifts, ignore_index=True)
+    shifts_df = with_names(pd.concat(shifts, ignore_index=True))
     correlations = [
         correlate(
             "all assays",

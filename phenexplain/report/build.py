@@ -2,9 +2,13 @@
 
 OUT receives report.html (self-contained; its first table is the verdict table of
 `report.verdicts`), explorer.html (interactive, static), summary.json (every headline number), a
-CSV per table (stats.csv: the verdict table; assay_tests.csv: the per-cell tests), and figures/ and
-traversals/ with what the page embeds (condition names in file names are spelled by
-`fsutil.safe_name`).
+CSV per table (stats.csv: the verdict table; assay_tests.csv: the per-cell tests;
+feature_shifts.csv: the feature panel's shifts, each flagged by `measure.stats.flag_shifts`), and
+figures/ and traversals/ with what the page embeds (condition names in file names are spelled by
+`fsutil.safe_name`). Every feature carries its plain and CellProfiler-style name
+(`measure.names`): tables of features in ``feature_name`` and ``cellprofiler_name`` columns, the
+wide measurement tables (cells_/crops_ real/synthetic) in CellProfiler-style headers explained by
+feature_names.csv. The provenance section shows the saturated pixels ingest recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ import pandas as pd
 import phenexplain
 from phenexplain.config import ReportParams
 from phenexplain.data.cropset import CropSet
+from phenexplain.data.saturation import (
+    over_limit,
+    recorded_limit,
+    saturation_table,
+    saturation_warning,
+)
 from phenexplain.display import IntensityMapping, composite, default_colours
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain import figures as explain_figures
@@ -31,7 +41,8 @@ from phenexplain.fsutil import mark_output, prepare_folder, safe_name, write_jso
 from phenexplain.measure import effects
 from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
-from phenexplain.measure.stats import compare_shifts
+from phenexplain.measure.names import with_names
+from phenexplain.measure.stats import SIGNIFICANT_Q, compare_shifts, count_flags
 from phenexplain.report import analysis, plots, resolution, validation, verdicts
 from phenexplain.report.explorer import explorer_data, write_explorer
 from phenexplain.report.html import Page, file_uri, png_uri
@@ -76,6 +87,22 @@ def provenance(checkpoint: Path, crops: CropSet, config: dict, control: str) -> 
         "conditions": config["conditions"],
         "control": control,
         "crops_per_condition": {k: int(v) for k, v in counts.items()},
+        "saturation": _saturation(crops),
+    }
+
+
+def _saturation(crops: CropSet) -> dict:
+    """The saturated percent per condition and channel that ingest recorded, those above the
+    ingest's limit, and the warning sentence (None when no condition is above it)."""
+    limit = recorded_limit(crops.info)
+    recorded = crops.metadata.saturation
+    over = over_limit(recorded or {}, limit)
+    return {
+        "recorded": recorded is not None,
+        "limit_percent": limit,
+        "table": saturation_table(recorded or {}).to_dict(orient="records"),
+        "over_limit": over.to_dict(orient="records"),
+        "warning": saturation_warning(over, limit),
     }
 
 
@@ -137,9 +164,7 @@ def build_report(
 
     stage("measuring real and generated crops")
     v = validation.validate(G, crops, conditions, control, params)
-    for name, m in (("real", v.real), ("synthetic", v.synthetic)):
-        m.cells.to_csv(out / f"cells_{name}.csv", index=False)
-        m.crops.to_csv(out / f"crops_{name}.csv", index=False)
+    analysis.write_measurements({"real": v.real, "synthetic": v.synthetic}, out)
     if v.check is not None:
         v.check.to_csv(out / "resolution_check.csv", index=False)
     summary["verdict"] = _verdict_section(page, v, control, params, out)
@@ -291,13 +316,29 @@ def _verdict_section(
 
 def _provenance_section(page: Page, prov: dict) -> None:
     page.heading("Provenance")
-    rows = [(k, str(v)) for k, v in prov.items() if k != "crops_per_condition"]
+    saturation = prov["saturation"]
+    if saturation["warning"]:
+        page.text(saturation["warning"], "warning")
+    rows = [(k, str(v)) for k, v in prov.items() if k not in ("crops_per_condition", "saturation")]
     page.table(pd.DataFrame(rows, columns=["field", "value"]))
     page.table(
         pd.DataFrame(list(prov["crops_per_condition"].items()), columns=["condition", "real crops"])
     )
     if not prov["same_crop_set"]:
         page.text("Warning: the model was trained on another crop set than the one compared here.")
+    page.heading("Saturated pixels (%) per condition and channel", 3)
+    if not saturation["recorded"]:
+        page.text("Not recorded: this crop set was ingested before saturation was; re-ingest it.")
+        return
+    table = pd.DataFrame(saturation["table"])
+    page.table(table.pivot(index="condition", columns="channel", values="saturated_percent")
+               .reset_index().rename_axis(columns=None), digits=3)  # fmt: skip
+    page.text(
+        f"Percent of each condition's crop pixels at 255 (clipped by the 8-bit scaling), as "
+        f"ingest recorded it; above {saturation['limit_percent']:g} % "
+        "(ingest.qc.crop_saturation_percent) a phenotype is clipped.",
+        "note",
+    )
 
 
 def _fid_section(page: Page, G, crops: CropSet, params: ReportParams) -> dict:
@@ -344,14 +385,17 @@ def _assay_section(page, real, fake, conditions, control, params, out: Path) -> 
     for assay in real.assays:
         if assay not in fake.assays:
             continue
+        plain, cellprofiler = analysis.assay_names(assay)
         path = plots.real_vs_synthetic(
             analysis.assay_table(real, assay),
             analysis.assay_table(fake, assay),
             assay,
             conditions,
             out / "figures" / f"box_{safe_name(assay)}.png",
+            label=plain,
         )
-        page.image(file_uri(path), assay, width=420)
+        caption = f"{plain}: real (orange) vs synthetic (violet), per condition ({cellprofiler})"
+        page.image(file_uri(path), caption, width=420)
     page.heading("Statistics per cell", 3)
     page.text(
         f"Each condition against {control}, every centre cell as a sample (wells ignored: see the "
@@ -366,7 +410,7 @@ def _assay_section(page, real, fake, conditions, control, params, out: Path) -> 
                 "test",
                 "condition",
                 "feature_name",
-                "assay",
+                "cellprofiler_name",
                 "n",
                 "n_control",
                 "difference",
@@ -408,8 +452,11 @@ def _feature_section(
     shifts, corr = compare_shifts(
         tables["real"], tables["synthetic"], features, control=control, level=params.level
     )
+    shifts = with_names(shifts)
+    with_names(corr, others={"all": "all features and conditions"}).to_csv(
+        out / "feature_shift_correlation.csv", index=False
+    )
     shifts.to_csv(out / "feature_shifts.csv", index=False)
-    corr.to_csv(out / "feature_shift_correlation.csv", index=False)
     path = plots.shift_scatter(shifts, out / "figures" / "shift_scatter.png")
     page.image(file_uri(path), "Cohen's d of each feature and condition vs control", width=420)
     overall = corr.iloc[0].to_dict()
@@ -418,7 +465,44 @@ def _feature_section(
         f"over {overall['pairs']} (feature, condition) pairs: Pearson r "
         f"{overall['pearson_r']:.3f}, Spearman rho {overall['spearman_r']:.3f}."
     )
-    return overall
+    flags = count_flags(shifts["flag"])
+    _disagreements(page, shifts, flags)
+    return {**overall, "flags": flags, "significant_q": SIGNIFICANT_Q}
+
+
+SHIFT_COLUMNS = {  # feature_shifts.csv column -> heading on the page
+    "feature_name": "feature",
+    "cellprofiler_name": "CellProfiler-style name",
+    "condition": "condition",
+    "shift_real": "d real",
+    "q_real": "q real",
+    "shift_synthetic": "d synthetic",
+    "q_synthetic": "q synthetic",
+}
+
+
+def _disagreements(page: Page, shifts: pd.DataFrame, flags: dict[str, int]) -> None:
+    """How many feature shifts real and synthetic images disagree on, and the worst of them."""
+    tested, q = flags["tested"], f"q < {SIGNIFICANT_Q:g}"
+    page.text(
+        f"{flags['synthetic only']} of {tested} feature shifts tested are significant only on "
+        f"generated images ({q} there, not on real images): candidate false discoveries. "
+        f"{flags['opposite sign']} of {tested} are significant on both with opposite signs; "
+        f"{flags['both, same sign']} agree (significant on both, same sign), "
+        f"{flags['real only']} are significant only on real images, {flags['neither']} on "
+        f"neither; {flags['not tested']} could not be tested. q: Benjamini-Hochberg across the "
+        "features of each condition; feature_shifts.csv flags each pair."
+    )
+    for flag, title in (
+        ("opposite sign", "Significant on both, opposite signs"),
+        ("synthetic only", "Significant only on generated images (largest d first)"),
+    ):
+        rows = shifts[shifts["flag"] == flag]
+        if rows.empty:
+            continue
+        rows = rows.reindex(rows["shift_synthetic"].abs().sort_values(ascending=False).index)
+        page.heading(title, 3)
+        page.table(rows[list(SHIFT_COLUMNS)].rename(columns=SHIFT_COLUMNS), max_rows=15)
 
 
 def _cnn_section(page, crops: CropSet, resolution: int, params: ReportParams, out: Path) -> dict:

@@ -18,6 +18,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child{text-align:left}
 img{max-width:100%;image-rendering:pixelated}.note{color:#555;font-size:.9em}
+.warning{color:#a00;font-weight:bold}
 figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{font-size:.85em}
 """
 

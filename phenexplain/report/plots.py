@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,16 @@ from phenexplain.plots import figure, paper_boxplot, save
 
 
 def real_vs_synthetic(
-    real: pd.DataFrame, synthetic: pd.DataFrame, assay: str, conditions: list[str], path: Path
+    real: pd.DataFrame,
+    synthetic: pd.DataFrame,
+    assay: str,
+    conditions: list[str],
+    path: Path,
+    label: str | None = None,
 ) -> Path:
-    """Per condition a real box (orange, as the paper) and a synthetic box (violet)."""
+    """Per condition a real box (orange, as the paper) and a synthetic box (violet) of the column
+    `assay`, titled by `label` (its plain name; default the column name)."""
+    label = label or assay
     fig = figure(max(4.0, 1.2 * len(conditions) + 1.5), 3.6)
     ax = fig.add_subplot()
     groups, labels = [], []
@@ -24,8 +32,9 @@ def real_vs_synthetic(
     paper_boxplot(ax, groups, labels)
     for patch, k in zip(ax.patches, range(len(groups)), strict=False):
         patch.set_facecolor("tab:orange" if k % 2 == 0 else "tab:purple")
-    ax.set_ylabel(assay)
-    ax.set_title(f"{assay}: real (orange) vs synthetic (violet)")
+    ax.set_ylabel(textwrap.fill(label, 32), fontsize="small")
+    title = f"{textwrap.fill(label, 48)}\nreal (orange) vs synthetic (violet)"
+    ax.set_title(title, fontsize="small")
     return save(fig, path)
 
 

@@ -65,7 +65,7 @@ def _row(assay, condition, control, d_real, d_fake, test, check: dict | None) ->
         "feature_name": plain,
         "cellprofiler_name": cp_name,
         "feature": assay,
-        "unit": "centre cell" if assay in CELL_ASSAYS else "crop",
+        "measured_on": "centre cell" if assay in CELL_ASSAYS else "crop",
         "condition": condition,
         "control": control,
         "d_real": d_real.d,

@@ -60,7 +60,7 @@ def test_pipeline_trains_registers_explains_and_reports(
 
     lines = [verdict_line(row) for row in result["verdict_table"]]  # what the demo prints
     ratio = next(x for x in lines if x.startswith("nucleus/cytoplasm NF-kB ratio (log), TNF"))
-    assert "d real +" in ratio and "d synthetic" in ratio or "not measurable at" in ratio
+    assert ("d real +" in ratio and "d synthetic" in ratio) or "not measurable at" in ratio
     import mlflow
 
     assert tracking_uri().startswith("sqlite:///")

@@ -15,6 +15,8 @@ from phenexplain.measure.stats import (
     cohens_d,
     compare_shifts,
     condition_shifts,
+    count_flags,
+    flag_shifts,
     mean_difference_ci,
     student_t_test,
     t_test,
@@ -147,6 +149,35 @@ def test_condition_shifts_and_real_vs_synthetic_correlation():
     _, unrelated = compare_shifts(real, shuffled, features, control="DMSO")
     assert abs(unrelated.iloc[0]["pearson_r"]) < 0.5
     assert {"shift_real", "shift_synthetic", "q_real", "q_synthetic"} <= set(paired.columns)
+
+
+def test_shift_flags_known_answers():
+    # q real, q synthetic, difference real, difference synthetic -> flag
+    cases = [
+        (0.01, 0.001, -27.8, 26.0, "opposite sign"),  # the demo's nucleus area
+        (0.20, 0.001, 0.1, 2.0, "synthetic only"),  # a candidate false discovery
+        (0.05, 0.049, 0.1, 2.0, "synthetic only"),  # q = 0.05 is not significant
+        (0.01, 0.50, 1.0, 0.2, "real only"),
+        (0.01, 0.02, -1.0, -0.5, "both, same sign"),
+        (0.30, 0.60, 1.0, -1.0, "neither"),  # opposite signs, but neither significant
+        (np.nan, 0.001, np.nan, 2.0, "not tested"),
+    ]
+    shifts = pd.DataFrame(cases, columns=["q_real", "q_synthetic", "difference_real",
+                                          "difference_synthetic", "expected"])  # fmt: skip
+    assert flag_shifts(shifts).tolist() == shifts["expected"].tolist()
+    counts = count_flags(flag_shifts(shifts))
+    assert counts == {"pairs": 7, "tested": 6, "opposite sign": 1, "synthetic only": 2,
+                      "real only": 1, "both, same sign": 1, "neither": 1, "not tested": 1}  # fmt: skip
+    assert flag_shifts(shifts, q=0.001).tolist()[:2] == ["neither", "neither"]
+
+
+def test_compare_shifts_flags_a_shift_planted_only_in_synthetic_images():
+    rng = np.random.default_rng(5)
+    zero = np.zeros(3)
+    real = _table(rng, {"DMSO": zero, "drug": np.array([-1.5, 0.0, 1.5])})
+    synthetic = _table(rng, {"DMSO": zero, "drug": np.array([1.5, 1.5, 0.0])})
+    shifts, _ = compare_shifts(real, synthetic, ["f0", "f1", "f2"], control="DMSO")
+    assert shifts["flag"].tolist() == ["opposite sign", "synthetic only", "real only"]
 
 
 def test_condition_shifts_say_what_is_wrong():

@@ -62,6 +62,11 @@ def test_report_files_and_numbers(nfkb_report):
     assert summary["provenance"]["control"] == "control"
     assert 0 <= summary["cnn"]["accuracy_mean"] <= 1
     assert "fid_rand" in summary["fid_kid"]
+    saturation = summary["provenance"]["saturation"]  # the default scaling clips no condition
+    assert (
+        saturation["recorded"] and saturation["over_limit"] == [] and saturation["warning"] is None
+    )
+    assert len(saturation["table"]) == 4 and "Warning: more than" not in html
 
 
 VERDICT_FIELDS = {"feature_name", "cellprofiler_name", "feature", "condition", "d_real",
@@ -111,6 +116,67 @@ def test_the_first_table_of_the_report_is_the_verdict_table(nfkb_report):
     assert summary["verdict"]["headline"] in after  # the sentence follows it
 
 
+def test_every_csv_names_its_features_plainly_and_cellprofiler_style(nfkb_report):
+    from phenexplain.measure.names import ASSAY_NAMES
+
+    out, _ = nfkb_report
+    for name in ("stats.csv", "assay_tests.csv", "assay_shifts.csv", "feature_shifts.csv",
+                 "feature_shift_correlation.csv"):  # fmt: skip
+        table = pd.read_csv(out / name, keep_default_na=False)
+        assert {"feature_name", "cellprofiler_name"} <= set(table.columns), name
+        assert (table["feature_name"] != "").all(), name
+        code = table["assay"] if "assay" in table else table["feature"]
+        assert not (table["feature_name"] == code).any(), name
+    shifts = pd.read_csv(out / "feature_shifts.csv")
+    assert (shifts["cellprofiler_name"] == shifts["feature"]).all()
+    worded = shifts["feature_name"].str.contains(" in the | of the ")
+    assert set(shifts.loc[~worded, "feature_name"]) <= {
+        "nucleus area (px^2)",
+        "cytoplasm area (px^2)",
+    }  # as the assays
+    assert worded.mean() > 0.9
+    dictionary = pd.read_csv(out / "feature_names.csv", keep_default_na=False)
+    assert dictionary["column"].is_unique and (dictionary["feature_name"] != "").all()
+    for name in ("cells_real", "cells_synthetic", "crops_real", "crops_synthetic"):
+        columns = list(pd.read_csv(out / f"{name}.csv", nrows=0).columns)
+        assert not set(columns) & set(ASSAY_NAMES), name  # CellProfiler-style headers instead
+        assert set(columns) <= set(dictionary["column"]), name
+    cells = list(pd.read_csv(out / "cells_real.csv", nrows=0).columns)
+    assert "Math_Log_Ratio_Nuclei_Intensity_MeanIntensity_over_CytoplasmRing_NFkB" in cells
+    row = dictionary.set_index("column").loc["Nuclei_AreaShape_Area"]
+    assert (row["code_name"], row["feature_name"], row["unit"]) == (
+        "nucleus_area",
+        "nucleus area (px^2)",
+        "px^2",
+    )
+
+
+def test_real_measurements_have_no_all_nan_column(nfkb_report):
+    out, _ = nfkb_report
+    for name in ("cells_real", "crops_real"):  # nfkb has no cell-body stain: no background
+        table = pd.read_csv(out / f"{name}.csv")
+        assert not [c for c in table.columns if table[c].isna().all()], name
+        assert "Image_AreaOccupied_BackgroundFraction" not in table, name
+
+
+def test_feature_shifts_flag_disagreements_and_the_page_counts_them(nfkb_report):
+    from phenexplain.measure.stats import FLAGS, count_flags
+
+    out, summary = nfkb_report
+    shifts = pd.read_csv(out / "feature_shifts.csv")
+    assert set(shifts["flag"]) <= set(FLAGS)
+    synthetic_only = (shifts["q_synthetic"] < 0.05) & ~(shifts["q_real"] < 0.05)
+    assert (synthetic_only & shifts["q_real"].notna()).sum() == (
+        shifts["flag"] == "synthetic only"
+    ).sum()
+    counts = summary["feature_shifts"]["flags"]
+    assert counts == count_flags(shifts["flag"]) and counts["pairs"] == len(shifts)
+    html = (out / "report.html").read_text()
+    assert f"{counts['synthetic only']} of {counts['tested']} feature shifts" in html
+    assert f"{counts['opposite sign']} of {counts['tested']}" in html
+    assert "nucleus/cytoplasm NF-kB ratio (log): real (orange)" in html  # box plot captions
+
+
 def test_report_finds_the_nfkb_effect_on_real_images(nfkb_report):
     _, summary = nfkb_report
     rows = [r for r in summary["assays"]["statistics"]
@@ -148,6 +214,42 @@ def test_two_samples_of_one_condition_differ_at_rate_alpha(assay_crops):
         hits += int(table.loc[table.test == "student", "p"].iloc[0] < alpha)
     sd = np.sqrt(alpha * (1 - alpha) / draws)
     assert abs(hits / draws - alpha) < 3 * sd + 0.01
+
+
+def test_report_warns_when_a_condition_saturates(plate_factory, tmp_path):
+    """The display stretch [1, 99] as ingest scaling saturates TNF nuclei: the provenance section
+    shows the saturated percent per condition and channel and a warning naming TNF and NFkB."""
+    from phenexplain.config import IngestParams
+    from phenexplain.data.cropset import CropSet
+    from phenexplain.data.ingest import ingest
+    from phenexplain.report.build import _provenance_section, provenance
+    from phenexplain.report.html import Page
+
+    params = IngestParams(layout="manifest", channels=["DNA", "NFkB"], crop_size=32,
+                          min_images_per_condition=2, percentiles=[1.0, 99.0], workers=1)  # fmt: skip
+    ingest(plate_factory("nfkb"), tmp_path / "crops", params)
+    crops = CropSet(tmp_path / "crops")
+    config = {"channels": crops.channels, "conditions": sorted(crops.conditions)}
+    saturation = provenance(tmp_path / "ckpt", crops, config, "control")["saturation"]
+    assert saturation["limit_percent"] == params.qc.crop_saturation_percent == 1.0
+    table = pd.DataFrame(saturation["table"])
+    assert len(table) == 4 and set(table["condition"]) == {"TNF", "control"}
+    tnf = table[(table["condition"] == "TNF") & (table["channel"] == "NFkB")]
+    assert (
+        tnf["saturated_percent"].iloc[0]
+        == pytest.approx(100 * crops.info["saturation"]["TNF"]["NFkB"])
+        and tnf["saturated_percent"].iloc[0] > 1.0
+    )
+    over = {(r["condition"], r["channel"]) for r in saturation["over_limit"]}
+    assert ("TNF", "NFkB") in over
+    assert (
+        "condition TNF, channel NFkB" in saturation["warning"]
+        and "more than 1 %" in saturation["warning"]
+    )
+    page = Page("report")
+    _provenance_section(page, provenance(tmp_path / "ckpt", crops, config, "control"))
+    html = page.render()
+    assert saturation["warning"] in html and "Saturated pixels (%)" in html
 
 
 def test_control_is_named_or_refused():
