@@ -11,7 +11,8 @@ import contextlib
 import logging
 import math
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "phenexplain-"
 CHAMPION = "champion"
+SQLITE_LOCKED = "database is locked"  # a SQLite-backed server refusing a concurrent write
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
@@ -201,6 +203,21 @@ def _best_version(mlf: MlflowClient, name: str, key: tuple[str, str, str]):
     return min(versions, key=lambda v: (float(v.tags[TAG + "fid"]), int(v.version)))
 
 
+def retry_locked(call: Callable[..., Any], *args, attempts: int = 8, **kwargs) -> Any:
+    """`call(*args, **kwargs)`, tried again (0.1 s, 0.2 s, ... apart) while a SQLite-backed
+    tracking server answers that its database is locked: concurrent registrations on such a
+    server are refused now and then, and the refused write left nothing behind."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as exc:
+            if SQLITE_LOCKED not in str(exc) or attempt == attempts - 1:
+                raise
+            log.info("tracking server database locked; retrying %s", call.__name__)
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def promote_if_better(
     mlf: MlflowClient, name: str, version: str, *, alias: str = CHAMPION, attempts: int = 10
 ) -> str | None:
@@ -230,7 +247,7 @@ def promote_if_better(
                 return str(holder)
             if float(current.tags[TAG + "fid"]) <= float(best.tags[TAG + "fid"]):
                 return str(holder)
-        mlf.set_registered_model_alias(name, alias, best.version)
+        retry_locked(mlf.set_registered_model_alias, name, alias, best.version)
         log.info("%s@%s -> version %s (FID %s)", name, alias, best.version, best.tags[TAG + "fid"])
     holder = mlf.get_registered_model(name).aliases.get(alias)
     return None if holder is None else str(holder)
@@ -281,13 +298,14 @@ def log_and_register(
     with _tracking_errors(uri, "register the model"):
         info = _log_model(run_id, Path(checkpoint), centroid_samples, uri)
         try:
-            mlf.create_registered_model(name, tags={TAG + "crop_set": crop_set_name})
+            retry_locked(mlf.create_registered_model, name, tags={TAG + "crop_set": crop_set_name})
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
-        mv = mlf.create_model_version(
-            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
-        )
+        mv = retry_locked(
+            mlf.create_model_version,
+            name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id,
+        )  # fmt: skip
         champion = promote_if_better(mlf, name, mv.version)
     log.info("registered %s version %s (%s = %s)", name, mv.version, fid_metric_name, fid_value)
     version = str(mv.version)

@@ -147,3 +147,27 @@ def test_embedded_default_store_tracks_registers_and_serves(tmp_path, monkeypatc
         {"seed": [1], "source": ["ctrl"], "target": ["drug"], "method": [3], "steps": [1]}
     )
     assert model.predict(request)["images"][0].shape == (2, 3, 8, 8)
+
+
+def test_a_locked_sqlite_server_is_retried_and_other_errors_are_not():
+    from mlflow.exceptions import MlflowException
+
+    from phenexplain.integrations.mlflow_registry import retry_locked
+
+    calls = []
+
+    def flaky(x):
+        calls.append(x)
+        if len(calls) < 3:
+            raise MlflowException("(sqlite3.OperationalError) database is locked")
+        return x * 2
+
+    assert retry_locked(flaky, 21) == 42 and calls == [21, 21, 21]
+
+    def refused():
+        calls.append("refused")
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST")
+
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        retry_locked(refused)
+    assert calls.count("refused") == 1
