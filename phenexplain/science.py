@@ -277,7 +277,10 @@ def _summary_table(rows: pd.DataFrame) -> pd.DataFrame:
         entry["verdicts"] = ", ".join(part["verdict"].astype(str))
         met = part["target_met"].dropna()
         entry["target"] = part["target"].iloc[0]
-        entry["target_met"] = f"{int(met.sum())} of {len(met)}" if len(met) else ""
+        judged = f"{int(met.sum())} of {len(met)}" if len(met) else ""
+        if part["target"].notna().any() and not len(met):
+            judged = "not judged"  # e.g. not measurable at the trained resolution
+        entry["target_met"] = judged
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -307,7 +310,7 @@ def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
         lines.append(
             f"| {r['assay']} | {r['feature']} | {r['condition']} | {r['seeds']} | "
             + " | ".join(cells)
-            + f" | {r['target'] or ''} | {r['target_met']} |"
+            + f" | {r['target'] if isinstance(r['target'], str) else ''} | {r['target_met']} |"
         )
     dose = rows[rows["feature"] == "dose_response"]
     if len(dose):
