@@ -19,7 +19,9 @@ def _ci(row: dict, name: str) -> str:
 
 def verdict_line(row: dict) -> str:
     """One row of the verdict table as the demo prints it."""
-    if str(row["verdict"]).startswith("not measurable at "):
+    from phenexplain.report.verdicts import below_resolution
+
+    if below_resolution(row["verdict"]):
         return f"{row['feature_name']}, {row['condition']}: {row['verdict']}"
     return (
         f"{row['feature_name']}, {row['condition']} vs {row['control']}: d real "

@@ -43,6 +43,7 @@ from phenexplain.data.ingest import ingest
 from phenexplain.data.synthetic import generate_plates, get_assay
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import write_json
+from phenexplain.report.verdicts import below_resolution
 
 ASSAYS = ("nfkb", "golgi", "dose", "subtle")
 DEMO_KIMG = 20.0  # the demo's training budget (flows/demo.py trains for it)
@@ -65,8 +66,7 @@ class Target:
 
     def met(self, row: dict) -> bool | None:
         """Whether `row` (a verdict-table row) meets the target; None where it is not judged."""
-        below = str(row["verdict"]).startswith("not measurable at ")
-        if self.only_if_measurable and below:
+        if self.only_if_measurable and below_resolution(row["verdict"]):
             return None
         d_real, d_syn = row["d_real"], row["d_synthetic"]
         if not (np.isfinite(d_real) and np.isfinite(d_syn)):
@@ -230,7 +230,7 @@ def result_rows(record: dict) -> list[dict]:
             "target_met": None if target is None else target.met(row),
             "inflated_above_1_5": bool(
                 real_effect and np.isfinite(ratio) and ratio > MAX_INFLATION
-                and not str(row["verdict"]).startswith("not measurable at ")
+                and not below_resolution(row["verdict"])
             ),
         })  # fmt: skip
     if "dose_response" in record:

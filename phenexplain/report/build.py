@@ -266,7 +266,7 @@ def _verdict_section(
     page.heading("Verdict: do generated cells reproduce the real effects?")
     if len(table):
         shown = table[list(VERDICT_COLUMNS)].astype(object)
-        below = table["verdict"].str.startswith(f"{verdicts.NOT_MEASURABLE} at ")
+        below = table["verdict"].map(verdicts.below_resolution)
         shown.loc[below, ["d_real", *AT_MODEL_RESOLUTION]] = ""  # no number where none holds
         page.table(shown.rename(columns=VERDICT_COLUMNS), digits=3)
     else:

@@ -45,6 +45,12 @@ def _effects(
 
 
 NOT_MEASURABLE = str(effects.Verdict.NOT_MEASURABLE)
+BELOW_RESOLUTION = f"{NOT_MEASURABLE} at "  # + "R px": the model's resolution cannot carry it
+
+
+def below_resolution(verdict) -> bool:
+    """Whether a verdict says the model's resolution cannot carry the assay."""
+    return str(verdict).startswith(BELOW_RESOLUTION)
 
 
 def _row(assay, condition, control, d_real, d_fake, test, check: dict | None) -> dict:
@@ -57,7 +63,7 @@ def _row(assay, condition, control, d_real, d_fake, test, check: dict | None) ->
         verdict, reason = effects.verdict(d_real, d_fake, ratio)
     verdict = str(verdict)
     if check is not None and not check["measurable"]:
-        verdict, reason = f"{NOT_MEASURABLE} at {check['resolution']} px", check["reason"]
+        verdict, reason = f"{BELOW_RESOLUTION}{check['resolution']} px", check["reason"]
     nan = float("nan")
     check = check or {}
     counts = d_real.counts
@@ -146,7 +152,7 @@ def disagreements(table: pd.DataFrame) -> dict:
         "disagree": int(verdicts.isin([str(v) for v in DISAGREE]).sum()),
         "agree": int((verdicts == str(effects.Verdict.AGREES)).sum()),
         "not_measurable": int(verdicts.str.startswith(NOT_MEASURABLE).sum()),
-        "below_resolution": int(verdicts.str.startswith(f"{NOT_MEASURABLE} at ").sum()),
+        "below_resolution": int(verdicts.map(below_resolution).sum()),
         "wrong_sign": int((verdicts == str(effects.Verdict.WRONG_SIGN)).sum()),
     }
 
