@@ -31,7 +31,13 @@ log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "phenexplain-"
 CHAMPION = "champion"
-SQLITE_LOCKED = "database is locked"  # a SQLite-backed server refusing a concurrent write
+# A SQLite-backed tracking server refusing a write that raced another one; the refused write left
+# nothing behind, so it can be tried again: the database was locked, or two registrants setting
+# an alias for the first time both inserted it (MLflow reads, then inserts).
+SQLITE_CONFLICTS = (
+    "database is locked",
+    "UNIQUE constraint failed: registered_model_aliases",
+)
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
@@ -205,15 +211,16 @@ def _best_version(mlf: MlflowClient, name: str, key: tuple[str, str, str]):
 
 def retry_locked(call: Callable[..., Any], *args, attempts: int = 8, **kwargs) -> Any:
     """`call(*args, **kwargs)`, tried again (0.1 s, 0.2 s, ... apart) while a SQLite-backed
-    tracking server answers that its database is locked: concurrent registrations on such a
-    server are refused now and then, and the refused write left nothing behind."""
+    tracking server refuses it for racing another write (`SQLITE_CONFLICTS`): concurrent
+    registrations on such a server are refused now and then, and the refused write left nothing
+    behind."""
     for attempt in range(attempts):
         try:
             return call(*args, **kwargs)
         except MlflowException as exc:
-            if SQLITE_LOCKED not in str(exc) or attempt == attempts - 1:
+            if not any(m in str(exc) for m in SQLITE_CONFLICTS) or attempt == attempts - 1:
                 raise
-            log.info("tracking server database locked; retrying %s", call.__name__)
+            log.info("tracking server refused a racing write; retrying %s", call.__name__)
             time.sleep(0.1 * 2**attempt)
     raise AssertionError("unreachable")
 

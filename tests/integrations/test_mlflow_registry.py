@@ -149,17 +149,22 @@ def test_embedded_default_store_tracks_registers_and_serves(tmp_path, monkeypatc
     assert model.predict(request)["images"][0].shape == (2, 3, 8, 8)
 
 
-def test_a_locked_sqlite_server_is_retried_and_other_errors_are_not():
+def test_writes_a_sqlite_server_refused_for_racing_are_retried_and_other_errors_are_not():
     from mlflow.exceptions import MlflowException
 
     from phenexplain.integrations.mlflow_registry import retry_locked
 
     calls = []
+    refusals = [
+        "(sqlite3.OperationalError) database is locked",
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases.workspace, "
+        "registered_model_aliases.name, registered_model_aliases.alias",
+    ]
 
     def flaky(x):
         calls.append(x)
-        if len(calls) < 3:
-            raise MlflowException("(sqlite3.OperationalError) database is locked")
+        if len(calls) <= len(refusals):
+            raise MlflowException(refusals[len(calls) - 1])
         return x * 2
 
     assert retry_locked(flaky, 21) == 42 and calls == [21, 21, 21]
