@@ -129,7 +129,16 @@ class TrainProfile(Section):
     batch: int = Field(32, gt=0, description="global minibatch (split across processes)")
     z_dim: int = Field(512, gt=0)
     w_dim: int = Field(512, gt=0)
-    map_layers: int = Field(2, gt=0)
+    map_layers: int = Field(2, gt=0, description="depth of G's mapping network (z, c -> w)")
+    map_lr: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="learning-rate multiplier of both mapping networks (G's and D's condition "
+        "mapping); the reference's 0.01 keeps W steady over long runs and slows down how fast "
+        "the condition is learned",
+    )
+    d_map_layers: int = Field(8, gt=0, description="depth of D's condition mapping (reference: 8)")
     channel_base: int = Field(16384, gt=0)
     channel_max: int = Field(512, gt=0)
     mbstd_group: int = Field(4, gt=0)

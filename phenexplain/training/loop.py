@@ -113,7 +113,7 @@ def network_kwargs(profile: TrainProfile, data: TrainingData) -> dict[str, dict]
         w_dim=profile.w_dim,
         img_resolution=data.resolution,
         img_channels=data.num_channels,
-        mapping_kwargs=dict(num_layers=profile.map_layers),
+        mapping_kwargs=dict(num_layers=profile.map_layers, lr_multiplier=profile.map_lr),
         synthesis_kwargs=synthesis,
     )
     d = dict(
@@ -121,6 +121,7 @@ def network_kwargs(profile: TrainProfile, data: TrainingData) -> dict[str, dict]
         img_resolution=data.resolution,
         img_channels=data.num_channels,
         **synthesis,
+        mapping_kwargs=dict(num_layers=profile.d_map_layers, lr_multiplier=profile.map_lr),
         epilogue_kwargs=dict(mbstd_group_size=profile.mbstd_group),
     )
     return {"G": g, "G_ema": g, "D": d}
