@@ -141,12 +141,15 @@ def phenexplain_pipeline(
     params_file: str = "params.yaml",
     kimg: float | None = None,
     track: bool = True,
+    minutes: float | None = None,
 ) -> dict:
     """Plates -> crop set -> model -> registry -> traversals -> report. `source` None skips
-    ingest (the crop set is used as it is); `track` False runs without MLflow."""
+    ingest (the crop set is used as it is); `track` False runs without MLflow; `kimg` and
+    `minutes` override params.yaml's training budget (`minutes`: stop at the first tick after
+    it, `kimg` then the cap)."""
     params = load_params(params_file)
-    if kimg is not None:
-        params = params.model_copy(update={"train": with_overrides(params.train, kimg=kimg)})
+    train = with_overrides(params.train, kimg=kimg, minutes=minutes)
+    params = params.model_copy(update={"train": train})
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir or f"runs/pipeline-{stamp}"
     if source is not None:

@@ -796,28 +796,36 @@ def bench_science(
         str, typer.Option(help="Comma-separated assays: nfkb, golgi, dose, subtle.")
     ] = "nfkb,golgi,dose,subtle",
     seeds: Annotated[int, typer.Option(help="Training seeds per assay (0, 1, ...).")] = 3,
-    profile: Annotated[str | None, typer.Option(help="Training profile (params.yaml).")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Training profile (params.yaml), or several, comma-separated, to compare side "
+            "by side on the same plates (e.g. the recipe and a baseline)."
+        ),
+    ] = None,
     kimg: Annotated[
-        float | None, typer.Option(help="Training budget, kimg (default: the demo's).")
+        float | None,
+        typer.Option(help="Training budget, kimg (default: params.yaml's, the demo's)."),
     ] = None,
     minutes: Annotated[
-        float | None, typer.Option(help="Training budget, minutes (kimg is then the cap).")
+        float | None,
+        typer.Option(help="Training budget, minutes (kimg is then the cap)."),
     ] = None,
 ) -> None:
     """Train and validate the recipe on each planted assay over training seeds (see
     phenexplain.science); one JSON line per (assay, feature, condition, seed), then summary.md
     and summary.png in OUT. Finished (assay, seed) pairs are kept, so it resumes."""
     from phenexplain.config import load_params, with_overrides
-    from phenexplain.science import ASSAYS, DEMO_KIMG, run_science
+    from phenexplain.science import ASSAYS, run_science
 
     params = load_params(_State.params_path)
-    train = with_overrides(
-        params.train, profile=profile, kimg=kimg if kimg is not None else DEMO_KIMG,
-        minutes=minutes,
-    )  # fmt: skip
+    train = with_overrides(params.train, kimg=kimg, minutes=minutes)  # --minutes: kimg caps it
     params = params.model_copy(update={"train": train})
     names = [a.strip() for a in assays.split(",") if a.strip()] or list(ASSAYS)
-    _, md, png = run_science(out, params, assays=names, seeds=seeds, say=typer.echo)
+    profiles = [p.strip() for p in (profile or "").split(",") if p.strip()] or None
+    _, md, png = run_science(
+        out, params, assays=names, seeds=seeds, profiles=profiles, say=typer.echo
+    )
     _say(f"summary: {md} and {png}")
 
 

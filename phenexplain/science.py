@@ -1,22 +1,24 @@
 """`phenexplain bench science`: does the embedded recipe reproduce planted phenotypes, over seeds?
 
 For each assay and each training seed: a synthetic plate (one fixed plate seed per assay, so seeds
-differ only in training), ingest, training for the demo's budget, then the report's own
-measurement (`report.validation.validate`) of the LAST checkpoint (the snapshot rule is fixed in
-advance: never the one whose phenotype looks best). Per (assay, seed) the benchmark writes
-``OUT/<assay>/seed-<n>/science.json``; a finished (assay, seed) is not run again, so an
-interrupted benchmark resumes where it stopped. At the end it gathers every finished pair into
+differ only in training; ``OUT/plates/<assay>``), ingest, training for params.yaml's budget (the
+demo's, in kimg: the same on any machine), then the report's own measurement
+(`report.validation.validate`) of the LAST checkpoint (the snapshot rule is fixed in advance:
+never the one whose phenotype looks best). Several profiles can be trained side by side on the
+same plates (the recipe and a baseline, or an ablation). Per (profile, assay, seed) the
+benchmark writes ``OUT/<profile>/<assay>/seed-<n>/science.json``; a finished one is not run
+again, so an interrupted benchmark resumes where it stopped. At the end it gathers them into
 
-- ``OUT/results.jsonl``: one line per (assay, feature, condition, seed): d_real and its CI
+- ``OUT/results.jsonl``: one line per (profile, assay, feature, condition, seed): d_real and its CI
   (bootstrap over wells), d_synthetic and its CI (over images), the ratio and its CI, the
   verdict, the target and whether it is met, FID (fid_rand of the last checkpoint), kimg
   reached and training minutes; ``dose`` adds one line per seed (feature ``dose_response``) with
   the Spearman rho of synthetic cytoplasm area and of the median W distance to the control
   centroid against dose;
-- ``OUT/summary.md``: median and range over seeds per (assay, feature, condition), and the
-  targets met per assay;
-- ``OUT/summary.png``: d_synthetic against d_real per feature, one point per seed, CI bars and
-  the identity line.
+- ``OUT/summary.md``: the targets met per profile, then median and range over seeds per
+  (profile, assay, feature, condition) with the median |d_syn - d_real|;
+- ``OUT/summary.png``: one panel per profile, d_synthetic against d_real per feature, one point
+  per seed, CI bars and the identity line.
 
 Targets (`TARGETS`, from the faithful-phenotypes issue): nfkb's log ratio |d_syn - d_real| <= 0.3;
 golgi's spot count with the right sign and a ratio in [0.67, 1.5], its spot area with the right
@@ -28,6 +30,7 @@ right sign and a ratio in [0.5, 2]; and nowhere a ratio above 1.5 where the real
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,10 +49,10 @@ from phenexplain.fsutil import write_json
 from phenexplain.report.verdicts import below_resolution
 
 ASSAYS = ("nfkb", "golgi", "dose", "subtle")
-DEMO_KIMG = 20.0  # the demo's training budget (flows/demo.py trains for it)
 PLATE_SEED = 11  # one plate per assay, the same for every training seed
 MAX_INFLATION = 1.5
 RESULT = "science.json"
+PLATES = "plates"  # OUT/plates/<assay>: shared by every profile and seed
 
 Say = Callable[[str], None]
 
@@ -108,8 +111,9 @@ def _ingest_params(assay: str, base: IngestParams) -> IngestParams:
 
 
 def prepare_data(out: Path, assay: str, params: Params, say: Say) -> Path:
-    """Plate and crop set of `assay` under ``OUT/<assay>/`` (made once, reused by every seed)."""
-    folder = out / assay
+    """Plate and crop set of `assay` under ``OUT/plates/<assay>/`` (made once, reused by every
+    profile and seed)."""
+    folder = out / PLATES / assay
     done = folder / "data.json"
     crops = folder / "crops"
     if done.is_file():
@@ -151,23 +155,30 @@ def _dose_response(G, conditions: list[str], crops: CropSet, v, control: str, pa
     return out
 
 
-def run_one(out: Path, assay: str, seed: int, params: Params, say: Say) -> dict:
-    """Train, measure and record one (assay, seed); returns the record written to science.json."""
+def run_folder(out: Path, profile: str, assay: str, seed: int) -> Path:
+    """Where one (profile, assay, seed) is trained and recorded."""
+    return out / profile / assay / f"seed-{seed}"
+
+
+def run_one(out: Path, profile: str, assay: str, seed: int, params: Params, say: Say) -> dict:
+    """Train `profile`, measure and record one (assay, seed); returns the record written to
+    science.json."""
     from phenexplain.explain.latent import pick_control
     from phenexplain.report.validation import validate
     from phenexplain.training.checkpoint import latest_checkpoint, load_network, read_config
     from phenexplain.training.run import run_training
 
     crops_dir = prepare_data(out, assay, params, say)
-    folder = out / assay / f"seed-{seed}"
+    folder = run_folder(out, profile, assay, seed)
     run = folder / "run"
-    train = params.train.model_copy(update={"seed": seed})
-    say(f"{assay} seed {seed}: training ({_budget(train)})")
+    train = params.train.model_copy(update={"seed": seed, "profile": profile})
+    tag = f"{profile} {assay} seed {seed}"
+    say(f"{tag}: training ({_budget(train)})")
     start = time.perf_counter()
     progress = run_training(crops_dir, run, train, overwrite=run.exists())
     minutes = (time.perf_counter() - start) / 60
     checkpoint = latest_checkpoint(run)  # the last one: fixed in advance, whatever it shows
-    say(f"{assay} seed {seed}: measuring {checkpoint.name}")
+    say(f"{tag}: measuring {checkpoint.name}")
     config = read_config(checkpoint)
     G = load_network(checkpoint, "G_ema")
     crops = CropSet(crops_dir)
@@ -203,7 +214,8 @@ def _budget(train: TrainParams) -> str:
 
 def result_rows(record: dict) -> list[dict]:
     """The JSON lines of one (assay, seed) record."""
-    common = {k: record[k] for k in ("assay", "seed", "kimg", "training_minutes", "fid_rand")}
+    keys = ("profile", "assay", "seed", "kimg", "training_minutes", "fid_rand")
+    common = {k: record[k] for k in keys}
     common["resolution"] = record["resolution"]
     targets = {t.feature: t for t in TARGETS.get(record["assay"], [])}
     rows = []
@@ -263,17 +275,20 @@ def _describe(target: Target) -> str:
 
 
 def _summary_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Median and range over seeds per (assay, feature, condition)."""
+    """Median and range over seeds per (profile, assay, feature, condition), with the median
+    |d_syn - d_real| (the ablation's measure of fidelity)."""
     effects = rows[rows["feature"] != "dose_response"]
     out = []
-    for (assay, feature, condition), part in effects.groupby(
-        ["assay", "feature", "condition"], sort=False
+    for (profile, assay, feature, condition), part in effects.groupby(
+        ["profile", "assay", "feature", "condition"], sort=False
     ):
-        entry = {"assay": assay, "feature": feature, "condition": condition, "seeds": len(part)}
+        entry = {"profile": profile, "assay": assay, "feature": feature, "condition": condition,
+                 "seeds": len(part)}  # fmt: skip
         for column in ("d_real", "d_synthetic", "ratio"):
             values = part[column].astype(float)
             entry[column] = values.median()
             entry[f"{column}_min"], entry[f"{column}_max"] = values.min(), values.max()
+        entry["abs_diff"] = (part["d_synthetic"] - part["d_real"]).astype(float).abs().median()
         entry["verdicts"] = ", ".join(part["verdict"].astype(str))
         met = part["target_met"].dropna()
         entry["target"] = part["target"].iloc[0]
@@ -285,22 +300,49 @@ def _summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def targets_met(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (profile, target): the seeds that met it, of the seeds judged."""
+    judged = rows[rows["target"].notna()]
+    out = []
+    for (profile, assay, feature), part in judged.groupby(
+        ["profile", "assay", "feature"], sort=False
+    ):
+        met = part["target_met"].dropna().astype(bool)
+        out.append({"profile": profile, "assay": assay, "feature": feature,
+                    "target": part["target"].iloc[0], "met": int(met.sum()),
+                    "judged": len(met)})  # fmt: skip
+    return pd.DataFrame(out, columns=["profile", "assay", "feature", "target", "met", "judged"])
+
+
 def _fmt(x) -> str:
     return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.2f}"
 
 
 def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
-    """summary.md and summary.png of every finished (assay, seed)."""
+    """summary.md and summary.png of every finished (profile, assay, seed)."""
     table = _summary_table(rows)
-    runs = rows.drop_duplicates(["assay", "seed"])
+    runs = rows.drop_duplicates(["profile", "assay", "seed"])
     lines = [
         "# Science benchmark",
         "",
-        f"{len(runs)} runs (assay x training seed); the last checkpoint of each. Median "
-        "[min, max] over seeds.",
+        f"{len(runs)} runs (profile x assay x training seed); the last checkpoint of each. "
+        "Median [min, max] over seeds; |diff| is the median of |d_syn - d_real| over seeds.",
         "",
-        "| assay | feature | condition | seeds | d real | d synthetic | ratio | target | met |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Targets",
+        "",
+        "| profile | assay | feature | target | seeds that met it |",
+        "|---|---|---|---|---|",
+    ]
+    for r in targets_met(rows).to_dict(orient="records"):
+        met = f"{r['met']} of {r['judged']}" if r["judged"] else "not judged"
+        lines.append(f"| {r['profile']} | {r['assay']} | {r['feature']} | {r['target']} | {met} |")
+    lines += [
+        "",
+        "## Effects",
+        "",
+        "| profile | assay | feature | condition | seeds | d real | d synthetic | ratio | |diff| "
+        "| target | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.to_dict(orient="records"):
         cells = [
@@ -308,67 +350,75 @@ def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
             for c in ("d_real", "d_synthetic", "ratio")
         ]
         lines.append(
-            f"| {r['assay']} | {r['feature']} | {r['condition']} | {r['seeds']} | "
-            + " | ".join(cells)
-            + f" | {r['target'] if isinstance(r['target'], str) else ''} | {r['target_met']} |"
+            f"| {r['profile']} | {r['assay']} | {r['feature']} | {r['condition']} | "
+            f"{r['seeds']} | " + " | ".join(cells) + f" | {_fmt(r['abs_diff'])}"
+            f" | {r['target'] if isinstance(r['target'], str) else ''} | {r['target_met']} |"
         )
     dose = rows[rows["feature"] == "dose_response"]
     if len(dose):
         lines += [
             "",
-            "| dose response, seed | rho cytoplasm area real | synthetic | rho W distance | met |",
-            "|---|---|---|---|---|",
+            "| profile | dose response, seed | rho cytoplasm area real | synthetic "
+            "| rho W distance | met |",
+            "|---|---|---|---|---|---|",
         ]
         for r in dose.to_dict(orient="records"):
             lines.append(
-                f"| {r['seed']} | {_fmt(r['rho_cytoplasm_area_real'])} | "
+                f"| {r['profile']} | {r['seed']} | {_fmt(r['rho_cytoplasm_area_real'])} | "
                 f"{_fmt(r['rho_cytoplasm_area_synthetic'])} | {_fmt(r['rho_w_distance'])} | "
                 f"{r['target_met']} |"
             )
     lines += [
         "",
-        "| assay | seed | kimg | training min | img/s | fid_rand |",
-        "|---|---|---|---|---|---|",
+        "| profile | assay | seed | kimg | training min | img/s | fid_rand |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in runs.to_dict(orient="records"):
         speed = r["kimg"] * 1000 / (r["training_minutes"] * 60)
         lines.append(
-            f"| {r['assay']} | {r['seed']} | {r['kimg']:.1f} | {r['training_minutes']:.1f} | "
-            f"{speed:.0f} | {_fmt(r['fid_rand'])} |"
+            f"| {r['profile']} | {r['assay']} | {r['seed']} | {r['kimg']:.1f} | "
+            f"{r['training_minutes']:.1f} | {speed:.0f} | {_fmt(r['fid_rand'])} |"
         )
-    inflated = int(rows["inflated_above_1_5"].fillna(False).astype(bool).sum())
-    lines += ["", f"Ratios above {MAX_INFLATION} where the real effect is real: {inflated}."]
+    inflated = rows[rows["inflated_above_1_5"].fillna(False).astype(bool)]
+    counts = inflated.groupby("profile").size().reindex(rows["profile"].unique(), fill_value=0)
+    lines += ["", f"Ratios above {MAX_INFLATION} where the real effect is real: "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]  # fmt: skip
     md = out / "summary.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return md, _plot(rows, out / "summary.png")
 
 
 def _plot(rows: pd.DataFrame, path: Path) -> Path:
+    """One panel per profile: d_synthetic against d_real, one point per seed, CI bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     effects = rows[(rows["feature"] != "dose_response") & rows["d_synthetic"].notna()]
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for (assay, feature), part in effects.groupby(["assay", "feature"]):
-        real = part["d_real"].to_numpy(float)
-        syn = part["d_synthetic"].to_numpy(float)
-        xerr = np.abs(np.stack(part["d_real_ci"].to_numpy()).T.astype(float) - real)
-        yerr = np.abs(np.stack(part["d_synthetic_ci"].to_numpy()).T.astype(float) - syn)
-        ax.errorbar(
-            real, syn, xerr=xerr, yerr=yerr, fmt="o", capsize=2, label=f"{assay}: {feature}"
-        )
+    profiles = list(rows["profile"].unique())
     lim = (
         np.nanmax(np.abs(effects[["d_real", "d_synthetic"]].to_numpy(float))) if len(effects) else 1
     )
     lim = 1.1 * max(float(lim), 0.5)
-    ax.plot([-lim, lim], [-lim, lim], color="grey", lw=1, label="identity")
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.axvline(0, color="grey", lw=0.5)
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="d real (CI: wells)",
-           ylabel="d synthetic (CI: images)", title="One point per training seed")  # fmt: skip
-    ax.legend(fontsize=7, loc="upper left")
+    fig, axes = plt.subplots(1, len(profiles), figsize=(6 * len(profiles), 6), squeeze=False)
+    for ax, profile in zip(axes[0], profiles, strict=True):
+        mine = effects[effects["profile"] == profile]
+        for (assay, feature), part in mine.groupby(["assay", "feature"]):
+            real = part["d_real"].to_numpy(float)
+            syn = part["d_synthetic"].to_numpy(float)
+            xerr = np.abs(np.stack(part["d_real_ci"].to_numpy()).T.astype(float) - real)
+            yerr = np.abs(np.stack(part["d_synthetic_ci"].to_numpy()).T.astype(float) - syn)
+            ax.errorbar(
+                real, syn, xerr=xerr, yerr=yerr, fmt="o", capsize=2, label=f"{assay}: {feature}"
+            )
+        ax.plot([-lim, lim], [-lim, lim], color="grey", lw=1, label="identity")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="d real (CI: wells)",
+               ylabel="d synthetic (CI: images)",
+               title=f"{profile}: one point per training seed")  # fmt: skip
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -381,28 +431,42 @@ def run_science(
     *,
     assays: list[str],
     seeds: int,
+    profiles: list[str] | None = None,
     say: Say = print,
 ) -> tuple[list[dict], Path, Path]:
-    """Every (assay, seed) not finished yet, then the gathered results and the summary.
+    """Every (profile, assay, seed) not finished yet, then the gathered results and the summary.
+    `profiles` defaults to ``params.train.profile``; several profiles are trained side by side
+    (each seed of each assay under every profile before the next), on the same plates.
 
     Returns (all result rows, summary.md, summary.png)."""
+    from phenexplain.training.run import resolve_profile
+
     out = Path(out)
     unknown = [a for a in assays if a not in ASSAYS]
     if unknown:
         raise PhenexplainError(f"unknown assay {unknown}; choose from {', '.join(ASSAYS)}")
     if seeds < 1:
         raise PhenexplainError(f"--seeds must be at least 1, got {seeds}")
+    profiles = profiles or [params.train.profile]
+    for name in profiles:
+        if name == PLATES or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise PhenexplainError(
+                f"profile name {name!r} cannot name a benchmark folder; use letters, digits, "
+                f"'-', '_' or '.' (and not {PLATES!r})"
+            )
+        resolve_profile(params.train.model_copy(update={"profile": name}), 128)  # known?
     out.mkdir(parents=True, exist_ok=True)
-    pairs = [(a, s) for s in range(seeds) for a in assays]  # every assay once before seed 1
+    runs = [(p, a, s) for s in range(seeds) for a in assays for p in profiles]
     rows: list[dict] = []
-    for k, (assay, seed) in enumerate(pairs, start=1):
-        done = out / assay / f"seed-{seed}" / RESULT
+    for k, (profile, assay, seed) in enumerate(runs, start=1):
+        done = run_folder(out, profile, assay, seed) / RESULT
+        head = f"[{k}/{len(runs)}] {profile} {assay} seed {seed}"
         if done.is_file():
-            say(f"[{k}/{len(pairs)}] {assay} seed {seed}: finished earlier, kept")
+            say(f"{head}: finished earlier, kept")
             record = json.loads(done.read_text())
         else:
-            say(f"[{k}/{len(pairs)}] {assay} seed {seed}")
-            record = run_one(out, assay, seed, params, say)
+            say(head)
+            record = run_one(out, profile, assay, seed, params, say)
         for row in result_rows(record):
             say(json.dumps(row, default=float))
             rows.append(row)

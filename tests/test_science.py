@@ -20,35 +20,45 @@ def small_params(tmp_path_factory):
     params = load_params(path)
     synth = params.synth.model_copy(update={"sites_per_well": 1})
     report = params.report.model_copy(update={"centroid_samples": 200, "dose_samples": 20})
-    return params.model_copy(update={"synth": synth, "report": report})
+    profiles = dict(params.train.profiles)
+    profiles["fast-map"] = profiles["cpu-small"].model_copy(update={"map_lr": 0.1})
+    train = params.train.model_copy(update={"profiles": profiles})
+    return params.model_copy(update={"synth": synth, "report": report, "train": train})
 
 
 def test_science_runs_resumes_and_summarises(small_params, tmp_path):
     said: list[str] = []
+    profiles = ["cpu-small", "fast-map"]  # side by side, on the same plates
     rows, md, png = run_science(tmp_path, small_params, assays=["nfkb", "dose"], seeds=1,
-                                say=said.append)  # fmt: skip
+                                profiles=profiles, say=said.append)  # fmt: skip
     assert md.is_file() and png.is_file() and png.stat().st_size > 1000
     text = (tmp_path / "results.jsonl").read_text()
     assert text == "".join(json.dumps(r, default=float) + "\n" for r in rows)
     lines = [json.loads(x) for x in text.splitlines()]
     ratio = [r for r in lines if r["assay"] == "nfkb" and r["feature"] == "log_nc_ratio"]
-    assert len(ratio) == 1 and ratio[0]["condition"] == "TNF" and ratio[0]["seed"] == 0
+    assert [r["profile"] for r in ratio] == profiles
+    assert ratio[0]["condition"] == "TNF" and ratio[0]["seed"] == 0
+    assert ratio[0]["d_real"] == ratio[1]["d_real"]  # one plate, one crop sample
+    assert sum(s == "nfkb: ingesting" for s in said) == 1
     assert {"d_real", "d_real_ci", "d_synthetic", "d_synthetic_ci", "ratio", "verdict", "fid_rand",
             "kimg", "training_minutes", "target", "target_met"} <= set(ratio[0])  # fmt: skip
     assert small_params.train.kimg <= ratio[0]["kimg"] < 2 * small_params.train.kimg
     assert ratio[0]["d_real_ci"][0] > 0  # the planted translocation, on real crops
     dose = [r for r in lines if r["feature"] == "dose_response"]
-    assert len(dose) == 1 and -1 <= dose[0]["rho_w_distance"] <= 1
+    assert len(dose) == 2 and -1 <= dose[0]["rho_w_distance"] <= 1
     assert np.isfinite(dose[0]["rho_cytoplasm_area_synthetic"])  # (32 px crops cut the cells)
-    assert "| nfkb | log_nc_ratio | TNF | 1 |" in md.read_text()
+    summary = md.read_text()
+    assert all(f"| {p} | nfkb | log_nc_ratio | TNF | 1 |" in summary for p in profiles)
+    assert "| fast-map | nfkb | log_nc_ratio | |d_syn - d_real| <= 0.3 |" in summary
     # a second call re-trains nothing and gives the same rows
-    record = tmp_path / "nfkb" / "seed-0" / "science.json"
+    record = tmp_path / "fast-map" / "nfkb" / "seed-0" / "science.json"
+    assert json.loads(record.read_text())["profile"] == "fast-map"
     stamp = record.stat().st_mtime_ns
     again: list[str] = []
     rows2, _, _ = run_science(tmp_path, small_params, assays=["nfkb", "dose"], seeds=1,
-                              say=again.append)  # fmt: skip
+                              profiles=profiles, say=again.append)  # fmt: skip
     assert record.stat().st_mtime_ns == stamp
-    assert sum("finished earlier" in s for s in again) == 2
+    assert sum("finished earlier" in s for s in again) == 4
     assert not any(": training (" in s for s in again) and any(": training (" in s for s in said)
     assert json.dumps(rows2, default=float) == json.dumps(rows, default=float)
 
@@ -58,6 +68,11 @@ def test_unknown_assays_and_seeds_are_refused(small_params, tmp_path):
         run_science(tmp_path, small_params, assays=["nfkbb"], seeds=1)
     with pytest.raises(PhenexplainError, match="at least 1"):
         run_science(tmp_path, small_params, assays=["nfkb"], seeds=0)
+    with pytest.raises(PhenexplainError, match="unknown training profile 'nope'"):
+        run_science(tmp_path, small_params, assays=["nfkb"], seeds=1, profiles=["nope"])
+    for bad in ("plates", "../up"):
+        with pytest.raises(PhenexplainError, match="cannot name a benchmark folder"):
+            run_science(tmp_path, small_params, assays=["nfkb"], seeds=1, profiles=[bad])
 
 
 def _row(feature, d_real, d_syn, verdict="agrees"):
@@ -85,7 +100,7 @@ def _row(feature, d_real, d_syn, verdict="agrees"):
     ],
 )
 def test_targets_have_known_answers(assay, row, met, inflated):
-    record = {"assay": assay, "seed": 0, "kimg": 1.0, "training_minutes": 1.0, "fid_rand": 0.1,
+    record = {"profile": "p", "assay": assay, "seed": 0, "kimg": 1.0, "training_minutes": 1.0, "fid_rand": 0.1,
               "resolution": 32, "table": [row]}  # fmt: skip
     (out,) = result_rows(record)
     assert out["target_met"] is met and out["inflated_above_1_5"] is inflated
@@ -93,7 +108,7 @@ def test_targets_have_known_answers(assay, row, met, inflated):
 
 
 def test_dose_target_needs_both_rhos():
-    record = {"assay": "dose", "seed": 0, "kimg": 1.0, "training_minutes": 1.0, "fid_rand": 0.1,
+    record = {"profile": "p", "assay": "dose", "seed": 0, "kimg": 1.0, "training_minutes": 1.0, "fid_rand": 0.1,
               "resolution": 32, "table": [],
               "dose_response": {"rho_cytoplasm_area_real": -0.9, "rho_cytoplasm_area_synthetic": -0.85,
                                 "rho_w_distance": 0.75}}  # fmt: skip
