@@ -800,7 +800,8 @@ def bench_science(
         str | None,
         typer.Option(
             help="Training profile (params.yaml), or several, comma-separated, to compare side "
-            "by side on the same plates (e.g. the recipe and a baseline)."
+            "by side on the same plates; PROFILE@KIMG trains that one for KIMG kimg (e.g. "
+            "cpu-small,cpu-small-v1@20: the recipe and the old profile at its old budget)."
         ),
     ] = None,
     kimg: Annotated[

@@ -139,6 +139,11 @@ class TrainProfile(Section):
         "the condition is learned",
     )
     d_map_layers: int = Field(8, gt=0, description="depth of D's condition mapping (reference: 8)")
+    cmap_dim: int | None = Field(
+        None,
+        gt=0,
+        description="width of D's condition projection; None: its 4x4 feature maps (reference)",
+    )
     channel_base: int = Field(16384, gt=0)
     channel_max: int = Field(512, gt=0)
     mbstd_group: int = Field(4, gt=0)

@@ -160,19 +160,42 @@ def run_folder(out: Path, profile: str, assay: str, seed: int) -> Path:
     return out / profile / assay / f"seed-{seed}"
 
 
-def run_one(out: Path, profile: str, assay: str, seed: int, params: Params, say: Say) -> dict:
-    """Train `profile`, measure and record one (assay, seed); returns the record written to
-    science.json."""
+def parse_contender(label: str) -> tuple[str, float | None]:
+    """A benchmark contender: ``PROFILE`` (params.yaml's budget) or ``PROFILE@KIMG`` (that
+    profile for KIMG kimg, e.g. a baseline at its own demo budget). Returns (profile, kimg)."""
+    name, at, kimg = label.partition("@")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name == PLATES:
+        raise PhenexplainError(
+            f"profile name {name!r} cannot name a benchmark folder; use letters, digits, "
+            f"'-', '_' or '.' (and not {PLATES!r})"
+        )
+    if not at:
+        return name, None
+    try:
+        value = float(kimg)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise PhenexplainError(f"{label!r}: the budget after '@' must be a positive kimg")
+    return name, value
+
+
+def run_one(out: Path, label: str, assay: str, seed: int, params: Params, say: Say) -> dict:
+    """Train contender `label` (`parse_contender`), measure and record one (assay, seed);
+    returns the record written to science.json."""
     from phenexplain.explain.latent import pick_control
     from phenexplain.report.validation import validate
     from phenexplain.training.checkpoint import latest_checkpoint, load_network, read_config
     from phenexplain.training.run import run_training
 
     crops_dir = prepare_data(out, assay, params, say)
-    folder = run_folder(out, profile, assay, seed)
+    profile, kimg = parse_contender(label)
+    folder = run_folder(out, label, assay, seed)
     run = folder / "run"
-    train = params.train.model_copy(update={"seed": seed, "profile": profile})
-    tag = f"{profile} {assay} seed {seed}"
+    train = params.train.model_copy(
+        update={"seed": seed, "profile": profile, "kimg": kimg or params.train.kimg}
+    )
+    tag = f"{label} {assay} seed {seed}"
     say(f"{tag}: training ({_budget(train)})")
     start = time.perf_counter()
     progress = run_training(crops_dir, run, train, overwrite=run.exists())
@@ -195,7 +218,8 @@ def run_one(out: Path, profile: str, assay: str, seed: int, params: Params, say:
         "img_per_s": progress.cur_nimg / (minutes * 60),
         "fid_rand": snapshot.get("fid_rand"),
         "resolution": G.img_resolution,
-        "profile": train.profile,
+        "profile": label,
+        "profile_name": profile,
         "table": table.to_dict(orient="records"),
     }
     if assay == "dose":
@@ -435,8 +459,9 @@ def run_science(
     say: Say = print,
 ) -> tuple[list[dict], Path, Path]:
     """Every (profile, assay, seed) not finished yet, then the gathered results and the summary.
-    `profiles` defaults to ``params.train.profile``; several profiles are trained side by side
-    (each seed of each assay under every profile before the next), on the same plates.
+    `profiles` (contenders: ``PROFILE`` or ``PROFILE@KIMG``, see `parse_contender`) defaults to
+    ``params.train.profile``; several are trained side by side (each seed of each assay under
+    every contender before the next), on the same plates.
 
     Returns (all result rows, summary.md, summary.png)."""
     from phenexplain.training.run import resolve_profile
@@ -448,12 +473,8 @@ def run_science(
     if seeds < 1:
         raise PhenexplainError(f"--seeds must be at least 1, got {seeds}")
     profiles = profiles or [params.train.profile]
-    for name in profiles:
-        if name == PLATES or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-            raise PhenexplainError(
-                f"profile name {name!r} cannot name a benchmark folder; use letters, digits, "
-                f"'-', '_' or '.' (and not {PLATES!r})"
-            )
+    for label in profiles:
+        name, _ = parse_contender(label)
         resolve_profile(params.train.model_copy(update={"profile": name}), 128)  # known?
     out.mkdir(parents=True, exist_ok=True)
     runs = [(p, a, s) for s in range(seeds) for a in assays for p in profiles]

@@ -28,7 +28,7 @@ def small_params(tmp_path_factory):
 
 def test_science_runs_resumes_and_summarises(small_params, tmp_path):
     said: list[str] = []
-    profiles = ["cpu-small", "fast-map"]  # side by side, on the same plates
+    profiles = ["cpu-small", "fast-map@0.2"]  # side by side, on the same plates
     rows, md, png = run_science(tmp_path, small_params, assays=["nfkb", "dose"], seeds=1,
                                 profiles=profiles, say=said.append)  # fmt: skip
     assert md.is_file() and png.is_file() and png.stat().st_size > 1000
@@ -38,6 +38,7 @@ def test_science_runs_resumes_and_summarises(small_params, tmp_path):
     ratio = [r for r in lines if r["assay"] == "nfkb" and r["feature"] == "log_nc_ratio"]
     assert [r["profile"] for r in ratio] == profiles
     assert ratio[0]["condition"] == "TNF" and ratio[0]["seed"] == 0
+    assert 0.2 <= ratio[1]["kimg"] < 0.3  # its own budget
     assert ratio[0]["d_real"] == ratio[1]["d_real"]  # one plate, one crop sample
     assert sum(s == "nfkb: ingesting" for s in said) == 1
     assert {"d_real", "d_real_ci", "d_synthetic", "d_synthetic_ci", "ratio", "verdict", "fid_rand",
@@ -49,10 +50,10 @@ def test_science_runs_resumes_and_summarises(small_params, tmp_path):
     assert np.isfinite(dose[0]["rho_cytoplasm_area_synthetic"])  # (32 px crops cut the cells)
     summary = md.read_text()
     assert all(f"| {p} | nfkb | log_nc_ratio | TNF | 1 |" in summary for p in profiles)
-    assert "| fast-map | nfkb | log_nc_ratio | |d_syn - d_real| <= 0.3 |" in summary
+    assert "| fast-map@0.2 | nfkb | log_nc_ratio | |d_syn - d_real| <= 0.3 |" in summary
     # a second call re-trains nothing and gives the same rows
-    record = tmp_path / "fast-map" / "nfkb" / "seed-0" / "science.json"
-    assert json.loads(record.read_text())["profile"] == "fast-map"
+    record = tmp_path / "fast-map@0.2" / "nfkb" / "seed-0" / "science.json"
+    assert json.loads(record.read_text())["profile_name"] == "fast-map"
     stamp = record.stat().st_mtime_ns
     again: list[str] = []
     rows2, _, _ = run_science(tmp_path, small_params, assays=["nfkb", "dose"], seeds=1,
@@ -72,6 +73,9 @@ def test_unknown_assays_and_seeds_are_refused(small_params, tmp_path):
         run_science(tmp_path, small_params, assays=["nfkb"], seeds=1, profiles=["nope"])
     for bad in ("plates", "../up"):
         with pytest.raises(PhenexplainError, match="cannot name a benchmark folder"):
+            run_science(tmp_path, small_params, assays=["nfkb"], seeds=1, profiles=[bad])
+    for bad in ("cpu-small@", "cpu-small@-1", "cpu-small@inf", "cpu-small@x"):
+        with pytest.raises(PhenexplainError, match="positive kimg"):
             run_science(tmp_path, small_params, assays=["nfkb"], seeds=1, profiles=[bad])
 
 

@@ -121,6 +121,7 @@ def network_kwargs(profile: TrainProfile, data: TrainingData) -> dict[str, dict]
         img_resolution=data.resolution,
         img_channels=data.num_channels,
         **synthesis,
+        cmap_dim=profile.cmap_dim,
         mapping_kwargs=dict(num_layers=profile.d_map_layers, lr_multiplier=profile.map_lr),
         epilogue_kwargs=dict(mbstd_group_size=profile.mbstd_group),
     )
