@@ -72,10 +72,12 @@ bench: $(VENV)/.installed-run
 	$(BIN)/phenexplain bench explain | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench measure | tee -a bench/results.jsonl
 
-# The science benchmark: every planted assay x 3 training seeds at the demo's budget (hours on
-# 2 cores; resumes where it stopped). Results in bench/science/summary.md and summary.png.
+# The science benchmark: every planted assay x 3 training seeds, the recipe (cpu-small at the
+# demo's 60 kimg) beside the old profile at its old budget (cpu-small-v1, 20 kimg), on the same
+# plates (about 3 hours on 2 cores; resumes where it stopped). Results in bench/science/summary.md
+# and summary.png.
 science: $(VENV)/.installed-run
-	$(BIN)/phenexplain bench science bench/science
+	$(BIN)/phenexplain bench science bench/science --profile cpu-small,cpu-small-v1@20
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
