@@ -813,9 +813,9 @@ def bench_science(
         typer.Option(help="Training budget, minutes (kimg is then the cap)."),
     ] = None,
 ) -> None:
-    """Train and validate the recipe on each planted assay over training seeds (see
-    phenexplain.science); one JSON line per (assay, feature, condition, seed), then summary.md
-    and summary.png in OUT. Finished (assay, seed) pairs are kept, so it resumes."""
+    """Train and validate each profile on each planted assay over training seeds (see
+    phenexplain.science); one JSON line per (profile, assay, feature, condition, seed), then
+    summary.md and summary.png in OUT. Finished runs are kept, so it resumes."""
     from phenexplain.config import load_params, with_overrides
     from phenexplain.science import ASSAYS, run_science
 
