@@ -314,18 +314,13 @@ def _summary_table(rows: pd.DataFrame) -> pd.DataFrame:
             entry[f"{column}_min"], entry[f"{column}_max"] = values.min(), values.max()
         entry["abs_diff"] = (part["d_synthetic"] - part["d_real"]).astype(float).abs().median()
         entry["verdicts"] = ", ".join(part["verdict"].astype(str))
-        met = part["target_met"].dropna()
-        entry["target"] = part["target"].iloc[0]
-        judged = f"{int(met.sum())} of {len(met)}" if len(met) else ""
-        if part["target"].notna().any() and not len(met):
-            judged = "not judged"  # e.g. not measurable at the trained resolution
-        entry["target_met"] = judged
         out.append(entry)
     return pd.DataFrame(out)
 
 
 def targets_met(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (profile, target): the seeds that met it, of the seeds judged."""
+    """Per (profile, target): the seeds that met it, of the seeds judged (none judged: e.g. not
+    measurable at the trained resolution)."""
     judged = rows[rows["target"].notna()]
     out = []
     for (profile, assay, feature), part in judged.groupby(
@@ -364,9 +359,8 @@ def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
         "",
         "## Effects",
         "",
-        "| profile | assay | feature | condition | seeds | d real | d synthetic | ratio | |diff| "
-        "| target | met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| profile | assay | feature | condition | seeds | d real | d synthetic | ratio | |diff| |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.to_dict(orient="records"):
         cells = [
@@ -375,8 +369,7 @@ def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
         ]
         lines.append(
             f"| {r['profile']} | {r['assay']} | {r['feature']} | {r['condition']} | "
-            f"{r['seeds']} | " + " | ".join(cells) + f" | {_fmt(r['abs_diff'])}"
-            f" | {r['target'] if isinstance(r['target'], str) else ''} | {r['target_met']} |"
+            f"{r['seeds']} | " + " | ".join(cells) + f" | {_fmt(r['abs_diff'])} |"
         )
     dose = rows[rows["feature"] == "dose_response"]
     if len(dose):
