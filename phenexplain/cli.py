@@ -812,12 +812,20 @@ def bench_science(
         float | None,
         typer.Option(help="Training budget, minutes (kimg is then the cap)."),
     ] = None,
+    sites_per_well: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Sites per well of the plates, 8 wells per condition (default 24: about "
+            "2,100 crops per condition).",
+        ),
+    ] = None,
 ) -> None:
     """Train and validate each profile on each planted assay over training seeds (see
     phenexplain.science); one JSON line per (profile, assay, feature, condition, seed), then
     summary.md and summary.png in OUT. Finished runs are kept, so it resumes."""
     from phenexplain.config import load_params, with_overrides
-    from phenexplain.science import ASSAYS, run_science
+    from phenexplain.science import ASSAYS, SITES_PER_WELL, run_science
 
     params = load_params(_State.params_path)
     train = with_overrides(params.train, kimg=kimg, minutes=minutes)  # --minutes: kimg caps it
@@ -825,8 +833,9 @@ def bench_science(
     names = [a.strip() for a in assays.split(",") if a.strip()] or list(ASSAYS)
     profiles = [p.strip() for p in (profile or "").split(",") if p.strip()] or None
     _, md, png = run_science(
-        out, params, assays=names, seeds=seeds, profiles=profiles, say=typer.echo
-    )
+        out, params, assays=names, seeds=seeds, profiles=profiles,
+        sites_per_well=sites_per_well or SITES_PER_WELL, say=typer.echo,
+    )  # fmt: skip
     _say(f"summary: {md} and {png}")
 
 

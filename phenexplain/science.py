@@ -50,6 +50,8 @@ from phenexplain.report.verdicts import below_resolution
 
 ASSAYS = ("nfkb", "golgi", "dose", "subtle")
 PLATE_SEED = 11  # one plate per assay, the same for every training seed
+WELLS_PER_CONDITION = 8
+SITES_PER_WELL = 24  # about 2,100 crops per condition (the size of an unseen assay's plate)
 MAX_INFLATION = 1.5
 RESULT = "science.json"
 PLATES = "plates"  # OUT/plates/<assay>: shared by every profile and seed
@@ -95,10 +97,12 @@ TARGETS = {
 DOSE_RHO = {"cytoplasm_area": -0.8, "w_distance": 0.8}
 
 
-def plate_spec(assay: str, base: SynthParams) -> SynthParams:
-    """The benchmark's plate of `assay`: `base`'s size (params.yaml: synth), 8 wells per condition,
-    the fixed plate seed."""
-    return base.model_copy(update={"assay": assay, "seed": PLATE_SEED, "wells_per_condition": 8})
+def plate_spec(assay: str, base: SynthParams, sites_per_well: int = SITES_PER_WELL) -> SynthParams:
+    """The benchmark's plate of `assay`: `base`'s fields (params.yaml: synth) with
+    `WELLS_PER_CONDITION` wells of `sites_per_well` sites per condition, the fixed plate seed."""
+    update = {"assay": assay, "seed": PLATE_SEED, "wells_per_condition": WELLS_PER_CONDITION,
+              "sites_per_well": sites_per_well}  # fmt: skip
+    return base.model_copy(update=update)
 
 
 def _ingest_params(assay: str, base: IngestParams) -> IngestParams:
@@ -110,20 +114,30 @@ def _ingest_params(assay: str, base: IngestParams) -> IngestParams:
     )
 
 
-def prepare_data(out: Path, assay: str, params: Params, say: Say) -> Path:
+def prepare_data(
+    out: Path, assay: str, params: Params, say: Say, sites_per_well: int = SITES_PER_WELL
+) -> Path:
     """Plate and crop set of `assay` under ``OUT/plates/<assay>/`` (made once, reused by every
-    profile and seed)."""
+    profile and seed; a benchmark resumed with another plate is refused)."""
     folder = out / PLATES / assay
     done = folder / "data.json"
     crops = folder / "crops"
+    spec = plate_spec(assay, params.synth, sites_per_well).model_dump(mode="json")
     if done.is_file():
+        made = json.loads(done.read_text()).get("spec")
+        changed = sorted(k for k in spec if k != "workers" and made and made.get(k) != spec[k])
+        if changed:
+            raise PhenexplainError(
+                f"{folder} holds a plate made with other settings ({', '.join(changed)}); "
+                "resume with the same synth settings and --sites-per-well, or use another OUT"
+            )
         return crops
     plate = folder / "plate"
     say(f"{assay}: synthesising the plate")
-    generate_plates(plate_spec(assay, params.synth), plate, overwrite=plate.exists())
+    generate_plates(SynthParams(**spec), plate, overwrite=plate.exists())
     say(f"{assay}: ingesting")
     summary = ingest(plate, crops, _ingest_params(assay, params.ingest), overwrite=crops.exists())
-    write_json(done, {"plate": str(plate), "crops": str(crops), "ingest": summary})
+    write_json(done, {"plate": str(plate), "crops": str(crops), "spec": spec, "ingest": summary})
     return crops
 
 
@@ -180,15 +194,16 @@ def parse_contender(label: str) -> tuple[str, float | None]:
     return name, value
 
 
-def run_one(out: Path, label: str, assay: str, seed: int, params: Params, say: Say) -> dict:
-    """Train contender `label` (`parse_contender`), measure and record one (assay, seed);
-    returns the record written to science.json."""
+def run_one(
+    out: Path, label: str, assay: str, seed: int, params: Params, say: Say, crops_dir: Path
+) -> dict:
+    """Train contender `label` (`parse_contender`) on `crops_dir` (`prepare_data`), measure and
+    record one (assay, seed); returns the record written to science.json."""
     from phenexplain.explain.latent import pick_control
     from phenexplain.report.validation import validate
     from phenexplain.training.checkpoint import latest_checkpoint, load_network, read_config
     from phenexplain.training.run import run_training
 
-    crops_dir = prepare_data(out, assay, params, say)
     profile, kimg = parse_contender(label)
     folder = run_folder(out, label, assay, seed)
     run = folder / "run"
@@ -449,12 +464,14 @@ def run_science(
     assays: list[str],
     seeds: int,
     profiles: list[str] | None = None,
+    sites_per_well: int = SITES_PER_WELL,
     say: Say = print,
 ) -> tuple[list[dict], Path, Path]:
     """Every (profile, assay, seed) not finished yet, then the gathered results and the summary.
     `profiles` (contenders: ``PROFILE`` or ``PROFILE@KIMG``, see `parse_contender`) defaults to
     ``params.train.profile``; several are trained side by side (each seed of each assay under
-    every contender before the next), on the same plates.
+    every contender before the next), on the same plates (`plate_spec`: `sites_per_well` sites in
+    each of `WELLS_PER_CONDITION` wells per condition).
 
     Returns (all result rows, summary.md, summary.png)."""
     from phenexplain.training.run import resolve_profile
@@ -480,7 +497,8 @@ def run_science(
             record = json.loads(done.read_text())
         else:
             say(head)
-            record = run_one(out, profile, assay, seed, params, say)
+            crops_dir = prepare_data(out, assay, params, say, sites_per_well)
+            record = run_one(out, profile, assay, seed, params, say, crops_dir)
         for row in result_rows(record):
             say(json.dumps(row, default=float))
             rows.append(row)

@@ -18,19 +18,18 @@ from tests.conftest import REPO, write_small_params
 def small_params(tmp_path_factory):
     path = write_small_params(REPO / "params.yaml", tmp_path_factory.mktemp("p") / "params.yaml")
     params = load_params(path)
-    synth = params.synth.model_copy(update={"sites_per_well": 1})
     report = params.report.model_copy(update={"centroid_samples": 200, "dose_samples": 20})
     profiles = dict(params.train.profiles)
     profiles["fast-map"] = profiles["cpu-small"].model_copy(update={"map_lr": 0.1})
     train = params.train.model_copy(update={"profiles": profiles})
-    return params.model_copy(update={"synth": synth, "report": report, "train": train})
+    return params.model_copy(update={"report": report, "train": train})
 
 
 def test_science_runs_resumes_and_summarises(small_params, tmp_path):
     said: list[str] = []
     profiles = ["cpu-small", "fast-map@0.2"]  # side by side, on the same plates
     rows, md, png = run_science(tmp_path, small_params, assays=["nfkb", "dose"], seeds=1,
-                                profiles=profiles, say=said.append)  # fmt: skip
+                                profiles=profiles, sites_per_well=1, say=said.append)  # fmt: skip
     assert md.is_file() and png.is_file() and png.stat().st_size > 1000
     text = (tmp_path / "results.jsonl").read_text()
     assert text == "".join(json.dumps(r, default=float) + "\n" for r in rows)
@@ -57,11 +56,16 @@ def test_science_runs_resumes_and_summarises(small_params, tmp_path):
     stamp = record.stat().st_mtime_ns
     again: list[str] = []
     rows2, _, _ = run_science(tmp_path, small_params, assays=["nfkb", "dose"], seeds=1,
-                              profiles=profiles, say=again.append)  # fmt: skip
+                              profiles=profiles, sites_per_well=1, say=again.append)  # fmt: skip
     assert record.stat().st_mtime_ns == stamp
     assert sum("finished earlier" in s for s in again) == 4
     assert not any(": training (" in s for s in again) and any(": training (" in s for s in said)
     assert json.dumps(rows2, default=float) == json.dumps(rows, default=float)
+    # a new seed on a plate of another size would compare unlike runs: refused before training
+    with pytest.raises(PhenexplainError, match="other settings \\(sites_per_well\\)"):
+        run_science(tmp_path, small_params, assays=["nfkb"], seeds=2, profiles=profiles,
+                    sites_per_well=2, say=again.append)  # fmt: skip
+    assert not (tmp_path / "cpu-small" / "nfkb" / "seed-1").exists()
 
 
 def test_unknown_assays_and_seeds_are_refused(small_params, tmp_path):
