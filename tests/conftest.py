@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,19 @@ def small_spec(assay: str, **kw) -> SynthParams:
 def _private_cache(tmp_path_factory):
     """Derived-data caches (FID extractors, statistics) go to a temporary folder, not ~/.cache."""
     os.environ["PHENEXPLAIN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_module_stand_ins():
+    """MLflow puts a stand-in object at ``sys.modules["dbutils"]`` while it runs a model's code
+    (logging or loading a pyfunc model), then restores what it found. Two such calls that overlap
+    in threads (the registry's race test) can leave the stand-in behind. It answers every
+    attribute, ``__file__`` too, and hypothesis, which scans ``sys.modules`` for constants, then
+    fails on it in a later test."""
+    yield
+    for name, module in list(sys.modules.items()):
+        if type(module).__name__ == "MockDbutils":
+            del sys.modules[name]
 
 
 @pytest.fixture(scope="session")
