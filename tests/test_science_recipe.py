@@ -1,6 +1,6 @@
 """The embedded CPU recipe meets the science benchmark's target on each planted assay, for one
-training seed, at the demo's budget (slow: about 9 minutes per assay on 2 free cores; run with
-`make test-all`). The full benchmark (3 seeds, the baseline beside it) is `make science`."""
+training seed, at the demo's budget, on the benchmark's plates (slow: about 15 minutes per assay on
+2 free cores, half of it the plate and its ingest; run with `make test-all`). The full benchmark (3 seeds, the baseline beside it) is `make science`."""
 
 from __future__ import annotations
 
