@@ -124,8 +124,8 @@ def prepare_data(
     crops = folder / "crops"
     spec = plate_spec(assay, params.synth, sites_per_well).model_dump(mode="json")
     if done.is_file():
-        made = json.loads(done.read_text()).get("spec")
-        changed = sorted(k for k in spec if k != "workers" and made and made.get(k) != spec[k])
+        made = json.loads(done.read_text()).get("spec") or spec  # (older folders: no record)
+        changed = [k for k in sorted(spec) if k != "workers" and made.get(k) != spec[k]]
         if changed:
             raise PhenexplainError(
                 f"{folder} holds a plate made with other settings ({', '.join(changed)}); "
