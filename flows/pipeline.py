@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from phenexplain.config import Params, load_params, with_overrides
+from phenexplain.training.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def start_tracking(cropset: str, params: Params, run_name: str) -> str:
     return start_training_run(name, params.train, crop_set=cropset, repo=REPO, run_name=run_name)
 
 
-class LogProgress:
+class LogProgress(Callback):
     """A training callback that reports each tick (and each snapshot's FID) to the flow's log."""
 
     def __init__(self, kimg: float) -> None:
@@ -59,9 +60,6 @@ class LogProgress:
         fids = {k: round(v, 4) for k, v in stats.items() if k.startswith("fid_")}
         self.logger.info("snapshot %s %s", Path(checkpoint).name, fids)
 
-    def should_stop(self) -> bool:
-        return False
-
 
 @task(retries=0, cache_policy=NO_CACHE)
 def train_model(cropset: str, run_dir: str, params: Params, run_id: str | None) -> str:
@@ -69,16 +67,13 @@ def train_model(cropset: str, run_dir: str, params: Params, run_id: str | None) 
     from phenexplain.training.checkpoint import latest_checkpoint
     from phenexplain.training.run import run_training
 
-    callbacks: list = [LogProgress(params.train.kimg)]
+    callbacks: list[Callback] = [LogProgress(params.train.kimg)]
     if run_id is not None:
         from phenexplain.integrations.mlflow_tracking import MlflowCallback
 
         callbacks.append(MlflowCallback(run_dir, run_id))
     resume = latest_checkpoint(Path(run_dir)) is not None
     progress = run_training(cropset, run_dir, params.train, resume=resume, callbacks=callbacks)
-    for callback in callbacks:
-        if hasattr(callback, "finish"):
-            callback.finish()
     get_run_logger().info("trained to %.3f kimg in %s", progress.cur_nimg / 1000, run_dir)
     return str(latest_checkpoint(Path(run_dir)))
 

@@ -33,7 +33,7 @@ from phenexplain.integrations.mlflow_tracking import (
     shown,
     tracking_uri,
 )
-from phenexplain.training.callbacks import RUN_KIND
+from phenexplain.training.callbacks import RUN_KIND, Callback
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _numbers(stats: Mapping[str, Any], keep=lambda key: True) -> dict[str, float
     }
 
 
-class MlflowCallback:
+class MlflowCallback(Callback):
     """The training `Callback` that reports to an MLflow run, surviving tracking-server outages.
 
     Each tick's numbers (losses, img/s, augment_p, kimg, tick), each snapshot's FID/KID and its
@@ -135,8 +135,9 @@ class MlflowCallback:
     `flush()` sends everything at once. A record is marked sent only after the server
     acknowledged it, so nothing is lost; a record whose acknowledgement was lost is sent again
     with the same key, step, timestamp and value, which the SQL store keeps once (its primary
-    key), and artifacts overwrite themselves: nothing is duplicated. Call `finish()` after
-    training; records still unsent stay in the outbox for `flush_outbox`.
+    key), and artifacts overwrite themselves: nothing is duplicated. `train` calls
+    `finish()` when training ends (it ends the MLflow run); records still unsent stay in the
+    outbox for `flush_outbox`.
     """
 
     def __init__(
@@ -201,9 +202,6 @@ class MlflowCallback:
         rel = path.relative_to(self.outbox.folder).as_posix()
         self.outbox.put("artifact", path=rel, artifact_path="samples")
         self.flush(force=False)
-
-    def should_stop(self) -> bool:
-        return False
 
     def flush(self, force: bool = True) -> bool:
         """Send every waiting record in order; True when nothing is left. Never raises for an

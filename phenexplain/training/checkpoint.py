@@ -280,3 +280,35 @@ def load_network(
     module = cls(**kwargs)
     module.load_state_dict(load_tensors(path, name), strict=True)
     return module.eval().requires_grad_(False).to(device)
+
+
+def optimizer_state(
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
+    """The optimisers' state as checkpoint tensors and JSON: per-parameter state as tensors named
+    ``opt.<name>.<parameter index>.<key>`` (Adam's step, exp_avg, exp_avg_sq), and each
+    optimiser's param_groups (learning rates, betas) as JSON-able lists."""
+    tensors: dict[str, torch.Tensor] = {}
+    groups: dict[str, list] = {}
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        groups[name] = sd["param_groups"]
+        for idx, state in sd["state"].items():
+            for key, value in state.items():
+                tensors[f"opt.{name}.{idx}.{key}"] = torch.as_tensor(value)
+    return tensors, groups
+
+
+def load_optimizer_state(
+    optimizers: dict[str, torch.optim.Optimizer],
+    tensors: dict[str, torch.Tensor],
+    groups: dict[str, list],
+) -> None:
+    """Restore what `optimizer_state` saved (`tensors` may hold other names: they are skipped)."""
+    for name, opt in optimizers.items():
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            parts = key.split(".")
+            if len(parts) == 4 and parts[0] == "opt" and parts[1] == name:
+                state.setdefault(int(parts[2]), {})[parts[3]] = value
+        opt.load_state_dict({"state": state, "param_groups": groups[name]})

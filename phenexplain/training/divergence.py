@@ -1,29 +1,25 @@
 """What the training loop does when a loss or a weight becomes NaN or inf.
 
 `DivergenceGuard` checks the losses of every step and every weight and buffer at every tick (the
-same answer in every process), then stops the run with `TrainingDivergedError`, or reloads the
-last good checkpoint and reseeds the generators (`train.on_divergence: rollback`, at most
-`max_rollbacks` times). No checkpoint with non-finite weights is ever written (see
+same answer in every process) and decides: stop the run (`TrainingDivergedError`), or roll back
+to the last good checkpoint (`train.on_divergence: rollback`, at most `max_rollbacks` times in one
+`train` call). The guard only decides; `training.loop.train` carries the decision out. No
+checkpoint with non-finite weights is ever written (see
 `checkpoint.save_checkpoint(require_finite=True)`), so the last good one stays "latest".
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.training.callbacks import Divergence
 from phenexplain.training.checkpoint import CONFIG, latest_checkpoint
-
-if TYPE_CHECKING:
-    from phenexplain.training.loop import Callback, Trainer
-
-log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(PhenexplainError):
@@ -40,87 +36,73 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 
 
 class DivergenceGuard:
-    """Checks losses and weights for NaN/inf; stops the run or rolls it back (`on_divergence`)."""
+    """Finds NaN/inf in losses and weights and decides whether to stop or roll back.
+
+    `last_good` is the checkpoint a rollback returns to: the run folder's latest when the guard
+    is made, then each checkpoint the loop reports with `saved`."""
 
     def __init__(
         self,
-        trainer: Trainer,
         run_dir: Path,
         mode: Literal["stop", "rollback"],
         max_rollbacks: int,
-        callbacks: list[Callback],
+        device: torch.device,
     ) -> None:
         if mode not in ("stop", "rollback"):
             raise ValueError(f"on_divergence must be 'stop' or 'rollback', not {mode!r}")
-        self.trainer, self.mode, self.max_rollbacks = trainer, mode, max_rollbacks
-        self.callbacks = callbacks
+        self.mode, self.max_rollbacks, self.device = mode, max_rollbacks, device
         latest = latest_checkpoint(run_dir)
         self.last_good = latest if latest is not None and (latest / CONFIG).is_file() else None
-        self.rollbacks = 0
+        self.retries_used = 0  # rollbacks of this guard's `train` call (max_rollbacks bounds it)
+
+    def saved(self, checkpoint: Path) -> None:
+        """A finite checkpoint was written: the next rollback returns to it."""
+        self.last_good = checkpoint
 
     def bad_loss(self, stats: dict[str, float]) -> str | None:
         """The first non-finite number of one step's `stats` (in any process), or None."""
-        return self._agreed(next((k for k, v in stats.items() if not math.isfinite(v)), None))
+        return self.agreed(next((k for k, v in stats.items() if not math.isfinite(v)), None))
 
-    def bad_weight(self) -> str | None:
-        """The first non-finite parameter or buffer (in any process), or None."""
-        return self._agreed(self.trainer.first_nonfinite())
-
-    def _agreed(self, bad: str | None) -> str | None:
-        if _any_rank(bad is not None, self.trainer.device):
+    def agreed(self, bad: str | None) -> str | None:
+        """`bad` (this process's finding) when any process found something, else None."""
+        if _any_rank(bad is not None, self.device):
             return bad or "a number in another process"
         return None
 
-    def handle(self, quantity: str, tick: int) -> None:
-        """Raise `TrainingDivergedError`, or reload the last good checkpoint and reseed."""
-        tr = self.trainer
-        kimg = tr.progress.cur_nimg / 1000
+    def decide(self, quantity: str, kimg: float, tick: int, rollbacks: int) -> Divergence:
+        """What to do about non-finite `quantity` at `kimg` (tick `tick`), in a run that has
+        rolled back `rollbacks` times so far."""
         rollback = (
             self.mode == "rollback"
             and self.last_good is not None
-            and self.rollbacks < self.max_rollbacks
+            and self.retries_used < self.max_rollbacks
         )
-        info = {
-            "kimg": kimg,
-            "tick": tick,
-            "quantity": quantity,
-            "checkpoint": None if self.last_good is None else str(self.last_good),
-            "action": "rollback" if rollback else "stop",
-            "rollbacks": self.rollbacks + int(rollback),
-        }
-        if tr.rank == 0:
-            for cb in self.callbacks:
-                notify = getattr(cb, "on_divergence", None)
-                if notify is not None:
-                    notify(info)
-        if not rollback:
-            raise TrainingDivergedError(self._message(info))
-        total = tr.progress.rollbacks + 1
-        tr.load(self.last_good)
-        tr.progress.rollbacks = total
-        tr.reseed(total)
-        self.rollbacks += 1
-        log.warning(
-            "training diverged at %.3f kimg (tick %d): %s is not finite; rolled back to %s "
-            "(rollback %d of at most %d) with reseeded generators",
-            kimg, tick, quantity, self.last_good, self.rollbacks, self.max_rollbacks,
-        )  # fmt: skip
+        self.retries_used += int(rollback)
+        return Divergence(
+            kimg=kimg,
+            tick=tick,
+            quantity=quantity,
+            checkpoint=None if self.last_good is None else str(self.last_good),
+            action="rollback" if rollback else "stop",
+            rollbacks=rollbacks + int(rollback),
+        )
 
-    def _message(self, info: dict) -> str:
+    def error(self, divergence: Divergence) -> TrainingDivergedError:
+        """The error that stops the run, saying where it diverged and what to try."""
         text = (
-            f"training diverged at {info['kimg']:.3f} kimg (tick {info['tick']}): "
-            f"{info['quantity']} is not finite (NaN or inf)"
+            f"training diverged at {divergence.kimg:.3f} kimg (tick {divergence.tick}): "
+            f"{divergence.quantity} is not finite (NaN or inf)"
         )
         if self.mode == "rollback" and self.last_good is not None:
-            text += f", after {self.rollbacks} rollbacks (max_rollbacks {self.max_rollbacks})"
+            text += f", after {self.retries_used} rollbacks (max_rollbacks {self.max_rollbacks})"
         if self.last_good is None:
             text += (
                 ". No checkpoint was written before it (lower snapshot_ticks to have one sooner)"
             )
         else:
             text += f". The last good checkpoint is {self.last_good}"
-        return text + (
-            ". Try lower learning rates (glr, dlr) or a larger r1_gamma in the profile, or "
+        return TrainingDivergedError(
+            text + ". Try lower learning rates (glr, dlr) or a larger r1_gamma in the profile, or "
             "on_divergence: rollback; `phenexplain train --resume` continues from the last good "
             "checkpoint (with the same profile)."
         )

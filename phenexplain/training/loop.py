@@ -13,7 +13,7 @@ processes and gradients are averaged before each optimiser step; rank 0 reports 
 
 Divergence: every step's losses and, at every tick, every parameter and buffer of G, G_ema and D
 must be finite. Otherwise `train` stops with `TrainingDivergedError` (``on_divergence="stop"``)
-or reloads the last good checkpoint, moves both generators to fresh streams (`Trainer.reseed`)
+or reloads the last good checkpoint, moves both generators to fresh streams (`Trainer.roll_back`)
 and goes on (``"rollback"``, at most `max_rollbacks` times per call). No checkpoint is written
 after a divergence, so ``checkpoints/latest`` keeps naming a finite one.
 """
@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,10 +42,13 @@ from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.kwargs import build_network
 from phenexplain.nets.ops import to_uint8
 from phenexplain.training.augment import AugmentPipe
+from phenexplain.training.callbacks import Callback
 from phenexplain.training.checkpoint import (
     LATEST,
     first_nonfinite,
+    load_optimizer_state,
     load_tensors,
+    optimizer_state,
     read_config,
     save_checkpoint,
 )
@@ -54,21 +57,6 @@ from phenexplain.training.divergence import DivergenceGuard
 from phenexplain.training.loss import StyleGAN2Loss
 
 log = logging.getLogger(__name__)
-
-
-class Callback(Protocol):
-    """What the loop reports; every method is optional in spirit (implement as no-ops).
-
-    A callback may also define ``on_divergence(info: dict)``: it is looked up with getattr, so
-    callbacks written before it need not have it. `info` holds kimg, tick, quantity (the
-    non-finite loss or tensor), checkpoint (the last good one or None), action ("stop" or
-    "rollback") and rollbacks (done in this `train` call, this one included)."""
-
-    def on_tick(self, stats: dict) -> None: ...
-
-    def on_snapshot(self, stats: dict, grid: np.ndarray, checkpoint: Path) -> None: ...
-
-    def should_stop(self) -> bool: ...
 
 
 @dataclass
@@ -336,13 +324,8 @@ class Trainer:
         }
         if self.augment_pipe is not None:
             tensors["augment_p"] = self.augment_pipe.p.detach().cpu().clone()
-        groups = {}
-        for name, opt in self.opts.items():
-            sd = opt.state_dict()
-            groups[name] = sd["param_groups"]
-            for idx, st in sd["state"].items():
-                for key, value in st.items():
-                    tensors[f"opt.{name}.{idx}.{key}"] = torch.as_tensor(value)
+        opt_tensors, groups = optimizer_state(self.opts)
+        tensors.update(opt_tensors)
         config = {
             "kwargs": self.kwargs,
             "conditions": self.conditions,
@@ -400,16 +383,16 @@ class Trainer:
         self.loss.pl_mean.copy_(extra["pl_mean"])
         if self.augment_pipe is not None:
             self.augment_pipe.p.copy_(extra["augment_p"])
-        for name, opt in self.opts.items():
-            state: dict[int, dict] = {}
-            for key, value in extra.items():
-                parts = key.split(".")
-                if parts[0] == "opt" and parts[1] == name:
-                    state.setdefault(int(parts[2]), {})[parts[3]] = value
-            opt.load_state_dict(
-                {"state": state, "param_groups": training["optimizer_param_groups"][name]}
-            )
+        load_optimizer_state(self.opts, extra, training["optimizer_param_groups"])
         self.progress = Progress(**training["progress"])
+
+    def roll_back(self, checkpoint: Path) -> None:
+        """After a divergence: reload `checkpoint` (the last good one), count the rollback in
+        the run's progress and move the generators to fresh streams (`reseed`)."""
+        rollbacks = self.progress.rollbacks + 1
+        self.load(checkpoint)
+        self.progress.rollbacks = rollbacks
+        self.reseed(rollbacks)
 
 
 def _tick_stats(trainer: Trainer, sums: dict[str, list[float]], nimg: int, seconds: float) -> dict:
@@ -436,6 +419,27 @@ def _time_up(trainer: Trainer, started: float, minutes: float | None) -> bool:
     return bool(up.item())
 
 
+def _handle_divergence(
+    trainer: Trainer, guard: DivergenceGuard, callbacks: list[Callback], quantity: str, tick: int
+) -> None:
+    """Carry out the guard's decision on non-finite `quantity`: tell the callbacks, then raise
+    `TrainingDivergedError` or roll back to the last good checkpoint."""
+    prog = trainer.progress
+    divergence = guard.decide(quantity, prog.cur_nimg / 1000, tick, prog.rollbacks)
+    if trainer.rank == 0:
+        for cb in callbacks:
+            cb.on_divergence(divergence)
+    if divergence.action == "stop":
+        raise guard.error(divergence)
+    trainer.roll_back(Path(divergence.checkpoint))
+    log.warning(
+        "training diverged at %.3f kimg (tick %d): %s is not finite; rolled back to %s "
+        "(rollback %d of at most %d in this call) with reseeded generators",
+        divergence.kimg, tick, quantity, divergence.checkpoint, guard.retries_used,
+        guard.max_rollbacks,
+    )  # fmt: skip
+
+
 def train(
     trainer: Trainer,
     run_dir: Path,
@@ -455,18 +459,18 @@ def train(
     `snapshot_ticks` ticks and at the end, with `evaluate(trainer)` (FID/KID) merged into the
     snapshot's stats. A non-finite loss (checked every step) or weight (every tick) stops the
     run with `TrainingDivergedError` or rolls it back, as `on_divergence` says. Only rank 0
-    writes and reports."""
+    writes and reports; each callback's `finish` is called once the run ends normally."""
     run_dir = Path(run_dir)
     total = int(kimg * 1000)
     started = time.perf_counter()
-    guard = DivergenceGuard(trainer, run_dir, on_divergence, max_rollbacks, callbacks)
+    guard = DivergenceGuard(run_dir, on_divergence, max_rollbacks, trainer.device)
     tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
     sums: dict[str, list[float]] = {}
     while trainer.progress.cur_nimg < total:
         step_stats = trainer.step()
         bad = guard.bad_loss(step_stats)
         if bad is not None:
-            guard.handle(bad, trainer.progress.tick + 1)  # raises, or rolls back
+            _handle_divergence(trainer, guard, callbacks, bad, trainer.progress.tick + 1)
             sums.clear()
             tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
             continue
@@ -484,9 +488,9 @@ def train(
         if trainer.rank == 0:
             for cb in callbacks:
                 cb.on_tick(stats)
-        bad = guard.bad_weight()  # after on_tick, before anything is saved
+        bad = guard.agreed(trainer.first_nonfinite())  # after on_tick, before anything is saved
         if bad is not None:
-            guard.handle(bad, prog.tick)
+            _handle_divergence(trainer, guard, callbacks, bad, prog.tick)
             tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
             continue
         if done or stop or prog.tick % snapshot_ticks == 0:
@@ -497,9 +501,12 @@ def train(
                 grid = trainer.sample_grid(sample_seeds)
                 for cb in callbacks:
                     cb.on_snapshot(stats, grid, path)
-            guard.last_good = run_dir / "checkpoints" / checkpoint_name(prog.cur_nimg)
+            guard.saved(run_dir / "checkpoints" / checkpoint_name(prog.cur_nimg))
         if stop:
             break
         tick_start_nimg, tick_start = prog.cur_nimg, time.perf_counter()
     trainer.check_in_sync()
+    if trainer.rank == 0:
+        for cb in callbacks:
+            cb.finish()
     return trainer.progress

@@ -12,10 +12,10 @@ from phenexplain.config import TrainParams, TrainProfile
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import OutputExistsError, PhenexplainError
 from phenexplain.fsutil import check_output, mark_output, remove_entries
-from phenexplain.training.callbacks import RUN_KIND, RUN_RECORDS, RunFolderCallback
+from phenexplain.training.callbacks import RUN_KIND, RUN_RECORDS, Callback, RunFolderCallback
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Callback, Progress, Trainer, train
+from phenexplain.training.loop import Progress, Trainer, train
 
 log = logging.getLogger(__name__)
 

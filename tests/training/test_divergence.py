@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from phenexplain.config import TrainParams, load_params
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import PhenexplainError
-from phenexplain.training.callbacks import RunFolderCallback
+from phenexplain.training.callbacks import Callback, Divergence, RunFolderCallback
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
 from phenexplain.training.divergence import TrainingDivergedError
@@ -35,13 +35,13 @@ def _trainer(crops) -> Trainer:
     return Trainer(TrainingData(CropSet(crops), resolution=16, xflip=True), TINY, seed=3)
 
 
-class NaNWeightAt:
+class NaNWeightAt(Callback):
     """Fills one G weight with NaN in `on_tick` of tick `tick` (the first `times` times)."""
 
     def __init__(self, trainer: Trainer, tick: int, times: int = 1) -> None:
         self.trainer, self.tick, self.left = trainer, tick, times
         self.name, _ = next(trainer.G.synthesis.named_parameters())
-        self.infos: list[dict] = []
+        self.infos: list[Divergence] = []
 
     def on_tick(self, stats: dict) -> None:
         if stats["tick"] == self.tick and self.left > 0:
@@ -49,14 +49,8 @@ class NaNWeightAt:
             with torch.no_grad():
                 dict(self.trainer.G.synthesis.named_parameters())[self.name].fill_(math.nan)
 
-    def on_snapshot(self, stats, grid, checkpoint) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-    def on_divergence(self, info: dict) -> None:
-        self.infos.append(info)
+    def on_divergence(self, divergence: Divergence) -> None:
+        self.infos.append(divergence)
 
 
 def _all_finite(checkpoint: Path) -> bool:
@@ -81,8 +75,8 @@ def test_stop_raises_at_the_injected_tick_and_latest_stays_finite(tiny_crops, tm
     assert latest_checkpoint(tmp_path).name == "kimg0000.032"
     assert _checkpoints(tmp_path) == ["kimg0000.032"]  # nothing written after the divergence
     assert _all_finite(latest_checkpoint(tmp_path))
-    assert [i["action"] for i in inject.infos] == ["stop"]
-    assert inject.infos[0]["quantity"] == f"G.synthesis.{inject.name}"
+    assert [i.action for i in inject.infos] == ["stop"]
+    assert inject.infos[0].quantity == f"G.synthesis.{inject.name}"
 
 
 def test_a_nan_loss_stops_at_that_step(tiny_crops, tmp_path, monkeypatch):
@@ -117,10 +111,8 @@ def test_rollback_reloads_reseeds_and_finishes(tiny_crops, tmp_path):
             **SCHEDULE,
         )  # fmt: skip
         assert progress.cur_nimg == 128 and progress.rollbacks == 1
-        assert [(i["action"], i["tick"], i["rollbacks"]) for i in inject.infos] == [
-            ("rollback", 3, 1)
-        ]
-        assert inject.infos[0]["checkpoint"] == str(run / "checkpoints" / "kimg0000.032")
+        assert [(i.action, i.tick, i.rollbacks) for i in inject.infos] == [("rollback", 3, 1)]
+        assert inject.infos[0].checkpoint == str(run / "checkpoints" / "kimg0000.032")
         assert latest_checkpoint(run).name == "kimg0000.128"
         assert all(_all_finite(run / "checkpoints" / c) for c in _checkpoints(run))
         ticks = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
@@ -142,9 +134,32 @@ def test_rollback_stops_after_max_rollbacks(tiny_crops, tmp_path):
     with pytest.raises(TrainingDivergedError, match="after 2 rollbacks") as err:
         train(tr, tmp_path, callbacks=[inject], on_divergence="rollback", max_rollbacks=2, **SCHEDULE)  # fmt: skip
     assert "0.048 kimg" in str(err.value)
-    assert [i["action"] for i in inject.infos] == ["rollback", "rollback", "stop"]
+    assert [i.action for i in inject.infos] == ["rollback", "rollback", "stop"]
+    assert [i.rollbacks for i in inject.infos] == [1, 2, 2]  # the run's count, as in stats.jsonl
     assert latest_checkpoint(tmp_path).name == "kimg0000.032"
     assert _all_finite(latest_checkpoint(tmp_path))
+
+
+class Finishes(Callback):
+    """Overrides only `finish`: the base class answers every other call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def finish(self) -> bool:
+        self.calls += 1
+        return True
+
+
+def test_finish_is_called_once_after_a_normal_end_and_never_after_a_stop(tiny_crops, tmp_path):
+    done = Finishes()
+    train(_trainer(tiny_crops), tmp_path / "ok", callbacks=[done], **SCHEDULE)
+    assert done.calls == 1
+    tr = _trainer(tiny_crops)
+    stopped = Finishes()
+    with pytest.raises(TrainingDivergedError):
+        train(tr, tmp_path / "nan", callbacks=[NaNWeightAt(tr, tick=3), stopped], **SCHEDULE)
+    assert stopped.calls == 0
 
 
 def test_rollback_without_a_good_checkpoint_stops(tiny_crops, tmp_path):
@@ -153,7 +168,7 @@ def test_rollback_without_a_good_checkpoint_stops(tiny_crops, tmp_path):
     with pytest.raises(TrainingDivergedError, match="No checkpoint was written before it"):
         train(tr, tmp_path, callbacks=[inject], on_divergence="rollback", **SCHEDULE)
     assert latest_checkpoint(tmp_path) is None
-    assert [i["action"] for i in inject.infos] == ["stop"]
+    assert [i.action for i in inject.infos] == ["stop"]
 
 
 def test_non_finite_weights_are_never_saved(tiny_crops, tmp_path):
