@@ -44,7 +44,9 @@ data-pin: $(VENV)/.installed-run
 	else \
 	  git checkout -q -- data.dvc; \
 	  echo "WARNING: data/ regenerated from params.yaml differs from the pinned data.dvc" \
-	       "(were params.yaml's synth section or the generator changed?). Pin it with 'dvc add data'."; \
+	       "(were params.yaml's synth section or the generator changed? The pin holds where numpy" \
+	       "runs AVX-512 kernels; this machine's level: $$($(BIN)/python -c 'from phenexplain.data.synthetic.plate import simd_level; print(simd_level())')," \
+	       "see tests/data/test_dvc_pin.py). Pin it with 'dvc add data'."; \
 	fi
 
 test: $(VENV)/.installed-dev browser

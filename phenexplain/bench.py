@@ -12,6 +12,7 @@ from pathlib import Path
 
 from phenexplain.config import IngestParams, SynthParams
 from phenexplain.data.synthetic import generate_plates, get_assay
+from phenexplain.data.synthetic.plate import simd_level
 
 
 def figure(name: str, value: float, unit: str, config: dict) -> dict:
@@ -24,6 +25,7 @@ def _machine() -> dict:
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "numpy_simd": simd_level(),
     }
 
 

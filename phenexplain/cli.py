@@ -264,7 +264,7 @@ def convert_nvlabs(
     names = conditions.split(",") if conditions else None
     if class_index is not None:
         names = conditions_from_dataset_json(class_index)
-    config = convert_snapshot(
+    meta = convert_snapshot(
         snapshot,
         out,
         conditions=names,
@@ -272,10 +272,10 @@ def convert_nvlabs(
         overwrite=overwrite,
         inputs=[class_index] if class_index is not None else [],
     )
-    g = config["kwargs"]["G_ema"]
+    g = meta.kwargs["G_ema"]
     _say(
         f"wrote {out}: {g['img_resolution']} px, {g['img_channels']} channel(s), "
-        f"{g['c_dim']} condition(s) ({', '.join(config['conditions'])})"
+        f"{g['c_dim']} condition(s) ({', '.join(meta.conditions)})"
     )
 
 

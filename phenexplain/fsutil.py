@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -310,11 +311,37 @@ def swap_into_place(staging: Path, out: Path) -> None:
         _remove_output(old, read_marker(old) or {"entries": []})
 
 
+@contextlib.contextmanager
+def staged_output(out: Path, kind: str) -> Iterator[Path]:
+    """A staging folder for the output folder `out` (`staging_dir`) to write into: swapped into
+    place (`swap_into_place`) when the block ends, removed when it raises. Check `out` first
+    (`check_output`)."""
+    staging = staging_dir(out, kind)
+    try:
+        yield staging
+        swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name next to `path` (``.<name>.tmp-<pid>``, so two writers never share one)
+    to write to; renamed to `path` when the block ends, removed when it raises."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -381,3 +408,18 @@ def safe_name(name: str, *, fallback: str = "name") -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:SAFE_STEM_CHARS] or fallback
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{stem}-{digest}"
+
+
+def git_commit(repo: str | Path) -> str | None:
+    """The commit checked out in `repo`, or None outside a git work tree (read-only)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None

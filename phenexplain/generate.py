@@ -19,6 +19,7 @@ from PIL import Image
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import mark_output, prepare_folder, safe_name
 from phenexplain.nets.ops import to_uint8
+from phenexplain.nets.sampling import one_hot, seed_latent
 from phenexplain.training.checkpoint import load_network, read_config
 
 MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws z, takes seeds 0 .. 2**32 - 1
@@ -64,11 +65,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def latent(seed: int, z_dim: int) -> torch.Tensor:
-    """The reference's z for `seed`: RandomState(seed).randn(z_dim), as float32 [1, z_dim]."""
-    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).to(torch.float32)
-
-
 def condition_indices(conditions: list[str], names: list[str]) -> list[int]:
     """The class index of each of `names`; unknown names raise with the checkpoint's list."""
     unknown = [n for n in names if n not in conditions]
@@ -78,11 +74,9 @@ def condition_indices(conditions: list[str], names: list[str]) -> list[int]:
     return [conditions.index(n) for n in names]
 
 
-def one_hot(conditions: list[str], name: str) -> torch.Tensor:
+def condition_vector(conditions: list[str], name: str) -> torch.Tensor:
     """The condition vector c [1, len(conditions)] of `name`; unknown names raise with the list."""
-    c = torch.zeros([1, len(conditions)])
-    c[0, condition_indices(conditions, [name])[0]] = 1
-    return c
+    return one_hot(condition_indices(conditions, [name]), len(conditions))
 
 
 def generate_images(
@@ -96,14 +90,14 @@ def generate_images(
     device: str = "cpu",
 ) -> list[Path]:
     out = Path(out)
-    c = one_hot(read_config(checkpoint)["conditions"], condition).to(device)
+    c = condition_vector(read_config(checkpoint).conditions, condition).to(device)
     G = load_network(checkpoint, "G_ema", device)  # a bad checkpoint creates no output folder
     foreign = prepare_folder(out, KIND, [checkpoint])
     paths = []
     with torch.no_grad():
         for seed in seeds:
             img = G(
-                latent(seed, G.z_dim).to(device),
+                seed_latent(seed, G.z_dim).to(device),
                 c,
                 truncation_psi=truncation,
                 noise_mode=noise_mode,

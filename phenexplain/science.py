@@ -217,11 +217,11 @@ def run_one(
     minutes = (time.perf_counter() - start) / 60
     checkpoint = latest_checkpoint(run)  # the last one: fixed in advance, whatever it shows
     say(f"{tag}: measuring {checkpoint.name}")
-    config = read_config(checkpoint)
+    conditions = read_config(checkpoint).conditions
     G = load_network(checkpoint, "G_ema")
     crops = CropSet(crops_dir)
-    control = pick_control(config["conditions"], get_assay(assay).control)
-    v = validate(G, crops, config["conditions"], control, params.report)
+    control = pick_control(conditions, get_assay(assay).control)
+    v = validate(G, crops, conditions, control, params.report)
     table = v.verdict_table(control, params.report.seed)
     snapshot = _last_snapshot(run)
     record = {
@@ -238,9 +238,7 @@ def run_one(
         "table": table.to_dict(orient="records"),
     }
     if assay == "dose":
-        record["dose_response"] = _dose_response(
-            G, config["conditions"], crops, v, control, params.report
-        )
+        record["dose_response"] = _dose_response(G, conditions, crops, v, control, params.report)
     write_json(folder / RESULT, record)
     return record
 

@@ -18,7 +18,7 @@ from phenexplain.data.ingest import ingest
 from phenexplain.data.synthetic import generate_plates, get_assay
 from phenexplain.measure.crops import cropset_stains
 from phenexplain.nets import Generator
-from phenexplain.training.checkpoint import save_checkpoint
+from phenexplain.training.checkpoint import CheckpointMeta, save_checkpoint
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -138,13 +138,10 @@ def _tiny_checkpoint_factory(tmp_path):
         with torch.no_grad():  # a w_avg away from 0, so truncation has something to do
             G.mapping.w_avg.copy_(torch.linspace(-0.5, 0.5, kw["w_dim"]))
         path = tmp_path / f"ckpt-{len(list(tmp_path.glob('ckpt-*')))}"
-        config = {
-            "kwargs": {"G_ema": kw},
-            "conditions": list(conditions),
-            "channels": names,
-            "resolution": resolution,
-        }
-        save_checkpoint(path, {"G_ema": G}, config)
+        meta = CheckpointMeta(
+            kwargs={"G_ema": kw}, conditions=list(conditions), channels=names, resolution=resolution
+        )
+        save_checkpoint(path, {"G_ema": G}, meta)
         return path, G
 
     return make

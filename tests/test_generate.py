@@ -10,14 +10,15 @@ from PIL import Image
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import safe_name
-from phenexplain.generate import generate_images, latent, parse_seeds, to_uint8
+from phenexplain.generate import generate_images, parse_seeds, to_uint8
+from phenexplain.nets.sampling import seed_latent
 from phenexplain.training.checkpoint import load_network
 
 
 def test_seeds_give_the_reference_latents():
     assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
     assert torch.equal(
-        latent(42, 5), torch.from_numpy(np.random.RandomState(42).randn(1, 5)).float()
+        seed_latent(42, 5), torch.from_numpy(np.random.RandomState(42).randn(1, 5)).float()
     )
     with pytest.raises(PhenexplainError, match="bad seed"):
         parse_seeds("3-1")
@@ -33,7 +34,7 @@ def test_images_match_the_generator_and_format(tmp_path, tiny_checkpoint, channe
         0
     ].name == f"{safe_name('drug')}_seed0003{suffix}"
     with torch.no_grad():
-        expected = to_uint8(G(latent(3, 8), torch.tensor([[0.0, 1.0]]), noise_mode="const"))[0]
+        expected = to_uint8(G(seed_latent(3, 8), torch.tensor([[0.0, 1.0]]), noise_mode="const"))[0]
     got = tifffile.imread(paths[0]) if suffix == ".tif" else np.asarray(Image.open(paths[0]))
     got = got[None] if got.ndim == 2 else (np.moveaxis(got, -1, 0) if suffix == ".png" else got)
     assert np.array_equal(got, expected)

@@ -49,7 +49,7 @@ from phenexplain.data.cropset_files import (  # noqa: F401 (the crop set's file 
     shard_problems,
 )
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import file_lock, file_sha256, safe_name, user_cache
+from phenexplain.fsutil import atomic_path, file_lock, file_sha256, safe_name, user_cache
 
 KIND = "crop set"  # the kind in the folder's output marker (see fsutil)
 
@@ -77,12 +77,11 @@ def condition_index(names) -> dict[str, int]:
 
 def write_table(df: pd.DataFrame, path: Path) -> None:
     """Parquet (or CSV by suffix), written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if path.suffix == ".csv":
-        df.to_csv(tmp, index=False, lineterminator="\n")
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            df.to_csv(tmp, index=False, lineterminator="\n")
+        else:
+            df.to_parquet(tmp, index=False)
 
 
 def write_shard(folder: Path, name: str, crops: np.ndarray) -> ShardRecord:
@@ -90,11 +89,10 @@ def write_shard(folder: Path, name: str, crops: np.ndarray) -> ShardRecord:
     record of it that cropset.json keeps (``shards[name]``)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     path = shard_path(folder, name)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
-        np.save(fh, np.ascontiguousarray(crops, dtype=np.uint8))
-    record = ShardRecord(sha256=file_sha256(tmp), crops=len(crops))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as fh:
+            np.save(fh, np.ascontiguousarray(crops, dtype=np.uint8))
+        record = ShardRecord(sha256=file_sha256(tmp), crops=len(crops))
     return record
 
 

@@ -31,13 +31,7 @@ from phenexplain import __version__
 from phenexplain.config import MAX_CROP_SIZE
 from phenexplain.data import cropset as cs
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import (
-    check_output,
-    check_output_file,
-    staging_dir,
-    swap_into_place,
-    write_json,
-)
+from phenexplain.fsutil import atomic_path, check_output, check_output_file, staged_output, write_json
 
 PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same crop set gives the same zip bytes
@@ -56,9 +50,8 @@ def export_stylegan(cropset_dir: str | Path, out_zip: str | Path) -> int:
             f"{cropset_dir} has {channels} channels; stylegan2-ada datasets are PNGs of 1 to 4 "
             "channels. Ingest a subset of channels (ingest.channels) to export it."
         )
-    tmp = out_zip.with_name(f".{out_zip.name}.partial-{os.getpid()}")
     labels = []
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    with atomic_path(out_zip) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for i in range(len(crops)):
             image, label = crops[i]
             name = f"{i // 1000:05d}/img{i:08d}.png"
@@ -73,7 +66,6 @@ def export_stylegan(cropset_dir: str | Path, out_zip: str | Path) -> int:
             zipfile.ZipInfo("conditions.json", ZIP_TIME),
             json.dumps(crops.conditions, sort_keys=True),
         )
-    tmp.replace(out_zip)
     return len(labels)
 
 
@@ -351,8 +343,7 @@ def import_stylegan(
     manifest = pd.DataFrame(rows)
     with cs.output_lock(out):  # another writer may have created `out` since the check above
         check_output(out, overwrite, kind=cs.KIND, inputs=[source])
-        staging = staging_dir(out, cs.KIND)
-        try:
+        with staged_output(out, cs.KIND) as staging:
             record = cs.write_shard(staging, shard, stack)
             cs.write_table(manifest, staging / cs.MANIFEST)
             write_json(staging / cs.CONDITIONS, cs.condition_index(manifest["condition"]))
@@ -369,8 +360,4 @@ def import_stylegan(
                     "shards": {shard: record.model_dump()},
                 },
             )
-            swap_into_place(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return len(rows)

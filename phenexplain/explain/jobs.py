@@ -23,7 +23,7 @@ from phenexplain.explain.render import render_frames, traversal_grid, write_vide
 from phenexplain.explain.traversal import cached_centroids
 from phenexplain.fsutil import check_output_file, mark_output, prepare_folder, write_json
 from phenexplain.generate import condition_indices
-from phenexplain.training.checkpoint import load_network, read_config
+from phenexplain.training.checkpoint import CheckpointMeta, load_network, read_config
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,9 @@ CONTRAST = ("fixed", "auto")
 FRAMES_KIND = "traversal frames"  # output-marker kinds (see fsutil)
 
 
-def _load(checkpoint: str | Path, device: str) -> tuple[torch.nn.Module, dict]:
-    config = read_config(checkpoint)
-    return load_network(checkpoint, "G_ema", device), config
+def _load(checkpoint: str | Path, device: str) -> tuple[torch.nn.Module, CheckpointMeta]:
+    meta = read_config(checkpoint)
+    return load_network(checkpoint, "G_ema", device), meta
 
 
 def traversal_video(
@@ -66,14 +66,14 @@ def traversal_video(
         foreign = prepare_folder(out, FRAMES_KIND, [checkpoint])
     else:
         check_output_file(out, [checkpoint])
-    G, config = _load(checkpoint, device)
+    G, meta = _load(checkpoint, device)
     centroid = None
     if method == 2:
         centroid = cached_centroids(
             checkpoint, G, centroid_samples, seed=centroid_seed, progress=progress
         )
     grid = traversal_grid(
-        G, config["conditions"], seeds, source, targets, method=method, steps=steps,
+        G, meta.conditions, seeds, source, targets, method=method, steps=steps,
         centroid=centroid, truncation_psi=truncation_psi, noise_mode=noise_mode,
     )  # fmt: skip
     mapping = (
@@ -81,7 +81,7 @@ def traversal_video(
         if contrast == "auto"
         else IntensityMapping.identity(grid.images.shape[3])
     )
-    palette = parse_colours(colours, config["channels"])
+    palette = parse_colours(colours, meta.channels)
     frames = render_frames(grid, palette, mapping=mapping, view=view, scale=scale)
     path = write_video(frames, out, fps=fps)
     if folder:
@@ -94,7 +94,7 @@ def traversal_video(
         "source": source,
         "targets": targets,
         "seeds": seeds,
-        "colours": dict(zip(config["channels"], palette, strict=True)),
+        "colours": dict(zip(meta.channels, palette, strict=True)),
         "intensity": {"lo": list(mapping.lo), "hi": list(mapping.hi)},
     }
 
@@ -113,9 +113,9 @@ def lda_job(
     """lda.csv (every point) and lda.png in `out`."""
     out = Path(out)
     foreign = prepare_folder(out, "LDA map", [checkpoint])
-    G, config = _load(checkpoint, device)
+    G, meta = _load(checkpoint, device)
     points = latent.lda_map(
-        G, config["conditions"], fit, list(project_names), n_fit=n_fit, n_project=n_project,
+        G, meta.conditions, fit, list(project_names), n_fit=n_fit, n_project=n_project,
         seed=seed,
     )  # fmt: skip
     points.to_csv(out / "lda.csv", index=False)
@@ -140,8 +140,8 @@ def dose_job(
     """Dose response (distances to the control centroid) and projections onto the traversal."""
     out = Path(out)
     foreign = prepare_folder(out, "dose response", [checkpoint])
-    G, config = _load(checkpoint, device)
-    conditions = config["conditions"]
+    G, meta = _load(checkpoint, device)
+    conditions = meta.conditions
     if doses is None:
         doses = latent.dose_order([c for c in conditions if c != control])
     centroid = cached_centroids(checkpoint, G, centroid_samples, progress=progress)
@@ -153,7 +153,7 @@ def dose_job(
     table.to_csv(out / "dose_projection.csv", index=False)
     write_json(out / "dose_summary.json", summary)
     figures.plot_dose_distances(rows, summary, out / "dose_response.png")
-    palette = parse_colours(None, config["channels"])
+    palette = parse_colours(None, meta.channels)
     figures.plot_dose_projection(
         images, [control, *doses], list(projection_seeds), palette, out / "dose_projection.png"
     )
@@ -206,8 +206,8 @@ def project_job(
 
     out = Path(out)
     foreign = prepare_folder(out, "projection", [checkpoint, *inputs])
-    G, config = _load(checkpoint, device)
-    src, dst = condition_indices(config["conditions"], [source, target])
+    G, meta = _load(checkpoint, device)
+    src, dst = condition_indices(meta.conditions, [source, target])
     size, r = crops.shape[-1], G.img_resolution
     if crops.shape[1] != G.img_channels or size % r:
         raise PhenexplainError(
@@ -217,7 +217,7 @@ def project_job(
     crops = downsample(crops, size // r)
     centroid = cached_centroids(checkpoint, G, centroid_samples)
     shift = centroid[dst] - centroid[src]
-    palette = parse_colours(None, config["channels"])
+    palette = parse_colours(None, meta.channels)
     results = []
     for i, crop in enumerate(crops):
         p = project(G, crop, centroid[src], steps=steps, per_layer=per_layer,
@@ -260,7 +260,7 @@ def explain_run(
 
     out = Path(out)
     foreign = prepare_folder(out, "explanation", [checkpoint])
-    conditions = read_config(checkpoint)["conditions"]
+    conditions = read_config(checkpoint).conditions
     source = params.source or latent.pick_control(conditions, control)
     targets = params.targets or [c for c in conditions if c != source]
     suffix = {"gif": ".gif", "mp4": ".mp4", "png": ".png", "tif": ".tif", "frames": ""}

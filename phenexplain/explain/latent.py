@@ -18,21 +18,19 @@ from scipy import stats
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain.traversal import map_w, synthesize
-from phenexplain.generate import condition_indices, latent
+from phenexplain.generate import condition_indices
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import to_uint8
+from phenexplain.nets.sampling import one_hot, seed_latent, z_batches
 
 
 def sample_w(G: Generator, condition: int, n: int, seed: int = 0, batch: int = 4096) -> np.ndarray:
     """w = M(z, c) for n seeded z: float64 [n, w_dim] (same z for every condition)."""
     device = next(G.parameters()).device
-    g = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
-        for start in range(0, n, batch):
-            m = min(batch, n - start)
-            z = torch.randn([m, G.z_dim], generator=g).to(device)
-            c = torch.eye(G.c_dim, device=device)[condition].expand(m, -1)
+        for z in z_batches(n, G.z_dim, seed, batch, device):
+            c = one_hot(condition, G.c_dim, len(z), device)
             out.append(map_w(G, z, c).double().cpu().numpy())
     return np.concatenate(out)
 
@@ -184,10 +182,11 @@ def dose_projection(
     S(w_d) then S(p_d))."""
     idx = condition_indices(conditions, [control, *doses])
     device = next(G.parameters()).device
-    z = torch.cat([latent(s, G.z_dim) for s in seeds]).to(device)
-    eye = torch.eye(G.c_dim, device=device)
+    z = torch.cat([seed_latent(s, G.z_dim) for s in seeds]).to(device)
     with torch.no_grad():
-        w = torch.stack([map_w(G, z, eye[j].expand(len(z), -1)) for j in idx], dim=1)  # [S, D, w]
+        w = torch.stack(
+            [map_w(G, z, one_hot(j, G.c_dim, len(z), device)) for j in idx], dim=1
+        )  # [S, D, w]
     start, axis = w[:, :1], w[:, -1:] - w[:, :1]
     t = ((w - start) * axis).sum(-1, keepdim=True) / (axis * axis).sum(-1, keepdim=True)
     projected = start + t * axis

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import from_uint8, to_uint8
+from phenexplain.nets.sampling import one_hot, z_batches
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest first
 
@@ -97,10 +98,9 @@ class Projection:
 
 def _w_scale(G: Generator, start: torch.Tensor, n: int = 2000) -> float:
     """Typical distance of W samples from `start` per dimension: the unit of the step size."""
-    g = torch.Generator().manual_seed(0)
     device = next(G.parameters()).device
-    z = torch.randn([n, G.z_dim], generator=g).to(device)
-    c = torch.eye(G.c_dim, device=device)[torch.arange(n) % G.c_dim]
+    z = next(z_batches(n, G.z_dim, 0, n, device))
+    c = one_hot(torch.arange(n) % G.c_dim, G.c_dim, device=device)
     with torch.no_grad():
         w = G.mapping(z, c, update_w_avg=False)[:, 0]
     return float((w - start.to(w)).pow(2).mean().sqrt())

@@ -17,9 +17,10 @@ from PIL import Image, ImageDraw, ImageFont
 from phenexplain.display import IntensityMapping, composite, grey
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain.traversal import fractions, map_w, synthesize, traverse, truncate
-from phenexplain.generate import condition_indices, latent
+from phenexplain.generate import condition_indices
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import to_uint8
+from phenexplain.nets.sampling import one_hot, seed_latent
 
 VIEWS = ("composite", "channels")
 GAP = 2  # px between the panels of one cell
@@ -57,8 +58,8 @@ def traversal_grid(
     reference's generate.py draws it)."""
     src, *dst = condition_indices(conditions, [source, *targets])
     device = next(G.parameters()).device
-    z = torch.cat([latent(s, G.z_dim) for s in seeds]).to(device)
-    c0 = torch.eye(G.c_dim, device=device)[src].expand(len(z), -1)
+    z = torch.cat([seed_latent(s, G.z_dim) for s in seeds]).to(device)
+    c0 = one_hot(src, G.c_dim, len(z), device)
     w0 = truncate(G, map_w(G, z, c0), truncation_psi)
     columns = [
         traverse(G, z, src, target, method=method, steps=steps, centroid=centroid,

@@ -28,6 +28,7 @@ import torch
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import atomic_write_bytes, file_sha256, user_cache
 from phenexplain.nets import Generator
+from phenexplain.nets.sampling import one_hot, z_batches
 from phenexplain.training.checkpoint import WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -64,18 +65,14 @@ def centroids(
     if num_samples < 1:
         raise PhenexplainError(f"centroids need at least 1 sample, not {num_samples}")
     device = next(G.parameters()).device
-    g = torch.Generator().manual_seed(seed)
     sums = torch.zeros([G.c_dim, G.w_dim], dtype=torch.float64)
-    eye = torch.eye(G.c_dim, device=device)
     done = 0
     with torch.no_grad():
-        while done < num_samples:
-            m = min(batch, num_samples - done)
-            z = torch.randn([m, G.z_dim], generator=g).to(device)
+        for z in z_batches(num_samples, G.z_dim, seed, batch, device):
             for j in range(G.c_dim):
-                w = map_w(G, z, eye[j].expand(m, -1))
+                w = map_w(G, z, one_hot(j, G.c_dim, len(z), device))
                 sums[j] += w.double().sum(dim=0).cpu()
-            done += m
+            done += len(z)
             if progress is not None:
                 progress(done, num_samples)
     return (sums / num_samples).float()
@@ -139,8 +136,8 @@ def traverse(
     if method not in METHODS:
         raise PhenexplainError(f"unknown traversal method {method}; choose 1, 2 or 3")
     t = fractions(steps).to(z.device).view(-1, 1, 1)
-    eye = torch.eye(G.c_dim, device=z.device)
-    c1, c2 = eye[source].expand(len(z), -1), eye[target].expand(len(z), -1)
+    c1 = one_hot(source, G.c_dim, len(z), z.device)
+    c2 = one_hot(target, G.c_dim, len(z), z.device)
     with torch.no_grad():
         if method == 1:
             e1, e2 = G.mapping.embed_condition(c1), G.mapping.embed_condition(c2)

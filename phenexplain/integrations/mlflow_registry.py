@@ -74,7 +74,7 @@ class PhenexplainModel(mlflow.pyfunc.PythonModel):
 
         self.checkpoint = Path(context.artifacts["checkpoint"])
         self.G = load_network(self.checkpoint, "G_ema")
-        self.conditions = list(read_config(self.checkpoint)["conditions"])
+        self.conditions = list(read_config(self.checkpoint).conditions)
         config = context.model_config or {}
         self.centroid_samples = int(config.get("centroid_samples", 100_000))
         self._centroids = None
@@ -94,15 +94,15 @@ class PhenexplainModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Frames of each requested traversal (see the class docstring)."""
         from phenexplain.explain.traversal import synthesize, traverse
-        from phenexplain.generate import latent
         from phenexplain.nets.ops import to_uint8
+        from phenexplain.nets.sampling import seed_latent
 
         frames = []
         for row in model_input.itertuples(index=False):
             method = int(row.method)
             w = traverse(
                 self.G,
-                latent(int(row.seed), self.G.z_dim),
+                seed_latent(int(row.seed), self.G.z_dim),
                 self._index(row.source),
                 self._index(row.target),
                 method=method,
@@ -139,15 +139,9 @@ def _serving_checkpoint(checkpoint: Path, out: Path, centroid_samples: int) -> P
     from phenexplain.fsutil import mark_output
     from phenexplain.training.checkpoint import KIND, load_network, read_config, save_checkpoint
 
-    config = read_config(checkpoint)
+    meta = read_config(checkpoint)
     G = load_network(checkpoint, "G_ema")
-    slim = {k: v for k, v in config.items() if k not in ("format_version", "networks", "kwargs")}
-    slim["kwargs"] = {"G_ema": config["kwargs"]["G_ema"]}
-    if isinstance(slim.get("training"), dict):
-        slim["training"] = {
-            k: v for k, v in slim["training"].items() if k != "optimizer_param_groups"
-        }
-    save_checkpoint(out, {"G_ema": G}, slim)
+    save_checkpoint(out, {"G_ema": G}, meta.slim(["G_ema"]))
     cached_centroids(out, G, centroid_samples, store=out / CENTROIDS)  # shipped with the model
     mark_output(out, KIND, [CENTROIDS])
     return out
@@ -177,7 +171,7 @@ def _log_model(run_id: str, checkpoint: Path, centroid_samples: int, uri: str):
         slim = _serving_checkpoint(Path(checkpoint), Path(tmp) / "checkpoint", centroid_samples)
         code = Path(tmp) / "phenexplain_model.py"
         code.write_text(_MODEL_CODE)
-        conditions = read_config(slim)["conditions"]
+        conditions = read_config(slim).conditions
         example = pd.DataFrame(
             {"seed": [0], "source": [conditions[0]], "target": [conditions[-1]], "method": [3],
              "steps": [1]}
@@ -284,7 +278,7 @@ def log_and_register(
 
     uri = uri or tracking_uri()
     if crop_set_id is None:
-        crop_set_id = (read_config(checkpoint).get("training") or {}).get("crop_set_id")
+        crop_set_id = read_config(checkpoint).training.crop_set_id
     if not crop_set_id:
         raise PhenexplainError(
             f"{checkpoint} records no crop set id; pass crop_set_id (CropSet(...).content_id)"

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -145,21 +145,6 @@ def redact(values: Mapping[str, Any]) -> dict[str, str]:
             continue
         out[str(key)] = text
     return out
-
-
-def git_commit(repo: str | Path) -> str | None:
-    """The commit checked out in `repo`, or None outside a git work tree (read-only)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
 def dvc_data_md5(dvc_file: str | Path) -> str | None:

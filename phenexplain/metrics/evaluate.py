@@ -15,6 +15,7 @@ from phenexplain.metrics.distances import feature_stats, frechet_distance, kerne
 from phenexplain.metrics.extractors import FeatureExtractor
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import from_uint8, to_uint8
+from phenexplain.nets.sampling import z_batches
 from phenexplain.training.data import TrainingData
 
 
@@ -41,10 +42,8 @@ def generated_features(
     out = []
     device = next(G.parameters()).device
     with torch.no_grad():
-        for start in range(0, n, batch):
-            m = min(batch, n - start)
-            z = torch.randn([m, G.z_dim], generator=g).to(device)
-            c = data.sample_conditions(m, g).to(device)
+        for z in z_batches(n, G.z_dim, g, batch, device):  # c drawn from g after each z
+            c = data.sample_conditions(len(z), g).to(device)
             img = to_uint8(G(z, c, noise_mode="const", force_fp32=True))  # as reals are stored
             out.append(extractor(from_uint8(img)))
     return np.concatenate(out)
@@ -81,16 +80,15 @@ def evaluate_checkpoint(
     from phenexplain.metrics.extractors import make_extractor
     from phenexplain.training.checkpoint import load_network, read_config
 
-    config = read_config(checkpoint)
+    meta = read_config(checkpoint)
     G = load_network(checkpoint, "G_ema", device)
     crops = CropSet(cropset)
     data = TrainingData(crops, resolution=G.img_resolution)
     result = {
         "checkpoint": str(checkpoint),
-        "kimg": config.get("training", {}).get("kimg"),
+        "kimg": meta.training.kimg,
         "crop_set_id": crops.content_id,
-        "trained_on_this_crop_set": config.get("training", {}).get("crop_set_id")
-        in (None, crops.content_id),
+        "trained_on_this_crop_set": meta.training.crop_set_id in (None, crops.content_id),
         "metric_images": n,
     }
     for name in dict.fromkeys(metrics):

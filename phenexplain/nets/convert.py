@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -108,10 +109,10 @@ def convert_snapshot(
     overwrite: bool = False,
     inputs: Iterable[str | Path] = (),
 ) -> dict:
-    """Write `snapshot`'s G, D and G_ema as a checkpoint at `out`; returns its config. `out` may
+    """Write `snapshot`'s G, D and G_ema as a checkpoint at `out`; returns its metadata. `out` may
     not be, hold or lie inside the snapshot or the other `inputs` (a class index, say)."""
     from phenexplain.fsutil import check_not_input
-    from phenexplain.training.checkpoint import save_checkpoint
+    from phenexplain.training.checkpoint import CheckpointMeta, TrainingState, save_checkpoint
 
     inputs = [snapshot, *inputs]
     check_not_input(Path(out), inputs)  # before reading: a refused output costs nothing
@@ -150,17 +151,17 @@ def convert_snapshot(
         for k, v in (data.get("training_set_kwargs") or {}).items()
         if isinstance(v, str | int | float | bool)
     }
-    config = {
-        "kwargs": kwargs,
-        "conditions": conditions,
-        "channels": channels,
-        "resolution": g["img_resolution"],
-        "training": {"augment_p": augment_p},
-        "source": {
+    meta = CheckpointMeta(
+        kwargs=json.loads(json.dumps(kwargs)),
+        conditions=list(conditions),
+        channels=list(channels),
+        resolution=g["img_resolution"],
+        training=TrainingState(augment_p=augment_p),
+        source={
             "kind": "stylegan2-ada-pytorch snapshot",
             "file": Path(snapshot).name,
             "training_set": dataset,
         },
-    }
-    save_checkpoint(out, modules, config, overwrite=overwrite, inputs=inputs, require_finite=True)
-    return config
+    )
+    save_checkpoint(out, modules, meta, overwrite=overwrite, inputs=inputs, require_finite=True)
+    return meta

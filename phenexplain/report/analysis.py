@@ -35,6 +35,7 @@ from phenexplain.measure.stats import (
 )
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import to_uint8
+from phenexplain.nets.sampling import one_hot, z_batches
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,13 @@ def generate(
     """`n` generated crops per condition (the same z for every condition) -> (uint8 [N, C, R, R],
     condition names [N])."""
     device = next(G.parameters()).device
-    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(seed)).to(device)
+    z = next(z_batches(n, G.z_dim, seed, n, device))  # one draw: the same z for every condition
     images = []
     with torch.no_grad():
         for k in range(len(conditions)):
             for start in range(0, n, batch):
                 zb = z[start : start + batch]
-                c = torch.zeros([len(zb), G.c_dim], device=device)
-                c[:, k] = 1
+                c = one_hot(k, G.c_dim, len(zb), device)
                 images.append(to_uint8(G(zb, c, noise_mode="const", force_fp32=True)).cpu())
     return torch.cat(images).numpy(), np.repeat(np.asarray(conditions), n)
 

@@ -14,7 +14,6 @@ feature_names.csv. The provenance section shows the saturated pixels ingest reco
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +36,7 @@ from phenexplain.explain import figures as explain_figures
 from phenexplain.explain import latent
 from phenexplain.explain.render import render_frames, traversal_grid, write_video
 from phenexplain.explain.traversal import centroids
-from phenexplain.fsutil import mark_output, prepare_folder, safe_name, write_json
+from phenexplain.fsutil import git_commit, mark_output, prepare_folder, safe_name, write_json
 from phenexplain.measure import effects
 from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
@@ -46,45 +45,30 @@ from phenexplain.measure.stats import SIGNIFICANT_Q, compare_shifts, count_flags
 from phenexplain.report import analysis, plots, resolution, validation, verdicts
 from phenexplain.report.explorer import explorer_data, write_explorer
 from phenexplain.report.html import Page, file_uri, png_uri
-from phenexplain.training.checkpoint import load_network, read_config
+from phenexplain.training.checkpoint import CheckpointMeta, load_network, read_config
 from phenexplain.training.data import TrainingData
 
 log = logging.getLogger(__name__)
 KIND = "report"  # the kind in the folder's output marker (see fsutil)
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(phenexplain.__file__).parent,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def provenance(checkpoint: Path, crops: CropSet, config: dict, control: str) -> dict:
+def provenance(checkpoint: Path, crops: CropSet, meta: CheckpointMeta, control: str) -> dict:
     """Where the model and the data come from."""
-    training = config.get("training", {})
+    training = meta.training
     counts = crops.manifest["condition"].value_counts().sort_index()
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "phenexplain_version": phenexplain.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(Path(phenexplain.__file__).parent),
         "checkpoint": str(checkpoint),
-        "kimg": training.get("kimg"),
-        "trained_on_crop_set": training.get("crop_set_id"),
+        "kimg": training.kimg,
+        "trained_on_crop_set": training.crop_set_id,
         "crop_set": str(crops.root),
         "crop_set_id": crops.content_id,
-        "same_crop_set": training.get("crop_set_id") in (None, crops.content_id),
-        "resolution": config.get("resolution"),
-        "channels": config["channels"],
-        "conditions": config["conditions"],
+        "same_crop_set": training.crop_set_id in (None, crops.content_id),
+        "resolution": meta.resolution,
+        "channels": meta.channels,
+        "conditions": meta.conditions,
         "control": control,
         "crops_per_condition": {k: int(v) for k, v in counts.items()},
         "saturation": _saturation(crops),
@@ -148,9 +132,9 @@ def build_report(
     foreign = prepare_folder(out, KIND, [checkpoint, cropset])
     (out / "figures").mkdir(exist_ok=True)
     (out / "traversals").mkdir(exist_ok=True)
-    config = read_config(checkpoint)
+    meta = read_config(checkpoint)
     crops = CropSet(cropset)
-    conditions, channels = config["conditions"], config["channels"]
+    conditions, channels = meta.conditions, meta.channels
     if sorted(crops.conditions) != sorted(conditions) or crops.channels != channels:
         raise PhenexplainError(
             f"{cropset} (conditions {sorted(crops.conditions)}, channels {crops.channels}) does "
@@ -159,7 +143,7 @@ def build_report(
     control = latent.pick_control(conditions, params.control)
     G = load_network(checkpoint, "G_ema", device)
     colours = default_colours(channels)
-    summary: dict = {"provenance": provenance(checkpoint, crops, config, control)}
+    summary: dict = {"provenance": provenance(checkpoint, crops, meta, control)}
     page = Page(f"Phenexplain report: {crops.root.name}")
 
     stage("measuring real and generated crops")

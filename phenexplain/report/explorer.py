@@ -15,9 +15,9 @@ import torch
 
 from phenexplain.display import IntensityMapping, composite
 from phenexplain.explain.traversal import synthesize, traverse
-from phenexplain.generate import latent
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import to_uint8
+from phenexplain.nets.sampling import seed_latent
 from phenexplain.report.html import STYLE, png_uri
 
 SCRIPT = """
@@ -87,7 +87,7 @@ def explorer_data(
 ) -> dict:
     """Frames (data URIs) per "source→target" pair and seed, and real crops per condition."""
     device = next(G.parameters()).device
-    z = torch.cat([latent(s, G.z_dim) for s in seeds]).to(device)
+    z = torch.cat([seed_latent(s, G.z_dim) for s in seeds]).to(device)
     pairs = explorer_pairs(conditions, control)
     images = {}
     for source, target in pairs:

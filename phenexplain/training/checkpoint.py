@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -25,7 +24,7 @@ from safetensors.torch import save_file
 
 from phenexplain.config import format_errors
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
+from phenexplain.fsutil import check_output, staged_output, write_json
 from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.kwargs import check_kwargs, plan_network
 
@@ -95,23 +94,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def save_checkpoint(
     out: str | Path,
     modules: dict[str, torch.nn.Module],
-    config: dict,
+    meta: CheckpointMeta,
     *,
     extra: dict[str, torch.Tensor] | None = None,
     overwrite: bool = False,
     require_finite: bool = False,
     inputs: Iterable[str | Path] = (),
 ) -> Path:
-    """Write `modules` (name -> network), `config` (holding ``kwargs`` per network name) and
-    `extra` tensors (optimizer moments, RNG state, ...) stored under ``extra.<name>``; with
-    `require_finite`, refuse (writing nothing) when any of these tensors holds a NaN or inf.
-    `inputs` are the files the checkpoint was made from, which `out` may not be or hold."""
+    """Write `modules` (name -> network), `meta` (its ``kwargs`` hold every network's
+    constructor arguments; ``networks`` is set from `modules`) and `extra` tensors (optimizer
+    moments, RNG state, ...) stored under ``extra.<name>``; with `require_finite`, refuse (writing
+    nothing) when any of these tensors holds a NaN or inf. `inputs` are the files the checkpoint
+    was made from, which `out` may not be or hold."""
     out = Path(out)
-    missing = [name for name in modules if name not in config.get("kwargs", {})]
+    missing = [name for name in modules if name not in meta.kwargs]
     if missing:
-        raise ValueError(f"config['kwargs'] lacks the constructor arguments of {missing}")
-    config = {"format_version": FORMAT_VERSION, **config, "networks": sorted(modules)}
-    check_config(json.loads(json.dumps(config)), out / CONFIG)  # as a reader will see it
+        raise ValueError(f"meta.kwargs lacks the constructor arguments of {missing}")
+    meta = meta.model_copy(update={"format_version": FORMAT_VERSION, "networks": sorted(modules)})
+    config = meta.to_json()
+    check_config(config, out / CONFIG)  # as a reader will see it
     check_output(out, overwrite, kind=KIND, inputs=inputs)
     tensors = {
         f"{name}.{key}": value.detach().to("cpu").contiguous()
@@ -126,31 +127,55 @@ def save_checkpoint(
         raise PhenexplainError(
             f"refusing to write {out}: tensor {bad} holds NaN or inf (the training diverged)"
         )
-    staging = staging_dir(out, KIND)
-    try:
+    with staged_output(out, KIND) as staging:
         save_file(tensors, str(staging / WEIGHTS))
         write_json(staging / CONFIG, config)
-        swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
-class CheckpointConfig(BaseModel):
-    """What every reader relies on in ``checkpoint.json``; other keys (training, source) pass."""
+class TrainingState(BaseModel):
+    """The training state of a checkpoint that is not a tensor. A trained checkpoint has all of
+    it (`Trainer.state`); a converted snapshot only the augmentation probability."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
-    format_version: int
-    networks: list[Literal["G", "G_ema", "D"]] = Field(min_length=1, max_length=3)
-    kwargs: dict[str, dict]
-    conditions: list[str] = Field(max_length=4096)
+    progress: dict[str, int | float] | None = None  # `loop.Progress` as a dict
+    kimg: float | None = None
+    profile: dict | None = None  # the `TrainProfile` it was trained with, dumped
+    seed: int | None = None
+    crop_set_id: str | None = None
+    optimizer_param_groups: dict[str, list[dict]] | None = None  # see `optimizer_state`
+    augment_p: float | None = None
+
+
+class CheckpointMeta(BaseModel):
+    """``checkpoint.json``: what every reader of a checkpoint relies on, written by the trainer
+    (`Trainer.state`) and the converter (`nets.convert.convert_snapshot`) and checked by
+    `read_config`. Keys it does not name pass through."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    format_version: int = FORMAT_VERSION
+    networks: list[Literal["G", "G_ema", "D"]] = Field(default_factory=list, max_length=3)
+    kwargs: dict[str, dict]  # constructor arguments per network name
+    conditions: list[str] = Field(max_length=4096)  # in class-index order
     channels: list[str] = Field(min_length=1, max_length=5)
     resolution: int | None = None
+    training: TrainingState = Field(default_factory=TrainingState)
+    source: dict | None = None  # where a converted snapshot came from
+
+    def to_json(self) -> dict:
+        """The JSON object written as ``checkpoint.json`` (unset fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def slim(self, networks: list[str]) -> CheckpointMeta:
+        """The metadata of a copy holding only `networks`, without optimizer state."""
+        training = self.training.model_copy(update={"optimizer_param_groups": None})
+        kwargs = {name: self.kwargs[name] for name in networks}
+        return self.model_copy(update={"kwargs": kwargs, "networks": [], "training": training})
 
     @model_validator(mode="after")
-    def _consistent(self) -> CheckpointConfig:
+    def _consistent(self) -> CheckpointMeta:
         for label, names in (("networks", self.networks), ("conditions", self.conditions),
                              ("channels", self.channels)):  # fmt: skip
             if len(set(names)) != len(names):
@@ -177,7 +202,7 @@ def _read_json(config_path: Path) -> object:
         raise PhenexplainError(f"{config_path}: not valid JSON ({exc})") from None
 
 
-def _check_networks(config: CheckpointConfig, where: Path) -> None:
+def _check_networks(config: CheckpointMeta, where: Path) -> None:
     for name in config.networks:
         kw = check_kwargs(NETWORKS[name], config.kwargs[name], f"{where}: {name}")
         if kw.c_dim != len(config.conditions):
@@ -196,19 +221,17 @@ def _check_networks(config: CheckpointConfig, where: Path) -> None:
             )
 
 
-def read_config(path: str | Path) -> dict:
-    """The JSON part of a checkpoint, checked for format, version, types and consistency
+def read_config(path: str | Path) -> CheckpointMeta:
+    """The metadata of a checkpoint, checked for format, version, types and consistency
     (networks with bounded constructor arguments, one unique name per condition and channel)."""
     config_path = Path(path) / CONFIG
     if not config_path.is_file():
         raise PhenexplainError(f"{path} is not a phenexplain checkpoint ({CONFIG} missing)")
-    config = _read_json(config_path)
-    check_config(config, config_path)
-    return config
+    return check_config(_read_json(config_path), config_path)
 
 
-def check_config(config: object, where: Path) -> None:
-    """Refuse a checkpoint config (`where` names its file) that `read_config` would refuse."""
+def check_config(config: object, where: Path) -> CheckpointMeta:
+    """`config` (JSON, `where` names its file) as metadata; refuses what a reader cannot use."""
     if not isinstance(config, dict):
         raise PhenexplainError(f"{where} holds a JSON {type(config).__name__}, not an object")
     if config.get("format_version") != FORMAT_VERSION:
@@ -216,10 +239,13 @@ def check_config(config: object, where: Path) -> None:
             f"{where}: format version {config.get('format_version')!r} is not {FORMAT_VERSION}"
         )
     try:
-        checked = CheckpointConfig.model_validate(config)
+        checked = CheckpointMeta.model_validate(config)
     except ValidationError as exc:
         raise PhenexplainError(format_errors(exc, str(where), sep="; ")) from None
+    if not checked.networks:
+        raise PhenexplainError(f"{where}: 'networks' lists no network")
     _check_networks(checked, where)
+    return checked
 
 
 def _weights(path: str | Path):
@@ -272,10 +298,10 @@ def load_network(
     """Rebuild network `name` from a checkpoint folder, in eval mode, on `device`: the kwargs,
     the parameter count (`nets.kwargs.plan_network`) and the tensor names, shapes and dtypes in
     the file are all checked before the network is allocated."""
-    config = read_config(path)
-    if name not in config["networks"]:
-        raise PhenexplainError(f"{path} holds {config['networks']}, not {name!r}")
-    cls, kwargs = NETWORKS[name], config["kwargs"][name]
+    meta = read_config(path)
+    if name not in meta.networks:
+        raise PhenexplainError(f"{path} holds {meta.networks}, not {name!r}")
+    cls, kwargs = NETWORKS[name], meta.kwargs[name]
     _check_shapes(path, name, plan_network(cls, kwargs, f"{Path(path) / CONFIG}: {name}"))
     module = cls(**kwargs)
     module.load_state_dict(load_tensors(path, name), strict=True)

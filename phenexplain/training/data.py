@@ -13,6 +13,7 @@ import torch
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets.ops import from_uint8
+from phenexplain.nets.sampling import one_hot
 
 
 def downsample(image: np.ndarray, factor: int) -> np.ndarray:
@@ -62,15 +63,14 @@ class TrainingData:
         base = self._images[i % n] if self._images is not None else self.crops[i % n][0]
         return base[..., ::-1] if i >= n else base
 
-    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.one_hot(labels, self.num_conditions).to(torch.float32)
-
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images float [B, C, R, R] in [-1, 1] and one-hot conditions [B, c_dim]."""
         images = np.stack([self.image(int(i)) for i in indices])
-        return from_uint8(images), self.one_hot(self.labels[indices % len(self.crops)])
+        return from_uint8(images), one_hot(
+            self.labels[indices % len(self.crops)], self.num_conditions
+        )
 
     def sample_conditions(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """One-hot conditions [n, c_dim] drawn with the crop set's condition frequencies."""
         picks = torch.randint(len(self.crops), (n,), generator=generator)
-        return self.one_hot(self.labels[picks])
+        return one_hot(self.labels[picks], self.num_conditions)

@@ -41,10 +41,13 @@ from phenexplain.fsutil import atomic_write_bytes
 from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.kwargs import build_network
 from phenexplain.nets.ops import to_uint8
+from phenexplain.nets.sampling import one_hot, z_batches
 from phenexplain.training.augment import AugmentPipe
 from phenexplain.training.callbacks import Callback
 from phenexplain.training.checkpoint import (
     LATEST,
+    CheckpointMeta,
+    TrainingState,
     first_nonfinite,
     load_optimizer_state,
     load_tensors,
@@ -303,20 +306,19 @@ class Trainer:
     # ---------------------------------------------------------------- samples and checkpoints
     def sample_grid(self, seeds_per_condition: int) -> np.ndarray:
         """uint8 [rows * R, cols * R, 3]: a row per condition, fixed z (seeded), constant noise."""
-        g = torch.Generator().manual_seed(self.seed + 12345)
-        z = torch.randn([seeds_per_condition, self.G.z_dim], generator=g).to(self.device)
+        n = seeds_per_condition
+        z = next(z_batches(n, self.G.z_dim, self.seed + 12345, n, self.device))
         rows = []
         with torch.no_grad():
             for k in range(self.data.num_conditions):
-                c = torch.zeros([seeds_per_condition, self.data.num_conditions], device=self.device)
-                c[:, k] = 1
+                c = one_hot(k, self.data.num_conditions, n, self.device)
                 img = self.G_ema(z, c, noise_mode="const", force_fp32=True)
                 rows.append(torch.cat(list(img), dim=2))  # [C, R, cols * R]
         grid = to_uint8(torch.cat(rows, dim=1).cpu()).numpy()
         return composite(grid, default_colours(self.data.crops.channels))
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """(tensors, JSON-able config) that resume this run exactly."""
+    def state(self) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+        """(tensors, metadata) that resume this run exactly."""
         tensors: dict[str, torch.Tensor] = {
             "rng.data": self.data_gen.get_state(),
             "rng.gen": self.gen.get_state(),
@@ -326,28 +328,28 @@ class Trainer:
             tensors["augment_p"] = self.augment_pipe.p.detach().cpu().clone()
         opt_tensors, groups = optimizer_state(self.opts)
         tensors.update(opt_tensors)
-        config = {
-            "kwargs": self.kwargs,
-            "conditions": self.conditions,
-            "channels": self.data.crops.channels,
-            "resolution": self.data.resolution,
-            "training": {
-                "progress": asdict(self.progress),
-                "kimg": self.progress.cur_nimg / 1000,
-                "profile": self.profile.model_dump(),
-                "seed": self.seed,
-                "crop_set_id": self.crop_set_id,
-                "optimizer_param_groups": groups,
-                "augment_p": float(self.augment_pipe.p) if self.augment_pipe is not None else None,
-            },
-        }
-        return tensors, config
+        meta = CheckpointMeta(
+            kwargs=json.loads(json.dumps(self.kwargs)),
+            conditions=list(self.conditions),
+            channels=list(self.data.crops.channels),
+            resolution=self.data.resolution,
+            training=TrainingState(
+                progress=asdict(self.progress),
+                kimg=self.progress.cur_nimg / 1000,
+                profile=self.profile.model_dump(),
+                seed=self.seed,
+                crop_set_id=self.crop_set_id,
+                optimizer_param_groups=json.loads(json.dumps(groups)),
+                augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
+            ),
+        )
+        return tensors, meta
 
     def save(self, out: Path) -> Path:
-        tensors, config = self.state()
+        tensors, meta = self.state()
         modules = {"G": self.G, "G_ema": self.G_ema, "D": self.D}
         return save_checkpoint(
-            out, modules, config, extra=tensors, overwrite=True, require_finite=True
+            out, modules, meta, extra=tensors, overwrite=True, require_finite=True
         )
 
     def save_snapshot(self, run_dir: Path) -> Path:
@@ -360,17 +362,16 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         """Restore a checkpoint written by `save`; refuses other data or another configuration."""
-        config = read_config(path)
-        training = config.get("training") or {}
-        if training.get("crop_set_id") != self.crop_set_id:
+        meta = read_config(path)
+        training = meta.training
+        if training.crop_set_id != self.crop_set_id:
             raise PhenexplainError(
-                f"{path} was trained on another crop set (id {training.get('crop_set_id')}, "
-                "this one "
+                f"{path} was trained on another crop set (id {training.crop_set_id}, this one "
                 f"{self.crop_set_id}); resume with the same crop set or start a new run"
             )
         if (
-            json.loads(json.dumps(self.kwargs)) != config["kwargs"]
-            or training.get("profile") != self.profile.model_dump()
+            json.loads(json.dumps(self.kwargs)) != meta.kwargs
+            or training.profile != self.profile.model_dump()
         ):
             raise PhenexplainError(
                 f"{path} was trained with another network or profile configuration"
@@ -383,8 +384,13 @@ class Trainer:
         self.loss.pl_mean.copy_(extra["pl_mean"])
         if self.augment_pipe is not None:
             self.augment_pipe.p.copy_(extra["augment_p"])
-        load_optimizer_state(self.opts, extra, training["optimizer_param_groups"])
-        self.progress = Progress(**training["progress"])
+        if training.progress is None or training.optimizer_param_groups is None:
+            raise PhenexplainError(
+                f"{path} holds no training state (a converted or serving checkpoint); resume "
+                "from a checkpoint that `phenexplain train` wrote"
+            )
+        load_optimizer_state(self.opts, extra, training.optimizer_param_groups)
+        self.progress = Progress(**training.progress)
 
     def roll_back(self, checkpoint: Path) -> None:
         """After a divergence: reload `checkpoint` (the last good one), count the rollback in

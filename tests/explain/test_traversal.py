@@ -16,7 +16,7 @@ from phenexplain.explain.traversal import (
     traverse,
 )
 from phenexplain.fsutil import user_cache
-from phenexplain.generate import latent
+from phenexplain.nets.sampling import seed_latent
 
 CONDITIONS = ("ctrl", "drug", "other")
 
@@ -27,7 +27,7 @@ def G(tiny_checkpoint):
 
 
 def _z(G, seeds=(0, 1, 2)):
-    return torch.cat([latent(s, G.z_dim) for s in seeds])
+    return torch.cat([seed_latent(s, G.z_dim) for s in seeds])
 
 
 def _images(G, z, condition):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from phenexplain.generate import latent, one_hot
+from phenexplain.generate import condition_vector
 from phenexplain.integrations.mlflow_tracking import (
     log_and_register,
     promote_if_better,
@@ -20,6 +20,7 @@ from phenexplain.integrations.mlflow_tracking import (
     tracking_uri,
 )
 from phenexplain.nets.ops import to_uint8
+from phenexplain.nets.sampling import seed_latent
 from phenexplain.training.checkpoint import read_config
 
 
@@ -114,7 +115,7 @@ def test_champion_loads_and_renders_what_the_checkpoint_renders(mlflow_server, t
     assert list(out["seed"]) == [3, 11, 5]
 
     def generated(seed: int, condition: str) -> np.ndarray:
-        z, c = latent(seed, G.z_dim), one_hot(conditions, condition)
+        z, c = seed_latent(seed, G.z_dim), condition_vector(conditions, condition)
         return to_uint8(G(z, c, noise_mode="const", force_fp32=True))[0].numpy()
 
     for row, images in zip(request.itertuples(), out["images"], strict=True):
@@ -124,7 +125,7 @@ def test_champion_loads_and_renders_what_the_checkpoint_renders(mlflow_server, t
     np.testing.assert_array_equal(out["images"][0][-1], generated(3, "drug"))  # method 3 ends there
 
     served = model.unwrap_python_model().checkpoint
-    assert read_config(served)["networks"] == ["G_ema"]  # no D, no optimizer state
+    assert read_config(served).networks == ["G_ema"]  # no D, no optimizer state
     assert [p.name.split("-")[0] for p in (served / "centroids").glob("*.npy")] == ["k64"]
     with pytest.raises(Exception, match="unknown condition 'mock'"):
         model.predict(request.assign(source="mock"))

@@ -16,10 +16,10 @@ from PIL import Image
 
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import PhenexplainError
+from phenexplain.fsutil import git_commit
 from phenexplain.integrations.mlflow_tracking import (
     MlflowCallback,
     flush_outbox,
-    git_commit,
     start_training_run,
     tracking_uri,
 )

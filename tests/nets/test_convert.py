@@ -69,8 +69,8 @@ def test_converted_generator_renders_the_same_images(tmp_path):
         channels=["DNA", "Tubulin"],
     )  # fmt: skip
     assert not marker.exists()  # the embedded source code was never run
-    assert config["training"]["augment_p"] == pytest.approx(0.3)
-    assert read_config(tmp_path / "ckpt")["conditions"] == ["DMSO", "taxol", "noco"]
+    assert config.training.augment_p == pytest.approx(0.3)
+    assert read_config(tmp_path / "ckpt").conditions == ["DMSO", "taxol", "noco"]
     converted = load_network(tmp_path / "ckpt")
     z = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
     c = torch.eye(3)[[0, 1, 2, 0]]
@@ -138,4 +138,4 @@ def test_condition_names_from_a_phenexplain_dataset_json(tmp_path):
     with pytest.raises(PhenexplainError, match="several folders"):
         conditions_from_dataset_json(path)
     _write_snapshot(tmp_path / "s.pkl", tmp_path / "m")
-    assert convert_snapshot(tmp_path / "s.pkl", tmp_path / "ck")["conditions"] == ["0", "1", "2"]
+    assert convert_snapshot(tmp_path / "s.pkl", tmp_path / "ck").conditions == ["0", "1", "2"]

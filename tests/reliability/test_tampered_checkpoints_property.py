@@ -71,13 +71,13 @@ def _outcome(ckpt: Path, out: Path) -> None:
         config = read_config(ckpt)
     except PhenexplainError:
         return
-    assert isinstance(config["conditions"], list)
+    assert isinstance(config.conditions, list)
     try:
         G = load_network(ckpt)
     except PhenexplainError:
         return
-    assert isinstance(G, Generator) and G.img_channels == len(config["channels"])
-    condition = config["conditions"][0] if config["conditions"] else "ctrl"
+    assert isinstance(G, Generator) and G.img_channels == len(config.channels)
+    condition = config.conditions[0] if config.conditions else "ctrl"
     try:
         paths = generate_images(ckpt, out, condition, [0, 1])
     except PhenexplainError:

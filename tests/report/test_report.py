@@ -224,12 +224,13 @@ def test_report_warns_when_a_condition_saturates(plate_factory, tmp_path):
     from phenexplain.data.ingest import ingest
     from phenexplain.report.build import _provenance_section, provenance
     from phenexplain.report.html import Page
+    from phenexplain.training.checkpoint import CheckpointMeta
 
     params = IngestParams(layout="manifest", channels=["DNA", "NFkB"], crop_size=32,
                           min_images_per_condition=2, percentiles=[1.0, 99.0], workers=1)  # fmt: skip
     ingest(plate_factory("nfkb"), tmp_path / "crops", params)
     crops = CropSet(tmp_path / "crops")
-    config = {"channels": crops.channels, "conditions": sorted(crops.conditions)}
+    config = CheckpointMeta(kwargs={}, channels=crops.channels, conditions=sorted(crops.conditions))
     saturation = provenance(tmp_path / "ckpt", crops, config, "control")["saturation"]
     assert saturation["limit_percent"] == params.qc.crop_saturation_percent == 1.0
     table = pd.DataFrame(saturation["table"])

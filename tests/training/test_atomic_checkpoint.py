@@ -51,7 +51,7 @@ for _ in sys.stdin:
         try:
             latest = latest_checkpoint(run)
             if latest is not None:
-                trainer.progress.cur_nimg = read_config(latest)["training"]["progress"]["cur_nimg"]
+                trainer.progress.cur_nimg = read_config(latest).training.progress["cur_nimg"]
             while True:
                 trainer.progress.cur_nimg += 8
                 trainer.save_snapshot(run)

@@ -36,7 +36,7 @@ from phenexplain.config import SynthParams
 from phenexplain.data.synthetic.assays import WELL_SIGMA, Assay, CellModel, get_assay
 from phenexplain.data.synthetic.field import CELL_COLUMNS, FieldEffects, render_field
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import check_output, staging_dir, swap_into_place, write_json
+from phenexplain.fsutil import check_output, staged_output, write_json
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,25 @@ ROWS_384 = "ABCDEFGHIJKLMNOP"
 FIELD_KEYS = ("plate", "well", "site", "condition")
 GENERATOR_VERSION = 2  # bump when the same seed would produce different bytes
 KIND = "synthetic plates"  # the kind in the folder's output marker (see fsutil)
+
+
+def simd_level() -> str:
+    """numpy's highest x86-64 SIMD level on this machine (``X86_V4`` with AVX-512, ``X86_V3``
+    with AVX2, ``X86_V2``), or the machine name elsewhere.
+
+    The same seed gives the same bytes only at the same level: numpy picks its float32 sin, cos
+    and exp (and float64 tanh, and with AVX-512 more float64 functions) by level, and their
+    last-bit differences move a few pixels and cell boundaries. Measured with the default data:
+    X86_V2 and X86_V3 differ in 3 of its 64 images and in ground_truth_cells.csv.
+    """
+    import platform
+
+    from numpy._core._multiarray_umath import __cpu_features__ as features
+
+    for level in ("X86_V4", "X86_V3", "X86_V2"):
+        if features.get(level):
+            return level
+    return platform.machine()
 
 
 def _check_layout(spec: SynthParams, assay: Assay) -> None:
@@ -165,8 +184,7 @@ def generate_plates(
     check_output(out, overwrite, kind=KIND)
     jobs = plan_jobs(spec, assay)
 
-    staging = staging_dir(out, KIND)
-    try:
+    with staged_output(out, KIND) as staging:
         cell_rows: list[dict] = []
         cells_per_condition = {cond.name: 0 for cond in assay.conditions}
         debris = 0
@@ -194,10 +212,6 @@ def generate_plates(
         write_json(staging / "ground_truth.json", truth)
         _write_csv(staging / "ground_truth_cells.csv", cell_rows, [*FIELD_KEYS, *CELL_COLUMNS])
         _write_wells(staging, spec, assay, jobs)
-        swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     summary = {
         "assay": assay.name,
         "out": str(out),
