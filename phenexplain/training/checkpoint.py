@@ -318,7 +318,7 @@ def optimizer_state(
     groups: dict[str, list] = {}
     for name, opt in optimizers.items():
         sd = opt.state_dict()
-        groups[name] = sd["param_groups"]
+        groups[name] = json.loads(json.dumps(sd["param_groups"]))  # tuples (betas) as lists
         for idx, state in sd["state"].items():
             for key, value in state.items():
                 tensors[f"opt.{name}.{idx}.{key}"] = torch.as_tensor(value)

@@ -339,7 +339,7 @@ class Trainer:
                 profile=self.profile.model_dump(),
                 seed=self.seed,
                 crop_set_id=self.crop_set_id,
-                optimizer_param_groups=json.loads(json.dumps(groups)),
+                optimizer_param_groups=groups,
                 augment_p=float(self.augment_pipe.p) if self.augment_pipe is not None else None,
             ),
         )
