@@ -44,7 +44,7 @@ RUN case "${TORCH_VARIANT}" in \
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY phenexplain ./phenexplain
-RUN pip install -c constraints.txt . \
+RUN pip install -c constraints.txt '.[service]' \
     && python -c "import torch, phenexplain; print('torch', torch.__version__)"
 
 

@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # Installs are stamped: re-run only when pyproject.toml or constraints.txt change.
 $(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e '.[service]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python

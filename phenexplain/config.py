@@ -215,8 +215,17 @@ class SummarizeParams(Section):
     max_fields_per_condition: int = Field(16, gt=0, description="fields measured per condition")
 
 
+class GenerateParams(Section):
+    """`phenexplain generate`: one image per seed of a condition."""
+
+    seeds: str = Field("0-7", description="one image per seed: '0-99' or '1,5,7'")
+    truncation: float = Field(1.0, ge=0, le=1, description="truncation psi (1 = none)")
+    noise_mode: Literal["const", "random", "none"] = "const"
+
+
 class ExplainParams(Section):
-    """`phenexplain explain`: the traversal videos and latent analyses of a model."""
+    """`phenexplain explain`, `traverse` and `latent`: the traversal videos and latent analyses of
+    a model (the centroids' K also serves `project`)."""
 
     source: str | None = Field(None, description="source condition; None: the control")
     targets: list[str] | None = Field(None, description="target conditions; None: all others")
@@ -233,6 +242,16 @@ class ExplainParams(Section):
     centroid_samples: int = Field(100_000, gt=0, description="K random z per centroid (eq. 4)")
     lda_samples: int = Field(3000, gt=1, description="samples per fitted condition (Fig. 4b)")
     dose_samples: int = Field(1000, gt=1, description="samples per dose (Fig. 4d)")
+
+
+class ProjectParams(Section):
+    """`phenexplain project`: real crops projected into W and translated (method 2)."""
+
+    crops: str = Field("0-3", description="with a crop set: which crops of the condition")
+    steps: int = Field(400, gt=0, description="optimisation steps per crop")
+    frames: int = Field(16, gt=0, description="steps of the translation")
+    per_layer: bool = Field(True, description="optimise one w per layer (W+)")
+    optimize_noise: bool = Field(False, description="also optimise the noise maps")
 
 
 class ReportParams(Section):
@@ -270,7 +289,9 @@ class Params(Section):
     ingest: IngestParams = IngestParams()
     train: TrainParams = TrainParams()
     summarize: SummarizeParams = SummarizeParams()
+    generate: GenerateParams = GenerateParams()
     explain: ExplainParams = ExplainParams()
+    project: ProjectParams = ProjectParams()
     report: ReportParams = ReportParams()
 
 

@@ -102,6 +102,15 @@ def prepare_folder(out: Path, kind: str, inputs: Iterable[str | Path] = ()) -> f
     return foreign
 
 
+@contextlib.contextmanager
+def output_folder(out: Path, kind: str, inputs: Iterable[str | Path] = ()) -> Iterator[Path]:
+    """`prepare_folder` on entry and `mark_output` after the block has written its files: the
+    marker then lists what this writer owns (a failed block leaves the folder marked as before)."""
+    foreign = prepare_folder(out, kind, inputs)
+    yield out
+    mark_output(out, kind, exclude=foreign)
+
+
 def check_not_input(out: Path, inputs: Iterable[str | Path]) -> None:
     """Refuse an output that is, contains or lies inside one of `inputs` (symlinks followed)."""
     target = Path(out).resolve()

@@ -146,14 +146,13 @@ def _last_snapshot(run: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _dose_response(G, conditions: list[str], crops: CropSet, v, control: str, params) -> dict:
+def _dose_response(model, crops: CropSet, v, control: str, params) -> dict:
     """Spearman rho against dose of the median cytoplasm area (real and synthetic) and of the
-    median W distance to the control centroid (`conditions`: the generator's, in its order)."""
-    from phenexplain.explain import latent
-    from phenexplain.explain.traversal import centroids
+    median W distance to the control centroid."""
+    from phenexplain.explain.jobs import dose_response
+    from phenexplain.explain.latent import ordered_doses
 
-    dose = crops.manifest.groupby("condition")["concentration_um"].first().to_dict()
-    doses = sorted((c for c in dose if c != control), key=lambda c: float(dose[c]))
+    doses = ordered_doses(model.conditions, control, crops.concentrations)
     order = [control, *doses]
     out: dict = {"doses": doses}
     for source, m in (("real", v.real), ("synthetic", v.synthetic)):
@@ -161,11 +160,11 @@ def _dose_response(G, conditions: list[str], crops: CropSet, v, control: str, pa
         out[f"rho_cytoplasm_area_{source}"] = float(
             stats.spearmanr(np.arange(len(order)), medians.to_numpy()).statistic
         )
-    centroid = centroids(G, params.centroid_samples, seed=params.seed)
-    _, summary = latent.dose_distances(
-        G, conditions, control, doses, centroid=centroid, n=params.dose_samples, seed=params.seed
-    )
-    out["rho_w_distance"] = summary["spearman_rho_median_vs_dose"]
+    dose = dose_response(
+        model, control=control, doses=doses, n=params.dose_samples, seed=params.seed,
+        projection_seeds=(), centroid_samples=params.centroid_samples, centroid_seed=params.seed,
+    )  # fmt: skip
+    out["rho_w_distance"] = dose.summary["spearman_rho_median_vs_dose"]
     return out
 
 
@@ -199,9 +198,10 @@ def run_one(
 ) -> dict:
     """Train contender `label` (`parse_contender`) on `crops_dir` (`prepare_data`), measure and
     record one (assay, seed); returns the record written to science.json."""
+    from phenexplain.explain.jobs import Model
     from phenexplain.explain.latent import pick_control
     from phenexplain.report.validation import validate
-    from phenexplain.training.checkpoint import latest_checkpoint, load_network, read_config
+    from phenexplain.training.checkpoint import latest_checkpoint
     from phenexplain.training.run import run_training
 
     profile, kimg = parse_contender(label)
@@ -217,8 +217,8 @@ def run_one(
     minutes = (time.perf_counter() - start) / 60
     checkpoint = latest_checkpoint(run)  # the last one: fixed in advance, whatever it shows
     say(f"{tag}: measuring {checkpoint.name}")
-    conditions = read_config(checkpoint).conditions
-    G = load_network(checkpoint, "G_ema")
+    model = Model.load(checkpoint)
+    G, conditions = model.G, model.conditions
     crops = CropSet(crops_dir)
     control = pick_control(conditions, get_assay(assay).control)
     v = validate(G, crops, conditions, control, params.report)
@@ -238,7 +238,7 @@ def run_one(
         "table": table.to_dict(orient="records"),
     }
     if assay == "dose":
-        record["dose_response"] = _dose_response(G, conditions, crops, v, control, params.report)
+        record["dose_response"] = _dose_response(model, crops, v, control, params.report)
     write_json(folder / RESULT, record)
     return record
 
@@ -459,14 +459,15 @@ def run_science(
     out: str | Path,
     params: Params,
     *,
-    assays: list[str],
-    seeds: int,
+    assays: list[str] | None = None,
+    seeds: int = 3,
     profiles: list[str] | None = None,
     sites_per_well: int = SITES_PER_WELL,
     say: Say = print,
 ) -> tuple[list[dict], Path, Path]:
     """Every (profile, assay, seed) not finished yet, then the gathered results and the summary.
-    `profiles` (contenders: ``PROFILE`` or ``PROFILE@KIMG``, see `parse_contender`) defaults to
+    `assays` default to all of `ASSAYS`. `profiles` (contenders: ``PROFILE`` or ``PROFILE@KIMG``,
+    see `parse_contender`) defaults to
     ``params.train.profile``; several are trained side by side (each seed of each assay under
     every contender before the next), on the same plates (`plate_spec`: `sites_per_well` sites in
     each of `WELLS_PER_CONDITION` wells per condition).
@@ -475,6 +476,7 @@ def run_science(
     from phenexplain.training.run import resolve_profile
 
     out = Path(out)
+    assays = assays or list(ASSAYS)
     unknown = [a for a in assays if a not in ASSAYS]
     if unknown:
         raise PhenexplainError(f"unknown assay {unknown}; choose from {', '.join(ASSAYS)}")

@@ -91,10 +91,17 @@ def test_params_flag_reads_another_file(tmp_path):
     assert json.loads(result.stdout)["synth"]["assay"] == "dose"
 
 
+def test_an_unknown_choice_is_refused_with_the_choices(tmp_path):
+    result = run("synth", str(tmp_path / "out"), "--assay", "bogus")
+    assert result.returncode == 2  # a usage error, before any work
+    assert "bogus" in result.stderr and "nfkb" in result.stderr and "subtle" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--assay", "bogus"], "'assay'"),
         (["--height", "0"], "'height'"),
         (["--sites-per-well", "-1"], "'sites_per_well'"),
         (["--workers", "0"], "'workers'"),
@@ -178,3 +185,59 @@ def test_ingest_from_the_command_line_and_its_errors(plate_factory, tmp_path):
         "Hoechst",
     )
     assert bad.returncode == 1 and "dna_channel 'Hoechst'" in bad.stderr
+
+
+def _params_options() -> list[tuple[str, str]]:
+    """(command, option) for every option whose help names the params.yaml key it overrides
+    ("default: params.yaml SECTION.KEY")."""
+    import typer.main
+
+    from phenexplain import cli
+
+    found = []
+
+    def walk(command, prefix: str) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{prefix} {name}".strip())
+        for param in getattr(command, "params", []):
+            if getattr(param, "param_type_name", "") == "option" and "default: params.yaml " in (
+                (getattr(param, "help", None) or "").replace("\n", " ")
+            ):
+                found.append((prefix, param, command))
+
+    walk(typer.main.get_command(cli.app), "")
+    return found
+
+
+def test_every_params_yaml_option_defaults_to_none_and_names_a_real_key():
+    """The one precedence rule: an option backed by params.yaml has no default of its own (None:
+    not given, so the section's value holds), and the key its help names exists."""
+    import re
+
+    from phenexplain.config import Params
+
+    options = _params_options()
+    assert len(options) > 40
+    defaults = Params().model_dump()
+    for command, option, _ in options:
+        assert option.default is None, f"{command} {option.opts}: default {option.default!r}"
+        key = re.search(r"params\.yaml ([a-z_]+\.[a-z_]+)", option.help.replace("\n", " "))
+        assert key, f"{command} {option.opts}: help names no key"
+        section, field = key[1].split(".")
+        assert field in defaults[section], f"{command} {option.opts}: no {key[1]}"
+
+
+def test_generate_reads_its_section_and_flags_override_it(tmp_path, tiny_checkpoint):
+    ckpt, _ = tiny_checkpoint(2)
+    params = tmp_path / "p.yaml"
+    params.write_text('generate:\n  seeds: "3-5"\n')
+    result = run("--params", str(params), "generate", str(ckpt), str(tmp_path / "a"),
+                 "--condition", "drug")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name[-12:] for p in (tmp_path / "a").glob("*.tif")) == [
+        f"seed{s:04d}.tif" for s in (3, 4, 5)
+    ]
+    result = run("--params", str(params), "generate", str(ckpt), str(tmp_path / "b"),
+                 "--condition", "drug", "--seeds", "7")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [p.name[-12:] for p in (tmp_path / "b").glob("*.tif")] == ["seed0007.tif"]

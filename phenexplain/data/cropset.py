@@ -163,6 +163,14 @@ class CropSet:
         return len(self.manifest)
 
     @property
+    def concentrations(self) -> dict[str, float]:
+        """`concentration_um` of each condition that records one (the manifest's first value)."""
+        if "concentration_um" not in self.manifest:
+            return {}
+        dose = self.manifest.groupby("condition")["concentration_um"].first().dropna()
+        return {str(k): float(v) for k, v in dose.items()}
+
+    @property
     def content_id(self) -> str:
         """Identity of the crops: hash of every crop checksum, in order."""
         return hashlib.sha256("\n".join(self.manifest["checksum"]).encode()).hexdigest()[:16]

@@ -494,6 +494,12 @@ def _ingest_locked(source, out, inputs, records, params, validator, overwrite, p
         manifest = pd.concat(
             [keep(existing["manifest"]) if existing else None, manifest_new], ignore_index=True
         )
+        if manifest.empty:
+            raise StructureError(
+                f"no crops were produced from {source}; check the quarantine list "
+                "(quarantine.csv of a partial run is not written) and the nucleus settings "
+                "(ingest.nuclei in params.yaml), or the crop size against the field size"
+            )
         if validator is not None:
             validator.check_crops(manifest, params)
         info = {

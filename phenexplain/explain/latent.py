@@ -10,6 +10,7 @@ Every function returns the numbers it plots as a pandas DataFrame.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,26 @@ def dose_order(names: list[str]) -> list[str]:
             )
         values[name] = float(match[0])
     return sorted(names, key=values.__getitem__)
+
+
+def ordered_doses(
+    conditions: list[str], control: str, concentrations: Mapping[str, float] | None = None
+) -> list[str] | None:
+    """The conditions other than `control` in increasing dose, or None where there is no dose
+    series (fewer than 2 of them, or no order to tell): by `concentrations` (a crop set's
+    `concentration_um` per condition) where it gives every one, else by the number in each name."""
+    others = [c for c in conditions if c != control]
+    if len(others) < 2:
+        return None
+    if concentrations is not None and all(
+        c in concentrations and concentrations[c] == concentrations[c]
+        for c in others  # not NaN
+    ):
+        return sorted(others, key=lambda c: float(concentrations[c]))
+    try:
+        return dose_order(others)
+    except PhenexplainError:
+        return None
 
 
 CONTROL_WORDS = ("control", "ctrl", "dmso", "untreated", "mock", "vehicle", "wt", "negative")

@@ -34,8 +34,13 @@ from phenexplain.display import IntensityMapping, composite, default_colours
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain import figures as explain_figures
 from phenexplain.explain import latent
-from phenexplain.explain.render import render_frames, traversal_grid, write_video
-from phenexplain.explain.traversal import centroids
+from phenexplain.explain.jobs import (
+    Model,
+    dose_response,
+    lda_map,
+    render_traversal,
+    write_traversal,
+)
 from phenexplain.fsutil import git_commit, mark_output, prepare_folder, safe_name, write_json
 from phenexplain.measure import effects
 from phenexplain.measure.discriminability import discriminability
@@ -45,7 +50,7 @@ from phenexplain.measure.stats import SIGNIFICANT_Q, compare_shifts, count_flags
 from phenexplain.report import analysis, plots, resolution, validation, verdicts
 from phenexplain.report.explorer import explorer_data, write_explorer
 from phenexplain.report.html import Page, file_uri, png_uri
-from phenexplain.training.checkpoint import CheckpointMeta, load_network, read_config
+from phenexplain.training.checkpoint import CheckpointMeta
 from phenexplain.training.data import TrainingData
 
 log = logging.getLogger(__name__)
@@ -102,22 +107,6 @@ def _sample_grid(images: np.ndarray, n: int, colours: list[str]) -> np.ndarray:
     return np.concatenate(rows, axis=0).repeat(3, axis=0).repeat(3, axis=1)
 
 
-def _doses(crops: CropSet, conditions: list[str], control: str) -> list[str] | None:
-    """The non-control conditions in increasing dose, if the crop set or the names tell it."""
-    others = [c for c in conditions if c != control]
-    if len(others) < 2:
-        return None
-    manifest = crops.manifest
-    if "concentration_um" in manifest:
-        dose = manifest.groupby("condition")["concentration_um"].first()
-        if dose.reindex(others).notna().all():
-            return sorted(others, key=lambda c: float(dose[c]))
-    try:
-        return latent.dose_order(others)
-    except PhenexplainError:
-        return None
-
-
 def build_report(
     checkpoint: str | Path,
     cropset: str | Path,
@@ -132,7 +121,8 @@ def build_report(
     foreign = prepare_folder(out, KIND, [checkpoint, cropset])
     (out / "figures").mkdir(exist_ok=True)
     (out / "traversals").mkdir(exist_ok=True)
-    meta = read_config(checkpoint)
+    model = Model.load(checkpoint, device)
+    G, meta = model.G, model.meta
     crops = CropSet(cropset)
     conditions, channels = meta.conditions, meta.channels
     if sorted(crops.conditions) != sorted(conditions) or crops.channels != channels:
@@ -141,7 +131,6 @@ def build_report(
             f"not match the checkpoint (conditions {conditions}, channels {channels})"
         )
     control = latent.pick_control(conditions, params.control)
-    G = load_network(checkpoint, "G_ema", device)
     colours = default_colours(channels)
     summary: dict = {"provenance": provenance(checkpoint, crops, meta, control)}
     page = Page(f"Phenexplain report: {crops.root.name}")
@@ -158,7 +147,7 @@ def build_report(
     summary["fid_kid"] = _fid_section(page, G, crops, params)
 
     stage("samples and traversals")
-    _samples_section(page, G, conditions, control, colours, params, out)
+    _samples_section(page, model, control, colours, params, out)
 
     summary["assays"] = _assay_section(page, v.real, v.synthetic, conditions, control, params, out)
 
@@ -179,7 +168,7 @@ def build_report(
     summary["cnn"] = _cnn_section(page, crops, G.img_resolution, params, out)
 
     stage("latent analysis")
-    summary["latent"] = _latent_section(page, G, crops, conditions, control, params, out)
+    summary["latent"] = _latent_section(page, model, crops, control, params, out)
 
     stage("explorer")
     real_for_explorer = {name: v.real_small[v.real_names == name][:6] for name in conditions}
@@ -342,23 +331,23 @@ def _fid_section(page: Page, G, crops: CropSet, params: ReportParams) -> dict:
     return result
 
 
-def _samples_section(page, G, conditions, control, colours, params, out: Path) -> None:
+def _samples_section(page, model: Model, control, colours, params, out: Path) -> None:
     page.heading("Generated samples")
-    images, _ = analysis.generate(G, conditions, params.grid_seeds, params.seed + 1)
+    conditions = model.conditions
+    images, _ = analysis.generate(model.G, conditions, params.grid_seeds, params.seed + 1)
     page.image(
         png_uri(_sample_grid(images, params.grid_seeds, colours)),
         "one row per condition (" + ", ".join(conditions) + "), same z in each column",
     )
     page.heading("Traversals")
-    targets = [c for c in conditions if c != control]
     seeds = list(range(params.traversal_seeds))
-    for target in targets:
-        grid = traversal_grid(
-            G, conditions, seeds, control, [target], method=3, steps=params.traversal_steps
-        )
-        frames = render_frames(grid, colours)
+    for target in [c for c in conditions if c != control]:
+        traversal = render_traversal(
+            model, source=control, targets=[target], seeds=seeds, method=3,
+            steps=params.traversal_steps,
+        )  # fmt: skip
         name = f"{safe_name(control)}_to_{safe_name(target)}.gif"
-        path = write_video(frames, out / "traversals" / name, fps=6)
+        path = Path(write_traversal(traversal, out / "traversals" / name, fps=6)["path"])
         page.image(file_uri(path), f"{control} -> {target} (method 3, same intensity mapping)")
 
 
@@ -510,32 +499,27 @@ def _cnn_section(page, crops: CropSet, resolution: int, params: ReportParams, ou
     return {k: v for k, v in info.items() if k != "folds"}
 
 
-def _latent_section(page, G, crops, conditions, control, params, out: Path) -> dict:
+def _latent_section(page, model: Model, crops: CropSet, control, params, out: Path) -> dict:
     result: dict = {}
+    conditions = model.conditions
     if len(conditions) < 3:
         return result
     page.heading("Latent analysis")
-    doses = _doses(crops, conditions, control)
+    doses = latent.ordered_doses(conditions, control, crops.concentrations)
     fit, others = latent.lda_conditions(conditions, control, doses)
-    points = latent.lda_map(
-        G, conditions, fit, others, n_fit=params.lda_samples, n_project=params.lda_samples // 10
-    )
-    points.to_csv(out / "lda.csv", index=False)
-    path = explain_figures.plot_lda(points, out / "figures" / "lda.png", order=[*fit, *others])
-    page.image(file_uri(path), "LDA of W", width=480)
+    lda = lda_map(model, fit=fit, project_names=others, n_fit=params.lda_samples)
+    lda.write(out / "lda.csv", out / "figures" / "lda.png")
+    page.image(file_uri(out / "figures" / "lda.png"), "LDA of W", width=480)
     if doses:
-        centroid = centroids(G, params.centroid_samples, seed=params.seed)
-        rows, dose = latent.dose_distances(
-            G,
-            conditions,
-            control,
-            doses,
-            centroid=centroid,
-            n=params.dose_samples,
-            seed=params.seed,
+        dose = dose_response(
+            model, control=control, doses=doses, n=params.dose_samples, seed=params.seed,
+            projection_seeds=(), centroid_samples=params.centroid_samples,
+            centroid_seed=params.seed,
+        )  # fmt: skip
+        dose.distances.to_csv(out / "dose_distances.csv", index=False)
+        path = explain_figures.plot_dose_distances(
+            dose.distances, dose.summary, out / "figures" / "dose.png"
         )
-        rows.to_csv(out / "dose_distances.csv", index=False)
-        path = explain_figures.plot_dose_distances(rows, dose, out / "figures" / "dose.png")
         page.image(file_uri(path), "dose response in W", width=480)
-        result["dose"] = dose
+        result["dose"] = dose.summary
     return result

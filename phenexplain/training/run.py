@@ -15,6 +15,7 @@ from phenexplain.fsutil import check_output, mark_output, remove_entries
 from phenexplain.training.callbacks import RUN_KIND, RUN_RECORDS, Callback, RunFolderCallback
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
+from phenexplain.training.distributed import process_group
 from phenexplain.training.loop import Progress, Trainer, train
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,29 @@ def run_training(
     callbacks: list[Callback] | None = None,
 ) -> Progress:
     """Train on `cropset` into `run_dir` (checkpoints, stats.jsonl, samples); resume if asked.
-    Raises `TrainingDivergedError` when the run diverges (see `params.on_divergence`).
+    Raises `TrainingDivergedError` when the run diverges (see `params.on_divergence`). Under
+    torchrun the processes train one run together (`distributed.process_group`).
 
     A run folder that holds an earlier run (even one killed before its first checkpoint) is
     continued only with `resume`, and discarded (only the files a run writes) only with
     `overwrite`: a fresh run never mixes its records with an old one's."""
+    with process_group(device):
+        return _run_training(
+            cropset, run_dir, params, resume=resume, overwrite=overwrite, device=device,
+            callbacks=callbacks,
+        )  # fmt: skip
+
+
+def _run_training(
+    cropset: str | Path,
+    run_dir: str | Path,
+    params: TrainParams,
+    *,
+    resume: bool,
+    overwrite: bool,
+    device: str,
+    callbacks: list[Callback] | None,
+) -> Progress:
     run_dir = Path(run_dir)
     foreign = check_output(run_dir, overwrite, kind=RUN_KIND, inputs=[cropset], extend=True)
     earlier = [name for name in RUN_RECORDS if (run_dir / name).exists()]

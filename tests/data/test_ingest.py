@@ -78,6 +78,16 @@ def test_ingest_synthetic_plate_makes_a_verified_crop_set(plate_factory, tmp_pat
             "Count_Nuclei"} <= set(qc.columns)
 
 
+def test_an_ingest_that_cuts_no_crop_says_so_and_writes_nothing(plate_factory, tmp_path):
+    """Without the great-expectations validator too (the library install has none)."""
+    src = plate_factory("nfkb")
+    out = tmp_path / "crops"
+    nuclei = {"smoothing": 1.5, "min_area": 10**7, "min_distance": 6}  # no nucleus is this big
+    with pytest.raises(StructureError, match=r"no crops were produced from .*ingest\.nuclei"):
+        ingest(src, out, params(nuclei=nuclei))
+    assert not out.exists()
+
+
 def test_scaling_is_recorded_and_invertible(plate_factory, tmp_path):
     src = plate_factory("nfkb")
     out = tmp_path / "crops"

@@ -19,11 +19,11 @@ import pytest
 
 from phenexplain.config import ExplainParams, ReportParams
 from phenexplain.errors import PhenexplainError
-from phenexplain.explain.jobs import explain_run
+from phenexplain.explain.jobs import Model, explain_run
 from phenexplain.fsutil import MARKER, safe_name
 from phenexplain.report.build import _samples_section
 from phenexplain.report.html import Page
-from phenexplain.training.checkpoint import load_network, resolve_checkpoint
+from phenexplain.training.checkpoint import resolve_checkpoint
 from tests.cli_inprocess import one_line_error, run_cli
 
 HOSTILE = ["../../x", "EGF/TNF", "a\\b", "..", ".", "CON", "/etc/passwd", "~", "-rf", "a\0b",
@@ -91,13 +91,13 @@ def test_generate_of_lookalike_conditions_writes_distinct_files(tmp_path, tiny_c
 def test_report_traversals_of_hostile_conditions_stay_inside(tmp_path, tiny_checkpoint):
     names = ["ctrl", "../../x", "EGF/TNF", "..", "TNF", "tnf", "a/b", "a?b"]
     ckpt, _ = tiny_checkpoint(1, conditions=names)
-    G = load_network(ckpt)
+    model = Model.load(ckpt)
     out = tmp_path / "r" / "out"
     (out / "traversals").mkdir(parents=True)
     before = _files(tmp_path)
     params = ReportParams(grid_seeds=1, traversal_seeds=1, traversal_steps=1)
     page = Page("t")
-    _samples_section(page, G, names, "ctrl", ["blue"], params, out)
+    _samples_section(page, model, "ctrl", ["blue"], params, out)
     new = _check_inside(tmp_path, before, out)
     assert {p.parent for p in new} == {out / "traversals"}
     assert len({p.name.casefold() for p in new}) == len(names) - 1
