@@ -84,6 +84,7 @@ science: $(VENV)/.installed-run
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy phenexplain flows
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

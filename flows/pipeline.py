@@ -20,18 +20,19 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from phenexplain.config import Params, load_params, with_overrides
+from phenexplain.data.ingest import IngestSummary
 from phenexplain.training.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @task(retries=0, cache_policy=NO_CACHE)
-def ingest_plates(source: str, cropset: str, params: Params) -> dict:
+def ingest_plates(source: str, cropset: str, params: Params) -> IngestSummary:
     """Check plates, quarantine bad images and add crops of new plates to the crop set."""
     from phenexplain.integrations.gx_validation import ingest_with_expectations
 
     summary = ingest_with_expectations(source, cropset, params.ingest)
-    get_run_logger().info("crop set %s: plates added %s", cropset, summary["plates_added"])
+    get_run_logger().info("crop set %s: plates added %s", cropset, summary.plates_added)
     return summary
 
 
@@ -152,10 +153,10 @@ def phenexplain_pipeline(
     run_id = start_tracking(cropset, params, Path(run_dir).name) if track else None
     checkpoint = train_model(cropset, run_dir, params, run_id)
     metrics = evaluate_model(checkpoint, cropset, params)
-    registration = register_model(checkpoint, cropset, run_id, metrics) if track else None
+    registration = register_model(checkpoint, cropset, run_id, metrics) if run_id else None
     explained = explain_model(checkpoint, f"{run_dir}/explain", params)
     report = report_model(checkpoint, cropset, f"{run_dir}/report", params)
-    if track:
+    if run_id is not None:
         log_outputs(run_id, {"report": f"{run_dir}/report", "explain": f"{run_dir}/explain",
                              "data_docs": f"{cropset}/report", "checkpoint": checkpoint,
                              "config": f"{run_dir}/training_options.json"})  # fmt: skip

@@ -100,7 +100,7 @@ def bench_ingest(
             config = {
                 "field": "1024x1280x3 uint16",
                 "fields": n_fields,
-                "crops": summary["crops"],
+                "crops": summary.crops,
                 "crop_size": params.crop_size,
                 "workers": n,
                 "seconds": round(elapsed, 2),
@@ -163,7 +163,7 @@ def bench_train(
     from phenexplain.config import TrainProfile
     from phenexplain.data.cropset import CropSet
     from phenexplain.training.data import TrainingData
-    from phenexplain.training.loop import Trainer
+    from phenexplain.training.trainer import Trainer
 
     torch.set_num_threads(threads)
     profile = TrainProfile(

@@ -189,7 +189,7 @@ class TrainParams(Section):
     sample_seeds: int = Field(6, gt=0, description="images per condition in sample grids")
     threads: int | None = Field(None, gt=0, description="torch CPU threads; None = all cores")
     metrics: list[Literal["rand", "inception"]] = Field(
-        default_factory=lambda: ["rand"],
+        default_factory=lambda: ["rand"],  # type: ignore[arg-type]  # a list of Literals
         description="FID/KID extractors evaluated at each snapshot (fid_rand, fid_inception, ...)",
     )
     inception_weights: str | None = Field(
@@ -234,7 +234,8 @@ class ExplainParams(Section):
     steps: int = Field(16, gt=0, description="steps of each traversal (steps + 1 frames)")
     truncation: float = Field(1.0, ge=0, le=1, description="truncation psi (1 = none)")
     formats: list[Literal["gif", "mp4", "png", "tif", "frames"]] = Field(
-        default_factory=lambda: ["gif", "mp4"], description="video formats written"
+        default_factory=lambda: ["gif", "mp4"],  # type: ignore[arg-type]  # a list of Literals
+        description="video formats written",
     )
     view: Literal["composite", "channels"] = "composite"
     contrast: Literal["fixed", "auto"] = "fixed"
@@ -267,7 +268,7 @@ class ReportParams(Section):
     feature_panel: list[
         Literal["intensity", "sizeshape", "zernike", "texture", "granularity", "radial"]
     ] = Field(
-        default_factory=lambda: ["intensity", "sizeshape"],
+        default_factory=lambda: ["intensity", "sizeshape"],  # type: ignore[arg-type]  # a list of Literals
         description="cp-measure feature families for the real-vs-synthetic shift correlation",
     )
     grid_seeds: int = Field(8, gt=0, description="samples per condition in the sample grids")

@@ -388,7 +388,7 @@ def file_lock(path: Path, *, timeout: float | None = None, busy: str = "") -> It
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if deadline is not None and time.monotonic() >= deadline:
                     raise PhenexplainError(
                         f"{busy or 'another process holds the lock'} (lock file {path}, waited "
                         f"{timeout:g} s); wait for it to finish, then run again"

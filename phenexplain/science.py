@@ -137,7 +137,10 @@ def prepare_data(
     generate_plates(SynthParams(**spec), plate, overwrite=plate.exists())
     say(f"{assay}: ingesting")
     summary = ingest(plate, crops, _ingest_params(assay, params.ingest), overwrite=crops.exists())
-    write_json(done, {"plate": str(plate), "crops": str(crops), "spec": spec, "ingest": summary})
+    write_json(
+        done,
+        {"plate": str(plate), "crops": str(crops), "spec": spec, "ingest": summary.model_dump()},
+    )
     return crops
 
 
@@ -153,6 +156,8 @@ def _dose_response(model, crops: CropSet, v, control: str, params) -> dict:
     from phenexplain.explain.latent import ordered_doses
 
     doses = ordered_doses(model.conditions, control, crops.concentrations)
+    if doses is None:
+        raise PhenexplainError(f"the dose assay's crop set has no dose series: {model.conditions}")
     order = [control, *doses]
     out: dict = {"doses": doses}
     for source, m in (("real", v.real), ("synthetic", v.synthetic)):
@@ -216,6 +221,8 @@ def run_one(
     progress = run_training(crops_dir, run, train, overwrite=run.exists())
     minutes = (time.perf_counter() - start) / 60
     checkpoint = latest_checkpoint(run)  # the last one: fixed in advance, whatever it shows
+    if checkpoint is None:
+        raise PhenexplainError(f"{run}: training wrote no checkpoint")
     say(f"{tag}: measuring {checkpoint.name}")
     model = Model.load(checkpoint)
     G, conditions = model.G, model.conditions

@@ -154,13 +154,13 @@ def ingest(
             source, out, params, overwrite=overwrite,
             progress=lambda stage, done, total: update(done, total),
         )  # fmt: skip
-    if not summary["plates_added"]:
+    if not summary.plates_added:
         say(f"{out} is up to date: no new or changed plate in {source}")
         return
-    added = ", ".join(summary["plates_added"])
+    added = ", ".join(summary.plates_added)
     say(
-        f"ingested plate(s) {added} into {out}: {summary['fields']} fields, {summary['crops']} "
-        f"crops, {summary['quarantined']} field(s) quarantined (see {out}/quarantine.csv)"
+        f"ingested plate(s) {added} into {out}: {summary.fields} fields, {summary.crops} "
+        f"crops, {summary.quarantined} field(s) quarantined (see {out}/quarantine.csv)"
     )
 
 

@@ -27,7 +27,9 @@ def centroids(labels: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.center_of_mass(labels > 0, labels, np.arange(1, n + 1)), dtype=float)
 
 
-def percentiles_from_histogram(hist: np.ndarray, q: tuple[float, float] | list[float]) -> tuple[float, float]:
+def percentiles_from_histogram(
+    hist: np.ndarray, q: tuple[float, float] | list[float]
+) -> tuple[float, float]:
     """The `q` percentiles (0-100) of the values whose counts are `hist` (bin i = value i)."""
     cdf = np.cumsum(hist, dtype=np.float64)
     if cdf[-1] == 0:
@@ -55,8 +57,10 @@ def to_uint8(plane: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def cut(field: np.ndarray, centres: np.ndarray, size: int, border: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crops [n, C, size, size] around `centres` [m, 2]; returns (crops, kept indices, origins [n, 2])."""
+def cut(
+    field: np.ndarray, centres: np.ndarray, size: int, border: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops [n, C, size, size] around `centres` [m, 2]: (crops, kept indices, origins [n, 2])."""
     channels, height, width = field.shape
     half = size // 2
     crops, kept, origins = [], [], []
@@ -76,7 +80,11 @@ def cut(field: np.ndarray, centres: np.ndarray, size: int, border: str) -> tuple
         kept.append(i)
         origins.append((top, left))
     if not crops:
-        return np.zeros((0, channels, size, size), dtype=field.dtype), np.zeros(0, int), np.zeros((0, 2), int)
+        return (
+            np.zeros((0, channels, size, size), dtype=field.dtype),
+            np.zeros(0, int),
+            np.zeros((0, 2), int),
+        )
     return np.stack(crops), np.asarray(kept), np.asarray(origins)
 
 

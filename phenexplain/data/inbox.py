@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from phenexplain.config import IngestParams
-from phenexplain.data.ingest import ingest
+from phenexplain.data.ingest import IngestSummary, ingest
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import file_lock
 
@@ -37,6 +37,11 @@ class Delivery:
     plate_id: str
     checksum: str
     fetch: Callable[[Path], Path]  # staging folder -> folder to ingest
+
+
+def _as_it_is(folder: Path) -> Callable[[Path], Path]:
+    """A `Delivery.fetch` for a folder that is already local: it is ingested where it lies."""
+    return lambda staging: folder
 
 
 def _tree_checksum(folder: Path) -> str:
@@ -55,7 +60,7 @@ def local_deliveries(inbox: str | Path) -> list[Delivery]:
     if not inbox.is_dir():
         raise PhenexplainError(f"inbox {inbox} is not a folder; create it or point to another")
     return [
-        Delivery(p.name, _tree_checksum(p), lambda staging, p=p: p)
+        Delivery(p.name, _tree_checksum(p), _as_it_is(p))
         for p in sorted(inbox.iterdir())
         if p.is_dir() and not p.name.startswith(".")
     ]
@@ -81,13 +86,13 @@ class Ledger:
     def done(self) -> set[tuple[str, str]]:
         return {(e["plate_id"], e["checksum"]) for e in self.entries()}
 
-    def record(self, delivery: Delivery, summary: dict) -> None:
+    def record(self, delivery: Delivery, summary: IngestSummary) -> None:
         """Append one line and flush it to disk (a crash never leaves a half line behind
         that parses: the line is written in one call and fsynced)."""
         line = json.dumps({
             "plate_id": delivery.plate_id, "checksum": delivery.checksum,
             "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "plates_added": summary.get("plates_added", []),
+            "plates_added": summary.plates_added,
         })  # fmt: skip
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
@@ -100,7 +105,7 @@ def ingest_new(
     cropset: str | Path,
     params: IngestParams,
     ledger: Ledger,
-    ingest_fn: Callable[..., dict] = ingest,
+    ingest_fn: Callable[..., IngestSummary] = ingest,
 ) -> list[str]:
     """Ingest, under the ledger's lock, every delivery the ledger does not hold; returns their
     plate ids. A delivery that fails is not recorded (the error propagates; earlier ones stay).

@@ -43,7 +43,7 @@ def segment_nuclei(
     if float(smooth.max()) == float(smooth.min()):
         return labels
     mask = ndimage.binary_fill_holes(smooth > threshold_otsu(smooth))
-    components, n = ndimage.label(mask)
+    components, _ = ndimage.label(mask)
     next_label = 1
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:

@@ -4,7 +4,8 @@
   axes; blur removes high frequencies and makes it more negative. The fit spans spatial
   frequencies up to 1/8 cycle per pixel: above that, fluorescence fields are dominated by the flat
   floor of shot and quantisation noise, which would hide the blur.
-- ``ImageQuality_FocusScore_<ch>``: normalised variance, var(I) / mean(I); low when blurred or empty.
+- ``ImageQuality_FocusScore_<ch>``: var(I) / mean(I), normalised variance; low when blurred
+  or empty.
 - ``ImageQuality_PercentMaximal_<ch>``: percent of pixels at the image's maximum; high when
   saturated (clipped) or blank.
 - ``ImageQuality_{Mean,Std,Min,Max}Intensity_<ch>``: on the raw scale.
@@ -54,7 +55,7 @@ def percent_maximal(image: np.ndarray) -> float:
 
 
 def field_quality(field: np.ndarray, channels: list[str], blur_channel: str) -> dict[str, float]:
-    """QC measurements of one field [C, H, W]; blur metrics on `blur_channel` only (the costly ones)."""
+    """QC measurements of one field [C, H, W]; blur metrics (the costly ones) on `blur_channel`."""
     out: dict[str, float] = {}
     for name, plane in zip(channels, field, strict=True):
         out[f"ImageQuality_MeanIntensity_{name}"] = float(plane.mean())

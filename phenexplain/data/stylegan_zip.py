@@ -16,9 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import reprlib
-import shutil
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -31,7 +29,13 @@ from phenexplain import __version__
 from phenexplain.config import MAX_CROP_SIZE
 from phenexplain.data import cropset as cs
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import atomic_path, check_output, check_output_file, staged_output, write_json
+from phenexplain.fsutil import (
+    atomic_path,
+    check_output,
+    check_output_file,
+    staged_output,
+    write_json,
+)
 
 PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same crop set gives the same zip bytes
@@ -235,7 +239,7 @@ def dataset_labels(raw: bytes | str, where: str) -> list[tuple[str, int]]:
                 "[file, class_index] with a whole class index >= 0"
             )
         pairs.append((entry[0], int(entry[1])))
-    first = {}
+    first: dict[str, int] = {}
     for i, (file, _) in enumerate(pairs):
         if file in first:
             raise PhenexplainError(
@@ -328,7 +332,7 @@ def import_stylegan(
         raise PhenexplainError(
             f"{source}: images have {n_channels} channels, {len(channels)} names given"
         )
-    rows = []
+    rows: list[dict] = []
     shard = cs.shard_name(source.stem)
     for (name, label), crop in zip(sorted(labels), stack, strict=True):
         row = {"crop_id": name, "shard": shard, "index": len(rows), "field_id": name,

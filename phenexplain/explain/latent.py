@@ -10,7 +10,7 @@ Every function returns the numbers it plots as a pandas DataFrame.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,7 @@ def lda_map(
     G: Generator,
     conditions: list[str],
     fit: list[str],
-    project: list[str] = (),
+    project: Sequence[str] = (),
     *,
     n_fit: int = 3000,
     n_project: int = 300,

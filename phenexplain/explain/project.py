@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets import Generator
+from phenexplain.nets.generator import SynthesisLayer
 from phenexplain.nets.ops import from_uint8, to_uint8
 from phenexplain.nets.sampling import one_hot, z_batches
 
@@ -106,8 +107,12 @@ def _w_scale(G: Generator, start: torch.Tensor, n: int = 2000) -> float:
     return float((w - start.to(w)).pow(2).mean().sqrt())
 
 
-def _noise_layers(G: Generator) -> dict[str, torch.nn.Module]:
-    return {n: m for n, m in G.synthesis.named_modules() if hasattr(m, "noise_const")}
+def _noise_layers(G: Generator) -> dict[str, SynthesisLayer]:
+    return {
+        n: m
+        for n, m in G.synthesis.named_modules()
+        if isinstance(m, SynthesisLayer) and hasattr(m, "noise_const")
+    }
 
 
 def _noise_regulariser(maps: list[torch.Tensor]) -> torch.Tensor:

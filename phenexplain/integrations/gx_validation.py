@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from phenexplain.config import IngestParams
+from phenexplain.data.ingest import IngestSummary, ingest
 from phenexplain.data.readers import StructureError
 
 SITE = "phenexplain"
@@ -174,7 +175,7 @@ class GXValidator:
             "x",
             "checksum",
         ]
-        expectations = [gxe.ExpectColumnToExist(column=c) for c in columns]
+        expectations: list[gxe.Expectation] = [gxe.ExpectColumnToExist(column=c) for c in columns]
         expectations += [
             gxe.ExpectColumnValuesToBeUnique(
                 column="crop_id", meta={"explain": "duplicate crop ids"}
@@ -212,6 +213,7 @@ class GXValidator:
         (`phenexplain.data.saturation.saturation_table` rows): it shows in the Data Docs, and the
         ingest goes on (the core logs the same warning)."""
         import great_expectations.expectations as gxe
+        from great_expectations.expectations.metadata_types import FailureSeverity
 
         if saturation.empty:
             return
@@ -229,7 +231,7 @@ class GXValidator:
                     column="saturated_percent",
                     min_value=0,
                     max_value=limit,
-                    severity="warning",
+                    severity=FailureSeverity.WARNING,
                     meta={"explain": explain},
                 )
             ],
@@ -248,10 +250,9 @@ class GXValidator:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def ingest_with_expectations(source, out, params, **kwargs) -> dict:
+def ingest_with_expectations(source, out, params, **kwargs) -> IngestSummary:
     """`phenexplain.data.ingest.ingest` with the great-expectations checks and Data Docs (in the
     crop set's ``report/``), as the CLI, the flows and the inbox run it."""
-    from phenexplain.data.ingest import ingest
 
     validator = GXValidator()
     try:

@@ -85,7 +85,7 @@ class Outbox:
             )
         if run_id is not None and run_id != known:
             path.write_text(json.dumps({"run_id": run_id}) + "\n")
-        return run_id or known
+        return run_id if run_id is not None else str(known)
 
     def put(self, kind: str, **payload: Any) -> None:
         record = {"seq": self.next_seq, "kind": kind, **payload}

@@ -22,6 +22,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.pyfunc.model import PythonModel
 from mlflow.types import ColSpec, Schema
 
 from phenexplain.errors import PhenexplainError
@@ -59,7 +60,7 @@ set_model(PhenexplainModel())
 '''
 
 
-class PhenexplainModel(mlflow.pyfunc.PythonModel):
+class PhenexplainModel(PythonModel):
     """A traversal renderer: one row (seed, source, target, method, steps) -> its frames.
 
     Input: a DataFrame with ``seed`` (int), ``source`` and ``target`` (condition names),

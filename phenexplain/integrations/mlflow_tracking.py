@@ -31,6 +31,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
+from pydantic import BaseModel
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import git_commit
@@ -202,12 +203,15 @@ def experiment_id(mlf: MlflowClient, name: str) -> str:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        return mlf.get_experiment_by_name(name).experiment_id
+        existing = mlf.get_experiment_by_name(name)
+        if existing is None:  # deleted between the two calls
+            raise
+        return existing.experiment_id
 
 
 def start_training_run(
     experiment: str,
-    params: Mapping[str, Any],
+    params: Mapping[str, Any] | BaseModel,
     tags: Mapping[str, Any] | None = None,
     *,
     crop_set: str | Path | None = None,
@@ -219,7 +223,7 @@ def start_training_run(
     """Create a run in experiment `experiment` (the crop set name) with `params` flattened and
     the provenance tags plus `tags`; returns its run id. `params` may be a pydantic model.
     Credentials are never sent (see `redact`)."""
-    if hasattr(params, "model_dump"):
+    if isinstance(params, BaseModel):
         params = params.model_dump()
     uri = uri or tracking_uri()
     if not reachable(uri):

@@ -33,7 +33,7 @@ ratios of ~20 where cells give ~0.5): compare it on a log scale, where it is clo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -241,7 +241,7 @@ def map_crops(
     out: list = []
     fn = partial(_one_thread, fn)
     if workers == 1 or len(blocks) < 2:
-        results = map(fn, blocks, starts)
+        results: Iterator[list] = map(fn, blocks, starts)
         pool = None
     else:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(blocks)))

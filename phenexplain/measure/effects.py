@@ -436,6 +436,9 @@ def mixed_model_test(
     if not fit.converged:
         return _not_measurable(method, counts, level, f"the fit did not converge: {problems}")
     difference, se = float(fit.fe_params[1]), float(fit.bse_fe[1])
+    assert (
+        counts.n_wells_treated is not None and counts.n_wells_control is not None
+    )  # checked above
     df = float(counts.n_wells_treated + counts.n_wells_control - 2)
     t = difference / se
     half = float(scipy_stats.t.ppf((1 + level) / 2, df)) * se

@@ -150,16 +150,16 @@ def _panel_name(name: str) -> tuple[str, str]:
         channel = "_".join(rest)
         return f"{channel} granularity in the {where} (spectrum scale {feature})", "% of intensity"
     if category == "Texture":  # Texture_<feature>_<channel>_<scale>_<direction>_<levels>
-        *channel, scale, direction, levels = rest
+        *parts, scale, direction, levels = rest
         what = TEXTURE_WORDS.get(feature, words(feature))
         way = TEXTURE_DIRECTIONS.get(direction, f"direction {direction}")
-        text = f"{'_'.join(channel)} texture {what} in the {where}"
+        text = f"{'_'.join(parts)} texture {what} in the {where}"
         return f"{text} (scale {scale} px, {way}, {levels} levels)", ""
     if category == "RadialDistribution":  # <feature>_<channel>_<k>of<n> or _<channel>_<n>_<m>
         ring = "of" in rest[-1]
-        channel, (k, n) = (rest[:-1], rest[-1].split("of")) if ring else (rest[:-2], rest[-2:])
+        parts, (k, n) = (rest[:-1], rest[-1].split("of")) if ring else (rest[:-2], rest[-2:])
         text, unit = RADIAL_WORDS.get(feature, (words(feature) + " {ch} ({k}, {n})", ""))
-        return f"{text.format(ch='_'.join(channel), k=k, n=n)} of the {where}", unit
+        return f"{text.format(ch='_'.join(parts), k=k, n=n)} of the {where}", unit
     return f"{words(category)} {words(feature)} {' '.join(rest)} of the {where}", ""
 
 

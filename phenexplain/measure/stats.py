@@ -27,6 +27,7 @@ direction.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -260,9 +261,11 @@ def compare_shifts(
     per feature across conditions (NaN with fewer than 3 conditions or a constant shift).
     """
     keep = ["condition", "feature", "difference", "cohens_d", "p", "q"]
-    kw = dict(control=control, condition=condition, welch=welch, level=level)
-    shifts = condition_shifts(real, features, **kw)[keep].merge(
-        condition_shifts(synthetic, features, **kw)[keep],
+    shift = functools.partial(
+        condition_shifts, control=control, condition=condition, welch=welch, level=level
+    )
+    shifts = shift(real, features)[keep].merge(
+        shift(synthetic, features)[keep],
         on=["condition", "feature"],
         suffixes=("_real", "_synthetic"),
     )

@@ -210,8 +210,8 @@ class FIDInceptionV3(nn.Module):
     used for features.
     """
 
-    BLOCKS = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d")
-    BLOCKS += ("Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+    BLOCKS: tuple[str, ...] = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b")
+    BLOCKS += ("Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
 
     def __init__(self) -> None:
         super().__init__()
@@ -425,7 +425,7 @@ class InceptionExtractor:
         self.kind = loaded.known.kind
         self.model = loaded.model.to(self.device)
         if self.kind == "state_dict":  # about twice as fast on a CPU
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
         self.path, self.sha256 = loaded.path, loaded.sha256
         self.id = f"inception-{loaded.sha256[:12]}"
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +14,9 @@ from phenexplain.errors import PhenexplainError
 from phenexplain.nets import Discriminator, Generator
 from phenexplain.nets.kwargs import plan_network
 from phenexplain.nets.snapshot import PersistentObject, read_snapshot
+
+if TYPE_CHECKING:  # training imports nets: a run-time import here would be a cycle
+    from phenexplain.training.checkpoint import CheckpointMeta
 
 IGNORED = {"fp16_channels_last"}  # memory layout only; no effect on parameters or results
 
@@ -108,7 +112,7 @@ def convert_snapshot(
     channels: list[str] | None = None,
     overwrite: bool = False,
     inputs: Iterable[str | Path] = (),
-) -> dict:
+) -> CheckpointMeta:
     """Write `snapshot`'s G, D and G_ema as a checkpoint at `out`; returns its metadata. `out` may
     not be, hold or lie inside the snapshot or the other `inputs` (a class index, say)."""
     from phenexplain.fsutil import check_not_input
@@ -117,8 +121,11 @@ def convert_snapshot(
     inputs = [snapshot, *inputs]
     check_not_input(Path(out), inputs)  # before reading: a refused output costs nothing
     data = read_snapshot(snapshot)
-    builders = {"G": (Generator, generator_kwargs), "G_ema": (Generator, generator_kwargs)}
-    builders["D"] = (Discriminator, discriminator_kwargs)
+    builders: dict[str, tuple[type[torch.nn.Module], Callable[[PersistentObject, str], dict]]] = {
+        "G": (Generator, generator_kwargs),
+        "G_ema": (Generator, generator_kwargs),
+        "D": (Discriminator, discriminator_kwargs),
+    }
     modules, kwargs = {}, {}
     for name, (cls, get_kwargs) in builders.items():
         obj = data.get(name)

@@ -9,6 +9,8 @@ network of its own, without z) divided by sqrt(cmap_dim) is the score [N, 1].
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -19,6 +21,8 @@ from phenexplain.nets.ops import make_filter
 
 class DiscriminatorBlock(torch.nn.Module):
     """fromRGB (first block only), conv 3x3, conv 3x3 down, plus a 1x1 down skip (resnet)."""
+
+    resample_filter: torch.Tensor  # a buffer
 
     def __init__(
         self,
@@ -47,22 +51,17 @@ class DiscriminatorBlock(torch.nn.Module):
             self.num_layers += 1
             return idx >= freeze_layers
 
-        common = dict(activation=activation, conv_clamp=conv_clamp)
+        conv = functools.partial(Conv2dLayer, activation=activation, conv_clamp=conv_clamp)
         if in_channels == 0:
-            self.fromrgb = Conv2dLayer(
-                img_channels, tmp_channels, kernel_size=1, trainable=trainable(), **common
-            )
-        self.conv0 = Conv2dLayer(
-            tmp_channels, tmp_channels, kernel_size=3, trainable=trainable(), **common
-        )
-        self.conv1 = Conv2dLayer(
+            self.fromrgb = conv(img_channels, tmp_channels, kernel_size=1, trainable=trainable())
+        self.conv0 = conv(tmp_channels, tmp_channels, kernel_size=3, trainable=trainable())
+        self.conv1 = conv(
             tmp_channels,
             out_channels,
             kernel_size=3,
             down=2,
             trainable=trainable(),
             resample_filter=resample_filter,
-            **common,
         )
         self.skip = Conv2dLayer(
             tmp_channels,
@@ -78,7 +77,11 @@ class DiscriminatorBlock(torch.nn.Module):
         self, x: torch.Tensor | None, img: torch.Tensor, force_fp32: bool = False
     ) -> torch.Tensor:
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
-        x = self.fromrgb(img.to(dtype=dtype)) if self.in_channels == 0 else x.to(dtype=dtype)
+        if self.in_channels == 0:
+            x = self.fromrgb(img.to(dtype=dtype))
+        else:
+            assert x is not None, "only the first block starts without features"
+            x = x.to(dtype=dtype)
         y = self.skip(x, gain=np.sqrt(0.5))
         x = self.conv0(x)
         x = self.conv1(x, gain=np.sqrt(0.5))
@@ -148,6 +151,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         x = self.fc(x.flatten(1))
         x = self.out(x)
         if self.cmap_dim > 0:
+            assert cmap is not None, "a conditional discriminator needs cmap"
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
         return x
 

@@ -27,6 +27,9 @@ from phenexplain.nets.ops import (
 class SynthesisLayer(torch.nn.Module):
     """Modulated convolution + noise + bias + leaky ReLU (+ clamp)."""
 
+    resample_filter: torch.Tensor  # buffers
+    noise_const: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -122,6 +125,8 @@ class ToRGBLayer(torch.nn.Module):
 class SynthesisBlock(torch.nn.Module):
     """One resolution of the synthesis network (skip architecture)."""
 
+    resample_filter: torch.Tensor  # a buffer
+
     def __init__(
         self,
         in_channels: int,
@@ -183,6 +188,7 @@ class SynthesisBlock(torch.nn.Module):
             x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
         else:
+            assert x is not None, "only the first block starts without features"
             x = x.to(dtype=dtype)
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
@@ -248,6 +254,7 @@ class SynthesisNetwork(torch.nn.Module):
                 x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), **block_kwargs
             )
             w_idx += block.num_conv
+        assert img is not None  # the last block has a toRGB layer
         return img
 
 

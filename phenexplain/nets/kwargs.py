@@ -10,7 +10,8 @@ readers the shapes to compare with a file); `build_network` builds it for real o
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
 from pydantic import (
@@ -26,6 +27,8 @@ from phenexplain.config import format_errors
 from phenexplain.errors import PhenexplainError
 from phenexplain.nets.discriminator import Discriminator
 from phenexplain.nets.generator import Generator
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 MAX_PARAMETERS = 200_000_000  # 800 MB of float32; the 1024 px reference networks have ~31 M
 MAX_DIM = 4096  # z, w, condition embedding and feature widths
@@ -138,13 +141,15 @@ class DiscriminatorKwargs(_Kwargs):
         return self
 
 
-KWARGS_MODELS: dict[type[torch.nn.Module], type[_Kwargs]] = {
+KWARGS_MODELS: dict[type[torch.nn.Module], type[GeneratorKwargs | DiscriminatorKwargs]] = {
     Generator: GeneratorKwargs,
     Discriminator: DiscriminatorKwargs,
 }
 
 
-def check_kwargs(cls: type[torch.nn.Module], kwargs: object, where: str) -> _Kwargs:
+def check_kwargs(
+    cls: type[torch.nn.Module], kwargs: object, where: str
+) -> GeneratorKwargs | DiscriminatorKwargs:
     """`kwargs` validated against `cls`'s model; `where` ("file: network") names them in errors."""
     try:
         return KWARGS_MODELS[cls].model_validate(kwargs)
@@ -152,7 +157,7 @@ def check_kwargs(cls: type[torch.nn.Module], kwargs: object, where: str) -> _Kwa
         raise PhenexplainError(format_errors(exc, f"{where} kwargs", sep="; ")) from None
 
 
-def plan_network(cls: type[torch.nn.Module], kwargs: object, where: str) -> torch.nn.Module:
+def plan_network(cls: type[M], kwargs: Mapping[str, Any], where: str) -> M:
     """`cls(**kwargs)` on the meta device (shapes and dtypes, no memory), once the kwargs are
     checked and the parameter count is under `MAX_PARAMETERS`."""
     check_kwargs(cls, kwargs, where)
@@ -170,7 +175,7 @@ def plan_network(cls: type[torch.nn.Module], kwargs: object, where: str) -> torc
     return planned
 
 
-def build_network(cls: type[torch.nn.Module], kwargs: object, where: str) -> torch.nn.Module:
+def build_network(cls: type[M], kwargs: Mapping[str, Any], where: str) -> M:
     """`cls(**kwargs)`, allocated only once `plan_network` accepts the kwargs."""
     plan_network(cls, kwargs, where)
     return cls(**kwargs)

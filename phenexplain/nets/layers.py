@@ -44,7 +44,7 @@ class FullyConnectedLayer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
+        b: torch.Tensor | None = self.bias
         if b is not None:
             b = b.to(x.dtype)
             if self.bias_gain != 1:
@@ -56,6 +56,8 @@ class FullyConnectedLayer(torch.nn.Module):
 
 class Conv2dLayer(torch.nn.Module):
     """Convolution with equalised learning rate, optional FIR up/down-sampling and output clamp."""
+
+    resample_filter: torch.Tensor  # a buffer
 
     def __init__(
         self,
@@ -110,6 +112,8 @@ class MappingNetwork(torch.nn.Module):
     second moment and concatenated, then `num_layers` leaky-ReLU layers map them to W. `w_avg`
     tracks the mean of W during training (decay `w_avg_beta`) and is the centre of truncation.
     """
+
+    w_avg: torch.Tensor  # a buffer (when w_avg_beta is set)
 
     def __init__(
         self,
@@ -172,6 +176,8 @@ class MappingNetwork(torch.nn.Module):
                 embedding = self.embed_condition(c)
             y = normalize_2nd_moment(embedding)
             x = torch.cat([x, y], dim=1) if x is not None else y
+        if x is None:
+            raise ValueError("a mapping network needs z_dim > 0 or c_dim > 0")
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
         if self.w_avg_beta is not None and self.training and update_w_avg:

@@ -197,9 +197,9 @@ def modulated_conv2d(
         x = conv2d_resample(
             x, weight.to(x.dtype), resample_filter, up=up, padding=padding, flip_weight=flip_weight
         )
-        if demodulate and noise is not None:
+        if dcoefs is not None and noise is not None:  # dcoefs: set when demodulating
             return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
-        if demodulate:
+        if dcoefs is not None:
             return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
         return x + noise.to(x.dtype) if noise is not None else x
     w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]

@@ -25,7 +25,7 @@ DISAGREE = (effects.Verdict.INFLATED, effects.Verdict.DEFLATED, effects.Verdict.
 
 def _effects(
     real: pd.DataFrame, fake: pd.DataFrame | None, assay, condition, control, rng, resamples, level
-):
+) -> tuple[effects.EffectSize, effects.EffectSize | None, effects.WellTest]:
     """(d_real, d_synthetic or None, well test) of one assay and condition."""
     d_real = effects.effect_size_real(
         real[assay], real["condition"], real["well"], treated=condition, control=control,
@@ -61,9 +61,9 @@ def _row(assay, condition, control, d_real, d_fake, test, check: dict | None) ->
     else:
         ratio = effects.effect_ratio(d_real, d_fake)
         verdict, reason = effects.verdict(d_real, d_fake, ratio)
-    verdict = str(verdict)
+    shown = str(verdict)
     if check is not None and not check["measurable"]:
-        verdict, reason = f"{BELOW_RESOLUTION}{check['resolution']} px", check["reason"]
+        shown, reason = f"{BELOW_RESOLUTION}{check['resolution']} px", check["reason"]
     nan = float("nan")
     check = check or {}
     counts = d_real.counts
@@ -83,7 +83,7 @@ def _row(assay, condition, control, d_real, d_fake, test, check: dict | None) ->
         "ratio": ratio.ratio,
         "ratio_ci_low": ratio.ci_low,
         "ratio_ci_high": ratio.ci_high,
-        "verdict": verdict,
+        "verdict": shown,
         "verdict_reason": reason,
         "resolution": check.get("resolution"),
         "lowest_resolution": check.get("lowest_resolution"),

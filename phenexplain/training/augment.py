@@ -53,6 +53,8 @@ def grid_sample_reflect(images: torch.Tensor, grid: torch.Tensor) -> torch.Tenso
 class AugmentPipe(torch.nn.Module):
     """images [N, C, H, W] -> augmented images, differentiable; `p` is a buffer (saved, synced)."""
 
+    p: torch.Tensor  # a buffer: the augmentation probability
+
     def __init__(
         self,
         xflip: float = 1,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -31,7 +31,11 @@ from phenexplain.nets.kwargs import check_kwargs, plan_network
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 CONFIG = "checkpoint.json"
-NETWORKS = {"G": Generator, "G_ema": Generator, "D": Discriminator}
+NETWORKS: dict[str, type[Generator] | type[Discriminator]] = {
+    "G": Generator,
+    "G_ema": Generator,
+    "D": Discriminator,
+}
 KIND = "checkpoint"  # the kind in the folder's output marker (see fsutil)
 LATEST = "latest"  # in a run folder's checkpoints/: the name of the newest complete checkpoint
 MAX_CONFIG_BYTES = 16 << 20  # checkpoint.json holds kwargs, names and a little state: kilobytes
@@ -148,7 +152,7 @@ class TrainingState(BaseModel):
     augment_p: float | None = None
 
 
-class CheckpointMeta(BaseModel):
+class CheckpointMeta(BaseModel):  # type: ignore[no-redef]  # the pydantic plugin's __init__(**kwargs) clashes with the field `kwargs`
     """``checkpoint.json``: what every reader of a checkpoint relies on, written by the trainer
     (`Trainer.state`) and the converter (`nets.convert.convert_snapshot`) and checked by
     `read_config`. Keys it does not name pass through."""
@@ -171,8 +175,8 @@ class CheckpointMeta(BaseModel):
     def slim(self, networks: list[str]) -> CheckpointMeta:
         """The metadata of a copy holding only `networks`, without optimizer state."""
         training = self.training.model_copy(update={"optimizer_param_groups": None})
-        kwargs = {name: self.kwargs[name] for name in networks}
-        return self.model_copy(update={"kwargs": kwargs, "networks": [], "training": training})
+        chosen = {name: self.kwargs[name] for name in networks}
+        return self.model_copy(update={"kwargs": chosen, "networks": [], "training": training})
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMeta:
@@ -292,9 +296,21 @@ def _check_shapes(path: str | Path, name: str, module: torch.nn.Module) -> None:
                 )
 
 
+@overload
+def load_network(
+    path: str | Path, name: Literal["G", "G_ema"] = ..., device: str | torch.device = ...
+) -> Generator: ...
+@overload
+def load_network(
+    path: str | Path, name: Literal["D"], device: str | torch.device = ...
+) -> Discriminator: ...
+@overload
+def load_network(
+    path: str | Path, name: str, device: str | torch.device = ...
+) -> Generator | Discriminator: ...
 def load_network(
     path: str | Path, name: str = "G_ema", device: str | torch.device = "cpu"
-) -> torch.nn.Module:
+) -> Generator | Discriminator:
     """Rebuild network `name` from a checkpoint folder, in eval mode, on `device`: the kwargs,
     the parameter count (`nets.kwargs.plan_network`) and the tensor names, shapes and dtypes in
     the file are all checked before the network is allocated."""
@@ -309,7 +325,7 @@ def load_network(
 
 
 def optimizer_state(
-    optimizers: dict[str, torch.optim.Optimizer],
+    optimizers: Mapping[str, torch.optim.Optimizer],
 ) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
     """The optimisers' state as checkpoint tensors and JSON: per-parameter state as tensors named
     ``opt.<name>.<parameter index>.<key>`` (Adam's step, exp_avg, exp_avg_sq), and each
@@ -326,7 +342,7 @@ def optimizer_state(
 
 
 def load_optimizer_state(
-    optimizers: dict[str, torch.optim.Optimizer],
+    optimizers: Mapping[str, torch.optim.Optimizer],
     tensors: dict[str, torch.Tensor],
     groups: dict[str, list],
 ) -> None:

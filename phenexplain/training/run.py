@@ -16,7 +16,8 @@ from phenexplain.training.callbacks import RUN_KIND, RUN_RECORDS, Callback, RunF
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
 from phenexplain.training.distributed import process_group
-from phenexplain.training.loop import Progress, Trainer, train
+from phenexplain.training.loop import train
+from phenexplain.training.trainer import Progress, Trainer
 
 log = logging.getLogger(__name__)
 

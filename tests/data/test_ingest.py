@@ -53,7 +53,11 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 def test_ingest_synthetic_plate_makes_a_verified_crop_set(plate_factory, tmp_path, validator):
@@ -61,7 +65,7 @@ def test_ingest_synthetic_plate_makes_a_verified_crop_set(plate_factory, tmp_pat
     out = tmp_path / "crops"
     summary = ingest(src, out, params(), validator=validator)
     cs = CropSet(out)
-    assert summary["crops"] == len(cs) > 100 and summary["quarantined"] == 0
+    assert summary.crops == len(cs) > 100 and summary.quarantined == 0
     assert cs.conditions == {"TNF": 0, "control": 1}
     image, label = cs[0]
     assert image.shape == (2, 128, 128) and image.dtype == np.uint8
@@ -69,13 +73,21 @@ def test_ingest_synthetic_plate_makes_a_verified_crop_set(plate_factory, tmp_pat
     assert cs.verify() == []
     m = cs.manifest
     assert m["crop_id"].is_unique
-    assert {"scale_low_DNA", "scale_high_NFkB", "checksum", "y", "x", "top", "left"} <= set(m.columns)
-    assert ((m["top"] >= 0) & (m["top"] + 128 <= 512) & (m["left"] + 128 <= 640)).all()  # skip policy
+    assert {"scale_low_DNA", "scale_high_NFkB", "checksum", "y", "x", "top", "left"} <= set(
+        m.columns
+    )
+    assert (
+        (m["top"] >= 0) & (m["top"] + 128 <= 512) & (m["left"] + 128 <= 640)
+    ).all()  # skip policy
     assert (out / "report" / "data_docs" / "index.html").is_file()
     qc = pd.read_parquet(out / "qc.parquet")
     assert len(qc) == 18 and (qc["status"] == "ok").all()
-    assert {"ImageQuality_PowerLogLogSlope_DNA", "ImageQuality_FocusScore_DNA", "ImageQuality_PercentMaximal_NFkB",
-            "Count_Nuclei"} <= set(qc.columns)
+    assert {
+        "ImageQuality_PowerLogLogSlope_DNA",
+        "ImageQuality_FocusScore_DNA",
+        "ImageQuality_PercentMaximal_NFkB",
+        "Count_Nuclei",
+    } <= set(qc.columns)
 
 
 def test_an_ingest_that_cuts_no_crop_says_so_and_writes_nothing(plate_factory, tmp_path):
@@ -94,7 +106,9 @@ def test_scaling_is_recorded_and_invertible(plate_factory, tmp_path):
     ingest(src, out, params(workers=1))
     cs = CropSet(out)
     row = cs.manifest.iloc[5]
-    raw = tifffile.imread(src / row["files"].split(";")[1])[row["top"] : row["top"] + 128, row["left"] : row["left"] + 128]
+    raw = tifffile.imread(src / row["files"].split(";")[1])[
+        row["top"] : row["top"] + 128, row["left"] : row["left"] + 128
+    ]
     lo, hi = row["scale_low_NFkB"], row["scale_high_NFkB"]
     restored = lo + cs[5][0][1].astype(float) / 255 * (hi - lo)
     inside = (raw > lo) & (raw < hi)
@@ -115,7 +129,7 @@ def test_same_input_same_crops_and_rerun_is_a_no_op(plate_factory, tmp_path):
     assert ma["checksum"].tolist() == mb["checksum"].tolist()
     before = _tree_digest(a)
     again = ingest(src, a, params())
-    assert again["plates_added"] == [] and _tree_digest(a) == before
+    assert again.plates_added == [] and _tree_digest(a) == before
 
 
 def test_adding_a_plate_adds_only_its_crops(tmp_path):
@@ -129,29 +143,48 @@ def test_adding_a_plate_adds_only_its_crops(tmp_path):
     shard_before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
     n_before = len(CropSet(out))
     summary = ingest(src / "metadata.csv", out, params())
-    assert summary["plates_added"] == sorted({r["plate"] for r in rows} - {first})
-    assert summary["plates_kept"] == [first]
+    assert summary.plates_added == sorted({r["plate"] for r in rows} - {first})
+    assert summary.plates_kept == [first]
     after = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
     assert all(after[name] == data for name, data in shard_before.items())  # untouched
     cs = CropSet(out)
-    assert len(cs) == n_before + summary["crops"] and cs.verify() == []
+    assert len(cs) == n_before + summary.crops and cs.verify() == []
     assert set(cs.manifest["plate"]) == {r["plate"] for r in rows}
+
+
+def _inside(points: np.ndarray, margin: float) -> np.ndarray:
+    """The (y, x) points at least `margin` px inside a 1024 x 1280 field."""
+    y, x = points[:, 0], points[:, 1]
+    return points[(y > margin) & (y < 1024 - margin) & (x > margin) & (x < 1280 - margin)]
 
 
 def test_nuclei_match_ground_truth_positions(tmp_path):
     src = tmp_path / "plate"
-    generate_plates(small_spec("nfkb", wells_per_condition=1, sites_per_well=2, height=1024, width=1280,
-                               cells_per_mpx=50.0), src)
+    generate_plates(
+        small_spec(
+            "nfkb",
+            wells_per_condition=1,
+            sites_per_well=2,
+            height=1024,
+            width=1280,
+            cells_per_mpx=50.0,
+        ),
+        src,
+    )
     truth = _rows(src / "ground_truth_cells.csv")
     margin = 12
     tp = fp = fn = 0
     for row in _rows(src / "metadata.csv"):
         dna = tifffile.imread(src / row["path_DNA"])
         found = centroids(segment_nuclei(dna))
-        planted = np.array([[float(c["y"]), float(c["x"])] for c in truth
-                            if (c["well"], c["site"]) == (row["well"], row["site"])])
-        keep = lambda p: p[(p[:, 0] > margin) & (p[:, 0] < 1024 - margin) & (p[:, 1] > margin) & (p[:, 1] < 1280 - margin)]  # noqa: E731
-        found, planted = keep(found), keep(planted)
+        planted = np.array(
+            [
+                [float(c["y"]), float(c["x"])]
+                for c in truth
+                if (c["well"], c["site"]) == (row["well"], row["site"])
+            ]
+        )
+        found, planted = _inside(found, margin), _inside(planted, margin)
         dist = np.hypot(*(found[:, None, :] - planted[None, :, :]).transpose(2, 0, 1))
         r, c = linear_sum_assignment(dist)
         matched = int((dist[r, c] <= 6).sum())
@@ -183,7 +216,9 @@ def test_planted_defects_are_quarantined_with_reasons(plate_factory, tmp_path, v
         image[100:200, 100:300] = 65535
         tifffile.imwrite(src / saturated[f"path_{ch}"], image)
         image = tifffile.imread(src / blurred[f"path_{ch}"]).astype(float)
-        tifffile.imwrite(src / blurred[f"path_{ch}"], ndimage.gaussian_filter(image, 3).astype(np.uint16))
+        tifffile.imwrite(
+            src / blurred[f"path_{ch}"], ndimage.gaussian_filter(image, 3).astype(np.uint16)
+        )
     before = _tree_digest(src)
 
     out = tmp_path / "crops"
@@ -196,7 +231,7 @@ def test_planted_defects_are_quarantined_with_reasons(plate_factory, tmp_path, v
     assert quarantine[key(blank)].startswith("blank field")
     assert quarantine[key(saturated)].startswith("saturated: DNA")
     assert quarantine[key(blurred)].startswith("blurred")
-    assert summary["quarantined"] == 5 and summary["crops"] > 0
+    assert summary.quarantined == 5 and summary.crops > 0
     assert set(CropSet(out).manifest["field_id"]).isdisjoint(quarantine)
     assert _tree_digest(src) == before  # nothing the user gave was touched
 
@@ -217,8 +252,15 @@ def test_too_few_images_and_unknown_conditions_fail_the_run(plate_factory, tmp_p
         ingest(src, tmp_path / "a", params(min_images_per_condition=50), validator=validator)
     with pytest.raises(StructureError, match=r"unknown condition.*TNF"):
         ingest(src, tmp_path / "b", params(conditions=["control", "LPS"]), validator=GXValidator())
-    with pytest.raises(StructureError, match=r"fewer than 2 usable images.*: usable_fields=0, condition=LPS"):
-        ingest(src, tmp_path / "c", params(conditions=["control", "TNF", "LPS"]), validator=GXValidator())
+    with pytest.raises(
+        StructureError, match=r"fewer than 2 usable images.*: usable_fields=0, condition=LPS"
+    ):
+        ingest(
+            src,
+            tmp_path / "c",
+            params(conditions=["control", "TNF", "LPS"]),
+            validator=GXValidator(),
+        )
     assert not any((tmp_path / name).exists() for name in "abc")
 
 
@@ -243,8 +285,14 @@ def test_folders_of_precropped_pngs_are_kept_as_they_are(tmp_path, validator):
             Image.fromarray(array).save(src / cond / f"img{i}.png")
             images[f"{cond}/img{i}.png"] = array
     out = tmp_path / "crops"
-    p = IngestParams(layout="folders", channels=["DNA", "Tubulin", "Actin"], dna_channel="DNA",
-                     precropped=True, min_images_per_condition=3, workers=1)
+    p = IngestParams(
+        layout="folders",
+        channels=["DNA", "Tubulin", "Actin"],
+        dna_channel="DNA",
+        precropped=True,
+        min_images_per_condition=3,
+        workers=1,
+    )
     ingest(src, out, p, validator=validator)
     cs = CropSet(out)
     assert len(cs) == 6 and cs.resolution == 64 and cs.conditions == {"DMSO": 0, "taxol": 1}

@@ -48,13 +48,18 @@ def _bbbc021_tree(root: Path, rng: np.random.Generator, plate_fields) -> None:
         writer = csv.DictWriter(fh, fieldnames=BBBC_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (root / "BBBC021_v1_moa.csv").write_text("compound,concentration,moa\ntaxol,3,Microtubule stabilizers\n")
+    (root / "BBBC021_v1_moa.csv").write_text(
+        "compound,concentration,moa\ntaxol,3,Microtubule stabilizers\n"
+    )
 
 
 @pytest.fixture
 def bbbc021(tmp_path):
     fields = []
-    for week, plate, folder in (("Week1", "Week1_22123", "Week1_22123"), ("Week2", "Week2_24121", "Week2/Week2_24121")):
+    for week, plate, folder in (
+        ("Week1", "Week1_22123", "Week1_22123"),
+        ("Week2", "Week2_24121", "Week2/Week2_24121"),
+    ):
         for well, compound, conc in (("B02", "DMSO", "0.0"), ("C05", "taxol", "3.0")):
             for site in (1, 2, 3, 4):
                 fields.append((week, plate, folder, well, site, compound, conc))
@@ -85,13 +90,19 @@ def test_bbbc021_ingests_into_a_crop_set(bbbc021, tmp_path):
     assert cs.conditions == {"DMSO_0": 0, "taxol_3": 1}
     assert cs[0][0].shape == (3, 32, 32)
     assert set(cs.manifest["plate"]) == {"Week1_22123", "Week2_24121"}
-    assert set(cs.manifest.loc[cs.manifest["condition"] == "taxol_3", "moa"]) == {"Microtubule stabilizers"}
+    assert set(cs.manifest.loc[cs.manifest["condition"] == "taxol_3", "moa"]) == {
+        "Microtubule stabilizers"
+    }
 
 
 def test_bbbc021_missing_column_is_named(bbbc021):
-    text = (bbbc021 / "BBBC021_v1_image.csv").read_text().replace("Image_PathName_Actin", "PathActin")
+    text = (
+        (bbbc021 / "BBBC021_v1_image.csv").read_text().replace("Image_PathName_Actin", "PathActin")
+    )
     (bbbc021 / "BBBC021_v1_image.csv").write_text(text)
-    with pytest.raises(StructureError, match="BBBC021_v1_image.csv: missing column.*Image_PathName_Actin"):
+    with pytest.raises(
+        StructureError, match=r"BBBC021_v1_image\.csv: missing column.*Image_PathName_Actin"
+    ):
         list_fields(bbbc021, "bbbc021", CHANNELS)
 
 

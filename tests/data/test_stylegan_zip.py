@@ -18,7 +18,9 @@ from phenexplain.errors import PhenexplainError
 @pytest.fixture(scope="module")
 def crops(plate_factory, tmp_path_factory):
     out = tmp_path_factory.mktemp("sg") / "crops"
-    p = IngestParams(layout="manifest", channels=["DNA", "NFkB"], crop_size=32, min_images_per_condition=2)
+    p = IngestParams(
+        layout="manifest", channels=["DNA", "NFkB"], crop_size=32, min_images_per_condition=2
+    )
     ingest(plate_factory("nfkb"), out, p)
     return out
 
@@ -49,7 +51,7 @@ def _zip(path, members: dict[str, bytes], symlink: str | None = None):
             zf.writestr(name, data)
         if symlink:
             info = zipfile.ZipInfo(symlink)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
 
 
@@ -60,7 +62,11 @@ def _zip(path, members: dict[str, bytes], symlink: str | None = None):
         ({"/abs.png": b"x", "dataset.json": b"{}"}, None, "escapes the archive"),
         ({"a.png": b"x", "dataset.json": b"{}"}, "link.png", "symbolic link"),
         ({"a.png": b"x", "dataset.json": b'{"labels": null}'}, None, "no labels"),
-        ({"a.png": b"not a png", "dataset.json": b'{"labels": [["a.png", 0]]}'}, None, "cannot decode"),
+        (
+            {"a.png": b"not a png", "dataset.json": b'{"labels": [["a.png", 0]]}'},
+            None,
+            "cannot decode",
+        ),
     ],
 )
 def test_hostile_or_broken_archives_are_refused(tmp_path, members, symlink, message):

@@ -25,7 +25,8 @@ from phenexplain.integrations.mlflow_tracking import (
 )
 from phenexplain.training.callbacks import RunFolderCallback
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Trainer, train
+from phenexplain.training.loop import train
+from phenexplain.training.trainer import Trainer
 from tests.conftest import REPO
 from tests.integrations.conftest import SECRET, free_port
 from tests.training.conftest import TINY

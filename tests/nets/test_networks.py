@@ -46,15 +46,20 @@ def golden_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return z, c, img
 
 
-def test_generator_and_discriminator_reproduce_the_reference_numbers():
-    golden = json.loads(GOLDEN.read_text())
-    G, D = Generator(**GOLDEN_G).eval(), Discriminator(**GOLDEN_D).eval()
+def golden_outputs(G: torch.nn.Module, D: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, scores) of `G` and `D` (ours or the reference's, built with GOLDEN_G and
+    GOLDEN_D) once `fill_deterministic` has written their weights."""
+    G, D = G.eval(), D.eval()
     fill_deterministic(G)
     fill_deterministic(D)
     z, c, img = golden_inputs()
     with torch.no_grad():
-        image = G(z, c, truncation_psi=0.8, noise_mode="const")
-        scores = D(img, c)
+        return G(z, c, truncation_psi=0.8, noise_mode="const"), D(img, c)
+
+
+def test_generator_and_discriminator_reproduce_the_reference_numbers():
+    golden = json.loads(GOLDEN.read_text())
+    image, scores = golden_outputs(Generator(**GOLDEN_G), Discriminator(**GOLDEN_D))
     corner = torch.tensor(golden["G_image_corner"])
     assert torch.allclose(image[:, :, :4, :4].flatten(), corner, atol=1e-4, rtol=0)
     assert abs(image.std().item() - golden["G_image_std"]) < 1e-4

@@ -155,7 +155,7 @@ def test_rerun_with_a_missing_or_changed_shard_repairs_it(plates, crops, damage)
     shard = _shard(crops)
     shard.unlink() if damage == "missing" else _flip_last_byte(shard)
     summary = ingest(plates[1], crops, PARAMS)
-    assert summary["plates_added"] == ["NFKB001-P01"]
+    assert summary.plates_added == ["NFKB001-P01"]
     repaired = CropSet(crops)
     assert repaired.verify() == []
     assert all(np.array_equal(repaired[i][0], c) for i, c in enumerate(original))

@@ -111,7 +111,7 @@ def test_field_with_channels_of_different_bit_depth_is_quarantined(tmp_path):
     write_manifest(root, rows)
     summary = ingest(root, tmp_path / "out", params(channels=["DNA", "NFkB"]))
     quarantine = pd.read_csv(tmp_path / "out" / cs.QUARANTINE)
-    assert summary["quarantined"] == 1
+    assert summary.quarantined == 1
     assert quarantine["field_id"].tolist() == ["P1_W0_s1"]
     assert "channel files differ in pixel type" in quarantine["reasons"].iloc[0]
 
@@ -212,7 +212,7 @@ def test_a_tiff_no_decoder_reads_is_quarantined_and_the_ingest_goes_on(tmp_path,
     (root / "f0.tif").write_bytes(bytes(raw))
     summary = ingest(root, tmp_path / "out", params())
     quarantine = pd.read_csv(tmp_path / "out" / cs.QUARANTINE)
-    assert summary["quarantined"] == 1 and summary["crops"] > 0
+    assert summary.quarantined == 1 and summary.crops > 0
     assert quarantine["reasons"].iloc[0].startswith("unreadable:")
 
 
@@ -223,7 +223,7 @@ def test_a_300_character_plate_id_is_ingested(tmp_path):
     plate = "Plate-" + "x" * 294
     root = tiny_plate(tmp_path / "src", plate=plate)
     summary = ingest(root, tmp_path / "out", params())
-    assert summary["crops"] > 0
+    assert summary.crops > 0
     manifest = pd.read_parquet(tmp_path / "out" / cs.MANIFEST)
     assert set(manifest["plate"]) == {plate}
     assert all(len(p.name) < 200 for p in (tmp_path / "out").rglob("*"))

@@ -415,11 +415,11 @@ def test_ingest_of_non_utf8_file_names_records_them_escaped(tmp_path):
         workers=1,
     )
     summary = ingest(root, tmp_path / "out", params)
-    assert (summary["fields"], summary["crops"], summary["quarantined"]) == (8, 8, 0)
+    assert (summary.fields, summary.crops, summary.quarantined) == (8, 8, 0)
     files = set(pd.read_parquet(tmp_path / "out" / "manifest.parquet")["files"])
     assert {"ctrl/ok-0.png", "ctrl/\\xff\\xfe-1.png", "drug/\\xff\\xfe-3.png"} <= files
     # the fingerprint of the plate is stable: a second run changes nothing
-    assert ingest(root, tmp_path / "out", params)["plates_kept"] == ["plate"]
+    assert ingest(root, tmp_path / "out", params).plates_kept == ["plate"]
 
 
 def test_names_that_collide_once_escaped_are_refused(tmp_path):

@@ -26,7 +26,7 @@ from phenexplain.data.cropset import CropSet
 from phenexplain.fsutil import atomic_write_bytes
 from phenexplain.training.checkpoint import CONFIG, WEIGHTS, latest_checkpoint, load_network
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Trainer
+from phenexplain.training.trainer import Trainer
 from tests.training.conftest import TINY
 
 REPO = Path(__file__).parents[2]
@@ -39,7 +39,7 @@ from phenexplain.config import TrainProfile
 from phenexplain.data.cropset import CropSet
 from phenexplain.training.checkpoint import latest_checkpoint, read_config
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Trainer
+from phenexplain.training.trainer import Trainer
 
 crops, run, profile = sys.argv[1], sys.argv[2], TrainProfile(**json.loads(sys.argv[3]))
 trainer = Trainer(TrainingData(CropSet(crops), resolution=16, xflip=True), profile, seed=0)

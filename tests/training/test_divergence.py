@@ -22,8 +22,9 @@ from phenexplain.training.callbacks import Callback, Divergence, RunFolderCallba
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
 from phenexplain.training.divergence import TrainingDivergedError
-from phenexplain.training.loop import Trainer, train
+from phenexplain.training.loop import train
 from phenexplain.training.run import run_training
+from phenexplain.training.trainer import Trainer
 from tests.training.conftest import TINY
 
 # 2 steps of 8 images per tick, a checkpoint every 2 ticks (0.032, 0.064, ... kimg)

@@ -19,7 +19,8 @@ from phenexplain.errors import PhenexplainError
 from phenexplain.training.callbacks import RunFolderCallback
 from phenexplain.training.checkpoint import latest_checkpoint
 from phenexplain.training.data import TrainingData
-from phenexplain.training.loop import Trainer, train
+from phenexplain.training.loop import train
+from phenexplain.training.trainer import Trainer
 from tests.training.conftest import TINY
 
 

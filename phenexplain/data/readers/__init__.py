@@ -32,7 +32,9 @@ def list_fields(source: str | Path, layout: str, channels: list[str]) -> list[Fi
     try:
         reader = READERS[layout]
     except KeyError:
-        raise StructureError(f"unknown layout {layout!r}; choose one of: {', '.join(READERS)}") from None
+        raise StructureError(
+            f"unknown layout {layout!r}; choose one of: {', '.join(READERS)}"
+        ) from None
     source = Path(source)
     if not source.exists():
         raise StructureError(f"source {source} does not exist")

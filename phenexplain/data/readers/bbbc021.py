@@ -47,7 +47,7 @@ def _moa(root: Path) -> dict[tuple[str, float], str]:
 
 
 def read_bbbc021(source: Path, channels: list[str]) -> list[FieldRecord]:
-    """`channels` are BBBC021 channel names (``DAPI``, ``Tubulin``, ``Actin``) in the order wanted."""
+    """`channels`: BBBC021 channel names (``DAPI``, ``Tubulin``, ``Actin``) in the order wanted."""
     path, header, rows = read_table(source, IMAGE_CSV, f"layout 'bbbc021' expects {IMAGE_CSV}")
     root = path.parent
     needed = ["Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Image_Metadata_Compound"]
@@ -67,13 +67,15 @@ def read_bbbc021(source: Path, channels: list[str]) -> list[FieldRecord]:
             conc = float(row["Image_Metadata_Concentration"])
         except ValueError:
             raise StructureError(
-                f"{path}:{line}: concentration {row['Image_Metadata_Concentration']!r} is not a number"
+                f"{path}:{line}: concentration {row['Image_Metadata_Concentration']!r} "
+                "is not a number"
             ) from None
         compound = row["Image_Metadata_Compound"]
         plate, well = row["Image_Metadata_Plate_DAPI"], row["Image_Metadata_Well_DAPI"]
         site = site_number(match[1], f"{path}:{line}")
         files = tuple(
-            _resolve(root, row[f"Image_PathName_{ch}"], row[f"Image_FileName_{ch}"]) for ch in channels
+            _resolve(root, row[f"Image_PathName_{ch}"], row[f"Image_FileName_{ch}"])
+            for ch in channels
         )
         extra = {"compound": compound, "concentration": f"{conc:g}"}
         if "Replicate" in row:

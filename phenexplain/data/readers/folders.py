@@ -16,10 +16,16 @@ SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 def read_folders(source: Path, channels: list[str]) -> list[FieldRecord]:
     if not source.is_dir():
-        raise StructureError(f"{source} is not a folder (layout 'folders' expects ROOT/<condition>/)")
+        raise StructureError(
+            f"{source} is not a folder (layout 'folders' expects ROOT/<condition>/)"
+        )
     records = []
-    for cond_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = sorted(p for p in cond_dir.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+    for cond_dir in sorted(
+        p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
+        images = sorted(
+            p for p in cond_dir.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file()
+        )
         for rank, image in enumerate(images, start=1):
             rel = image.relative_to(source)
             records.append(

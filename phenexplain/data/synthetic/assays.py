@@ -27,7 +27,8 @@ from phenexplain.errors import PhenexplainError
 
 STAINS = {
     "dna": "nuclear DNA stain (DAPI/Hoechst-like) with chromatin texture",
-    "nfkb": "translocating transcription factor (NF-kB p65-like): cytoplasmic at rest, nuclear when active",
+    "nfkb": "translocating transcription factor (NF-kB p65-like): cytoplasmic at rest, "
+    "nuclear when active",
     "golgi": "golgi marker (GM130/CCR5-like): compact perinuclear ribbon or scattered mini-stacks",
     "actin": "F-actin-like cell-body stain, brighter at the cell cortex",
     "tubulin": "tubulin-like cell-body stain, brighter around the nucleus",
@@ -171,7 +172,8 @@ def _nfkb() -> Assay:
     base = CellModel()
     return Assay(
         name="nfkb",
-        description="NF-kB translocation: TNF-like treatment moves the marker from cytoplasm to nucleus.",
+        description="NF-kB translocation: TNF-like treatment moves the marker from cytoplasm "
+        "to nucleus.",
         channels=(Channel("DNA", "dna"), Channel("NFkB", "nfkb")),
         control="control",
         conditions=(
@@ -199,8 +201,8 @@ def _golgi() -> Assay:
     base = CellModel(golgi_compact=True, golgi_spots=4.0, golgi_spot_sigma=2.4)
     return Assay(
         name="golgi",
-        description="Golgi dispersal: nocodazole-like treatment splits the compact perinuclear golgi "
-        "into many small scattered spots.",
+        description="Golgi dispersal: nocodazole-like treatment splits the compact perinuclear "
+        "golgi into many small scattered spots.",
         channels=(Channel("DNA", "dna"), Channel("Golgi", "golgi")),
         control="DMSO",
         conditions=(
@@ -255,8 +257,8 @@ def _dose() -> Assay:
         )
     return Assay(
         name="dose",
-        description="Dose series of a cytochalasin-like compound: cytoplasm contracts and cells are "
-        "lost (toxicity) monotonically with concentration.",
+        description="Dose series of a cytochalasin-like compound: cytoplasm contracts and cells "
+        "are lost (toxicity) monotonically with concentration.",
         channels=(Channel("DNA", "dna"), Channel("Tubulin", "tubulin"), Channel("Actin", "actin")),
         control="DMSO",
         conditions=tuple(conditions),

@@ -63,7 +63,7 @@ def _place_centres(
 ) -> np.ndarray:
     """Centres [n, 2] with nuclei that may touch but hardly overlap."""
     centres = np.zeros((0, 2))
-    kept = []
+    kept: list[int] = []
     lo, hi = -BORDER_MARGIN_PX, np.array([height, width]) + BORDER_MARGIN_PX
     for i in range(n):
         for _ in range(30):
@@ -94,7 +94,9 @@ def _sample_cells(
         0.35 * model.nucleus_area,
         2.5 * model.nucleus_area,
     )
-    cell_area = np.clip(rng.normal(model.cell_area, model.cell_area_sd, n), 0.3 * model.cell_area, None)
+    cell_area = np.clip(
+        rng.normal(model.cell_area, model.cell_area_sd, n), 0.3 * model.cell_area, None
+    )
     cell_area = np.maximum(cell_area, 1.6 * nuc_area)
     centres = _place_centres(rng, n, np.sqrt(nuc_area / np.pi), height, width)
     sigma = np.sqrt(np.log1p(model.brightness_cv**2))
@@ -128,7 +130,9 @@ def _sample_cells(
     return cells
 
 
-def _ownership(shapes: list[Shape], height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ownership(
+    shapes: list[Shape], height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pixel: owning shape index (-1 none), its normalised radius q and soft mask.
 
     A pixel belongs to the shape in whose normalised radius it lies deepest, so neighbours share
@@ -161,10 +165,12 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
 
 def _low_frequency(rng: np.random.Generator, shape: tuple[int, int], order: int = 4) -> np.ndarray:
-    """A smooth unit-variance field: random mix of the lowest 2D cosine modes (cheap: one matmul)."""
+    """A smooth unit-variance field: a random mix of the lowest 2D cosine modes (one matmul)."""
     ys = np.cos(np.pi * np.outer(np.arange(shape[0]) / shape[0], np.arange(1, order + 1)))
     xs = np.cos(np.pi * np.outer(np.arange(shape[1]) / shape[1], np.arange(1, order + 1)))
-    coeffs = rng.standard_normal((order, order)) / (1.0 + np.add.outer(np.arange(order), np.arange(order)))
+    coeffs = rng.standard_normal((order, order)) / (
+        1.0 + np.add.outer(np.arange(order), np.arange(order))
+    )
     out = (ys @ coeffs @ xs.T).astype(np.float32)
     return (out - out.mean()) / max(float(out.std()), 1e-6)
 
@@ -294,7 +300,9 @@ def render_field(
             texture = 1.0 + 0.3 * _smooth_noise(rng, (height, width), 2.0)
             perinuclear = 1.4 - 0.8 * np.clip(cell_q, 0, 1)
             level = levels[safe_owner, c] * np.float32(model.marker_level)
-            signal[c] = level * cell_mask * perinuclear * (1.0 - 0.3 * nuc_mask) * np.maximum(texture, 0)
+            signal[c] = (
+                level * cell_mask * perinuclear * (1.0 - 0.3 * nuc_mask) * np.maximum(texture, 0)
+            )
         elif channel.stain == "golgi":
             level = levels[safe_owner, c] * np.float32(model.marker_level)
             signal[c] = GOLGI_BODY * level * cyto_mask
@@ -303,7 +311,9 @@ def render_field(
             order = np.argsort(owners, kind="stable")
             bounds = np.searchsorted(owners[order], np.arange(len(cells) + 1))
             for i, cell in enumerate(cells):
-                spots = _golgi_spots(rng, model, cell, cyto[order[bounds[i] : bounds[i + 1]]], width)
+                spots = _golgi_spots(
+                    rng, model, cell, cyto[order[bounds[i] : bounds[i + 1]]], width
+                )
                 spot_rows[i] = spots
                 if len(spots) == 0:
                     continue
@@ -342,7 +352,9 @@ def render_field(
                 "cell": i,
                 "y": round(cell.nucleus.cy, 2),
                 "x": round(cell.nucleus.cx, 2),
-                "centre_in_field": bool(0 <= cell.nucleus.cy < height and 0 <= cell.nucleus.cx < width),
+                "centre_in_field": bool(
+                    0 <= cell.nucleus.cy < height and 0 <= cell.nucleus.cx < width
+                ),
                 "planted_nucleus_area": round(cell.planted_nucleus_area, 2),
                 "planted_cell_area": round(cell.planted_cell_area, 2),
                 "nucleus_area": round(float(nuc_area[i]), 2),

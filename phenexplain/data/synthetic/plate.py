@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -97,7 +96,7 @@ def _inner_wells(count: int) -> list[str]:
 
 
 def plan_jobs(spec: SynthParams, assay: Assay) -> list[FieldJob]:
-    """Every field of every plate; conditions are shuffled over wells to avoid position confounds."""
+    """Every field of every plate; conditions are shuffled over wells (no position confounds)."""
     jobs = []
     names = [cond.name for cond in assay.conditions]
     for p in range(spec.plates):
@@ -119,7 +118,10 @@ def _effects(spec: SynthParams, job: FieldJob, n_channels: int) -> FieldEffects:
     gain = plate_rng.normal(1.0, 0.05, n_channels) * well_rng.normal(1.0, 0.03, n_channels)
     return FieldEffects(
         channel_gain=tuple(float(g) for g in np.clip(gain, 0.7, 1.3)),
-        illumination_centre=(float(plate_rng.uniform(0.35, 0.65)), float(plate_rng.uniform(0.35, 0.65))),
+        illumination_centre=(
+            float(plate_rng.uniform(0.35, 0.65)),
+            float(plate_rng.uniform(0.35, 0.65)),
+        ),
         illumination_falloff=float(plate_rng.uniform(0.2, 0.35)),
     )
 
@@ -173,7 +175,8 @@ def generate_plates(
     overwrite: bool = False,
     on_field: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Generate `spec` into the folder `out` with `spec.workers` processes; returns a summary (fields, cells per condition, ...).
+    """Generate `spec` into the folder `out` with `spec.workers` processes; returns a summary
+    (fields, cells per condition, ...).
 
     `on_field(done, total)` is called after each field, for progress bars.
     """
@@ -189,6 +192,7 @@ def generate_plates(
         cells_per_condition = {cond.name: 0 for cond in assay.conditions}
         debris = 0
         args = [(spec, job, str(staging)) for job in jobs]
+        results: Iterator[tuple[list[dict], dict]]
         if workers == 1:
             results = map(_render_job, args)
         else:
@@ -233,7 +237,11 @@ def _write_wells(root: Path, spec: SynthParams, assay: Assay, jobs: list[FieldJo
             continue
         factors = well_factors(spec, job.plate_index, job.well_index)
         model = _well_model(assay.condition(job.condition).model, factors)
-        row = {"plate": job.plate, "well": job.well, "condition": job.condition}
+        row: dict[str, str | float] = {
+            "plate": job.plate,
+            "well": job.well,
+            "condition": job.condition,
+        }
         row.update({f"factor_{name}": round(f, 6) for name, f in factors.items()})
         row.update({name: round(getattr(model, name), 6) for name in factors})
         rows.append(row)
