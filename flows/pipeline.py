@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -22,6 +23,9 @@ from prefect.cache_policies import NO_CACHE
 from phenexplain.config import Params, load_params, with_overrides
 from phenexplain.data.ingest import IngestSummary
 from phenexplain.training.callbacks import Callback
+
+if TYPE_CHECKING:  # the report's imports are heavy: loaded by the task that builds it
+    from phenexplain.report.build import ReportSummary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +117,7 @@ def explain_model(checkpoint: str, out: str, params: Params) -> dict:
 
 
 @task(retries=0, cache_policy=NO_CACHE)
-def report_model(checkpoint: str, cropset: str, out: str, params: Params) -> dict:
+def report_model(checkpoint: str, cropset: str, out: str, params: Params) -> ReportSummary:
     """The validation report and the explorer page."""
     from phenexplain.report.build import build_report
 
@@ -169,9 +173,9 @@ def phenexplain_pipeline(
         "videos": [v["path"] for v in explained["videos"]],
         "report": f"{run_dir}/report/report.html",
         "explorer": f"{run_dir}/report/explorer.html",
-        "assays": report["assays"]["statistics"],
-        "verdict": report["verdict"]["headline"],
-        "verdict_table": report["verdict"]["table"],
+        "assays": report.assays.statistics,
+        "verdict": report.verdict.headline,
+        "verdict_table": report.verdict.table,
     }
 
 

@@ -17,9 +17,11 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 import phenexplain
 from phenexplain.config import ReportParams
@@ -107,6 +109,35 @@ def _sample_grid(images: np.ndarray, n: int, colours: list[str]) -> np.ndarray:
     return np.concatenate(rows, axis=0).repeat(3, axis=0).repeat(3, axis=1)
 
 
+class VerdictSummary(BaseModel):
+    """The first table: real vs synthetic effect per planted feature and condition."""
+
+    table: list[dict]  # one row per (feature, condition): `verdicts.VERDICT_COLUMNS` and more
+    counts: dict[str, int]  # verdict -> rows
+    headline: str
+    crops_without_centre_cell: dict[str, int]  # source (real, synthetic) -> crops
+    crops_measured: dict[str, int]
+
+
+class AssaySummary(BaseModel):
+    """Per-crop assay statistics and the real vs synthetic shift correlation."""
+
+    statistics: list[dict]
+    shift_correlation: list[dict]
+
+
+class ReportSummary(BaseModel):
+    """summary.json: what `build_report` measured, section by section."""
+
+    provenance: dict  # checkpoint, crop set, control, versions, saturation
+    verdict: VerdictSummary
+    fid_kid: dict[str, Any]
+    assays: AssaySummary
+    feature_shifts: dict[str, Any]  # empty when the feature panel is off
+    cnn: dict[str, Any]
+    latent: dict[str, Any]
+
+
 def build_report(
     checkpoint: str | Path,
     cropset: str | Path,
@@ -115,7 +146,7 @@ def build_report(
     *,
     device: str = "cpu",
     stage: Callable[[str], None] = lambda s: None,
-) -> dict:
+) -> ReportSummary:
     """Compute everything, write the files, return summary.json's content."""
     checkpoint, out = Path(checkpoint), Path(out)
     foreign = prepare_folder(out, KIND, [checkpoint, cropset])
@@ -188,10 +219,11 @@ def build_report(
         "conditions and a seed, scrub along the traversal, compare with real crops).</p>"
     )
 
+    result = ReportSummary.model_validate(summary)  # the sections' contract, checked
     write_json(out / "summary.json", summary)
     (out / "report.html").write_text(page.render(), encoding="utf-8")
     mark_output(out, KIND, exclude=foreign)
-    return summary
+    return result
 
 
 VERDICT_COLUMNS = {  # verdict table column -> heading on the page

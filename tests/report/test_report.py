@@ -19,7 +19,7 @@ from phenexplain.config import ReportParams
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain import latent
 from phenexplain.report import analysis
-from phenexplain.report.build import build_report
+from phenexplain.report.build import ReportSummary, build_report
 
 SMALL = dict(real_per_condition=40, synthetic_per_condition=24, grid_seeds=3, traversal_seeds=2,
              traversal_steps=3, cnn_folds=2, cnn_epochs=2, explorer_seeds=2, lda_samples=60,
@@ -52,17 +52,17 @@ def test_report_files_and_numbers(nfkb_report):
                  "cells_synthetic.csv", "feature_shifts.csv", "cnn_folds.csv",
                  "resolution_check.csv"):  # fmt: skip
         assert (out / name).is_file(), name
-    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary == ReportSummary.model_validate(json.loads((out / "summary.json").read_text()))
     html = (out / "report.html").read_text()
     assert "data:image/gif;base64," in html and "data:image/png;base64," in html
     assert 'src="figures/' not in html and "http" not in html.split("<body>")[1][:50]
     tests = pd.read_csv(out / "assay_tests.csv")  # stats.csv is now the verdict table
     assert set(tests["source"]) == {"real", "synthetic"}
     assert set(tests["test"]) == {"student", "welch"}
-    assert summary["provenance"]["control"] == "control"
-    assert 0 <= summary["cnn"]["accuracy_mean"] <= 1
-    assert "fid_rand" in summary["fid_kid"]
-    saturation = summary["provenance"]["saturation"]  # the default scaling clips no condition
+    assert summary.provenance["control"] == "control"
+    assert 0 <= summary.cnn["accuracy_mean"] <= 1
+    assert "fid_rand" in summary.fid_kid
+    saturation = summary.provenance["saturation"]  # the default scaling clips no condition
     assert (
         saturation["recorded"] and saturation["over_limit"] == [] and saturation["warning"] is None
     )
@@ -78,7 +78,7 @@ VERDICT_FIELDS = {"feature_name", "cellprofiler_name", "feature", "condition", "
 
 def test_summary_carries_the_verdict_table_with_wells_as_replicates(nfkb_report, assay_crops):
     out, summary = nfkb_report
-    table = pd.DataFrame(summary["verdict"]["table"])
+    table = pd.DataFrame(summary.verdict.table)
     assert set(table.columns) >= VERDICT_FIELDS
     assert pd.read_csv(out / "stats.csv")[["feature", "verdict"]].equals(
         table[["feature", "verdict"]]
@@ -96,13 +96,10 @@ def test_summary_carries_the_verdict_table_with_wells_as_replicates(nfkb_report,
     assert cells["crop"].is_unique  # one row per crop: its centre cell
     assert ratio["n_cells_treated"] == ratio["n_crops_treated"] <= 40
     crops = pd.read_csv(out / "crops_real.csv")  # every crop, with or without a centre cell
-    assert len(crops) == summary["verdict"]["crops_measured"]["real"]
-    assert summary["verdict"]["crops_without_centre_cell"]["real"] == len(crops) - len(cells)
-    counts = summary["verdict"]["counts"]
-    assert (
-        counts["rows"] == len(table)
-        and f"{counts['disagree']} of" in summary["verdict"]["headline"]
-    )
+    assert len(crops) == summary.verdict.crops_measured["real"]
+    assert summary.verdict.crops_without_centre_cell["real"] == len(crops) - len(cells)
+    counts = summary.verdict.counts
+    assert counts["rows"] == len(table) and f"{counts['disagree']} of" in summary.verdict.headline
 
 
 def test_the_first_table_of_the_report_is_the_verdict_table(nfkb_report):
@@ -113,7 +110,7 @@ def test_the_first_table_of_the_report_is_the_verdict_table(nfkb_report):
     assert "d real" in head and "d synthetic" in head and "verdict" in head and "n wells" in head
     assert "nucleus/cytoplasm NF-kB ratio (log)" in first and "CellProfiler-style name" in head
     after = html.split("<table>")[1].split("</table>")[1]
-    assert summary["verdict"]["headline"] in after  # the sentence follows it
+    assert summary.verdict.headline in after  # the sentence follows it
 
 
 def test_every_csv_names_its_features_plainly_and_cellprofiler_style(nfkb_report):
@@ -169,7 +166,7 @@ def test_feature_shifts_flag_disagreements_and_the_page_counts_them(nfkb_report)
     assert (synthetic_only & shifts["q_real"].notna()).sum() == (
         shifts["flag"] == "synthetic only"
     ).sum()
-    counts = summary["feature_shifts"]["flags"]
+    counts = summary.feature_shifts["flags"]
     assert counts == count_flags(shifts["flag"]) and counts["pairs"] == len(shifts)
     html = (out / "report.html").read_text()
     assert f"{counts['synthetic only']} of {counts['tested']} feature shifts" in html
@@ -179,7 +176,7 @@ def test_feature_shifts_flag_disagreements_and_the_page_counts_them(nfkb_report)
 
 def test_report_finds_the_nfkb_effect_on_real_images(nfkb_report):
     _, summary = nfkb_report
-    rows = [r for r in summary["assays"]["statistics"]
+    rows = [r for r in summary.assays.statistics
             if r["source"] == "real" and r["assay"] == "log_nc_ratio"]  # fmt: skip
     assert len(rows) == 1 and rows[0]["condition"] == "TNF"
     assert rows[0]["difference"] > 0 and rows[0]["p"] < 0.01  # the planted direction: up
