@@ -163,6 +163,17 @@ class TrainProfile(Section):
     conv_clamp: float | None = 256.0
     g_reg_interval: int = Field(4, gt=0)
     d_reg_interval: int = Field(16, gt=0)
+    tf32: bool = Field(
+        False,
+        description="TF32 matmuls and convolutions on NVIDIA GPUs (faster, ~10 bits of mantissa); "
+        "off, as in the reference",
+    )
+    sync_free: bool | None = Field(
+        None,
+        description="keep the step free of device-to-host transfers (statistics, the divergence "
+        "flag and ADA stay on the device until the tick; augmentation never skips on the host); "
+        "None: on for GPUs, off on the CPU, where a transfer costs nothing",
+    )
 
     @field_validator("resolution")
     @classmethod

@@ -73,8 +73,9 @@ class SynthesisLayer(torch.nn.Module):
         noise = None
         if self.use_noise and noise_mode == "random":
             shape = [x.shape[0], 1, self.resolution, self.resolution]
-            if generator is not None:  # an explicit (CPU) generator: draw there, then move
-                noise = torch.randn(shape, generator=generator).to(x.device) * self.noise_strength
+            if generator is not None:  # an explicit generator: draw on its device, then move
+                noise = torch.randn(shape, generator=generator, device=generator.device)
+                noise = noise.to(x.device) * self.noise_strength
             else:
                 noise = torch.randn(shape, device=x.device) * self.noise_strength
         if self.use_noise and noise_mode == "const":

@@ -220,5 +220,8 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def from_uint8(images) -> torch.Tensor:
-    """uint8 images (array or tensor) -> float32 in [-1, 1], the networks' convention."""
-    return torch.as_tensor(np.ascontiguousarray(images)).to(torch.float32) / 127.5 - 1
+    """uint8 images (array or tensor, on any device) -> float32 in [-1, 1], the networks'
+    convention."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.as_tensor(np.ascontiguousarray(images))
+    return images.to(torch.float32) / 127.5 - 1

@@ -73,8 +73,12 @@ class AugmentPipe(torch.nn.Module):
         xfrac_std: float = 0.125,
         brightness_std: float = 0.2,
         contrast_std: float = 0.5,
+        sync_free: bool = False,
     ) -> None:
         super().__init__()
+        # sync_free: p is used as a device tensor and identity transforms are not skipped, so a
+        # GPU step never waits to read p (the CPU default skips work when p is 0)
+        self.sync_free = sync_free
         self.register_buffer("p", torch.zeros([]))
         self.strength = dict(
             xflip=xflip,
@@ -91,13 +95,19 @@ class AugmentPipe(torch.nn.Module):
         self.aniso_std, self.xfrac_std = aniso_std, xfrac_std
         self.brightness_std, self.contrast_std = brightness_std, contrast_std
 
-    def _mask(self, name: str, n: int, g: torch.Generator, p: float | None = None) -> torch.Tensor:
-        prob = (self.p.item() if p is None else p) * self.strength[name]
-        return (torch.rand(n, generator=g) < prob).to(torch.float32)
+    def _p(self, g: torch.Generator) -> torch.Tensor | float:
+        return self.p.to(g.device) if self.sync_free else self.p.item()
+
+    def _mask(
+        self, name: str, n: int, g: torch.Generator, p: torch.Tensor | float | None = None
+    ) -> torch.Tensor:
+        prob = (self._p(g) if p is None else p) * self.strength[name]
+        return (torch.rand(n, generator=g, device=g.device) < prob).to(torch.float32)
 
     def _geometry(self, n: int, height: int, width: int, g: torch.Generator) -> torch.Tensor | None:
         """Inverse affine maps [n, 2, 3] in normalised coordinates; None if all are identity."""
-        eye = torch.eye(3).repeat(n, 1, 1)
+        dev = g.device
+        eye = torch.eye(3, device=dev).repeat(n, 1, 1)
         m = eye.clone()
 
         def compose(t: torch.Tensor) -> None:
@@ -120,48 +130,61 @@ class AugmentPipe(torch.nn.Module):
             t[:, 1, 0], t[:, 1, 1] = torch.sin(theta), torch.cos(theta)
             return t
 
-        i = torch.floor(torch.rand(n, generator=g) * 2) * self._mask("xflip", n, g)
-        compose(scale2d(1 - 2 * i, torch.ones(n)))
-        k = torch.floor(torch.rand(n, generator=g) * 4) * self._mask("rotate90", n, g)
+        i = torch.floor(torch.rand(n, generator=g, device=dev) * 2) * self._mask("xflip", n, g)
+        compose(scale2d(1 - 2 * i, torch.ones(n, device=dev)))
+        k = torch.floor(torch.rand(n, generator=g, device=dev) * 4) * self._mask("rotate90", n, g)
         compose(rotate2d(-math.pi / 2 * k))
         shift = (
-            (torch.rand(n, 2, generator=g) * 2 - 1)
+            (torch.rand(n, 2, generator=g, device=dev) * 2 - 1)
             * self.xint_max
             * self._mask("xint", n, g)[:, None]
         )
-        pixels = torch.round(shift * torch.tensor([width, height]))
+        pixels = torch.round(shift * torch.tensor([width, height], device=dev))
         compose(translate2d(pixels[:, 0] * 2 / width, pixels[:, 1] * 2 / height))
-        s = torch.exp2(torch.randn(n, generator=g) * self.scale_std * self._mask("scale", n, g))
+        s = torch.exp2(
+            torch.randn(n, generator=g, device=dev) * self.scale_std * self._mask("scale", n, g)
+        )
         compose(scale2d(s, s))
-        p_rot = 1 - math.sqrt(max(1 - self.p.item() * self.strength["rotate"], 0))
+        p_rot: torch.Tensor | float
+        if self.sync_free:
+            p_rot = 1 - torch.sqrt(torch.clamp(1 - self.p.to(dev) * self.strength["rotate"], min=0))
+        else:
+            p_rot = 1 - math.sqrt(max(1 - self.p.item() * self.strength["rotate"], 0))
         theta = (
-            (torch.rand(n, generator=g) * 2 - 1)
+            (torch.rand(n, generator=g, device=dev) * 2 - 1)
             * math.pi
             * self.rotate_max
             * self._mask("rotate", n, g, p_rot)
         )
         compose(rotate2d(-theta))
-        a = torch.exp2(torch.randn(n, generator=g) * self.aniso_std * self._mask("aniso", n, g))
+        a = torch.exp2(
+            torch.randn(n, generator=g, device=dev) * self.aniso_std * self._mask("aniso", n, g)
+        )
         compose(scale2d(a, 1 / a))
         theta = (
-            (torch.rand(n, generator=g) * 2 - 1)
+            (torch.rand(n, generator=g, device=dev) * 2 - 1)
             * math.pi
             * self.rotate_max
             * self._mask("rotate", n, g, p_rot)
         )
         compose(rotate2d(-theta))
-        frac = torch.randn(n, 2, generator=g) * self.xfrac_std * self._mask("xfrac", n, g)[:, None]
+        frac = (
+            torch.randn(n, 2, generator=g, device=dev)
+            * self.xfrac_std
+            * self._mask("xfrac", n, g)[:, None]
+        )
         compose(translate2d(frac[:, 0] * 2, frac[:, 1] * 2))
-        if torch.equal(m, eye):
+        if not self.sync_free and torch.equal(m, eye):
             return None
         return m[:, :2, :]
 
     def forward(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        if self.p.item() <= 0:
+        if not self.sync_free and self.p.item() <= 0:
             return images
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        g = generator if generator is not None else torch.Generator(images.device).manual_seed(0)
+        dev = g.device
         n, c, h, w = images.shape
         theta = self._geometry(n, h, w, g)
         if theta is not None:
@@ -169,10 +192,10 @@ class AugmentPipe(torch.nn.Module):
                 theta.to(images.device, images.dtype), [n, c, h, w], align_corners=False
             )
             images = grid_sample_reflect(images, grid)
-        shift = torch.randn(n, c, generator=g) * self.brightness_std
+        shift = torch.randn(n, c, generator=g, device=dev) * self.brightness_std
         shift = shift * self._mask("brightness", n, g)[:, None]
         gain = torch.exp2(
-            torch.randn(n, c, generator=g)
+            torch.randn(n, c, generator=g, device=dev)
             * self.contrast_std
             * self._mask("contrast", n, g)[:, None]
         )

@@ -1,7 +1,8 @@
 """What the training loop does when a loss or a weight becomes NaN or inf.
 
-`DivergenceGuard` checks the losses of every step and every weight and buffer at every tick (the
-same answer in every process) and decides: stop the run (`TrainingDivergedError`), or roll back
+`DivergenceGuard` takes the first non-finite loss of a tick (flagged on the device at its step, see
+`training.stats`) and every weight and buffer at every tick (the same answer in every process)
+and decides: stop the run (`TrainingDivergedError`), or roll back
 to the last good checkpoint (`train.on_divergence: rollback`, at most `max_rollbacks` times in one
 `train` call). The guard only decides; `training.loop.train` carries the decision out. No
 checkpoint with non-finite weights is ever written (see
@@ -10,7 +11,6 @@ checkpoint with non-finite weights is ever written (see
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
@@ -58,10 +58,6 @@ class DivergenceGuard:
     def saved(self, checkpoint: Path) -> None:
         """A finite checkpoint was written: the next rollback returns to it."""
         self.last_good = checkpoint
-
-    def bad_loss(self, stats: dict[str, float]) -> str | None:
-        """The first non-finite number of one step's `stats` (in any process), or None."""
-        return self.agreed(next((k for k, v in stats.items() if not math.isfinite(v)), None))
 
     def agreed(self, bad: str | None) -> str | None:
         """`bad` (this process's finding) when any process found something, else None."""

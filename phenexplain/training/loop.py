@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -28,7 +27,7 @@ from phenexplain.training.trainer import Progress, Trainer, checkpoint_name
 log = logging.getLogger(__name__)
 
 
-def _tick_stats(trainer: Trainer, sums: dict[str, list[float]], nimg: int, seconds: float) -> dict:
+def _tick_stats(trainer: Trainer, means: dict[str, float], nimg: int, seconds: float) -> dict:
     """The numbers reported at a tick that showed `nimg` images in `seconds`."""
     prog = trainer.progress
     return {
@@ -37,7 +36,7 @@ def _tick_stats(trainer: Trainer, sums: dict[str, list[float]], nimg: int, secon
         "img_per_s": nimg / max(seconds, 1e-9),
         "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
         "rollbacks": prog.rollbacks,
-        **{k: float(np.mean(v)) for k, v in sums.items() if not k.startswith("Loss/signs")},
+        **{k: v for k, v in means.items() if not k.startswith("Loss/signs")},
     }
 
 
@@ -53,12 +52,19 @@ def _time_up(trainer: Trainer, started: float, minutes: float | None) -> bool:
 
 
 def _handle_divergence(
-    trainer: Trainer, guard: DivergenceGuard, callbacks: list[Callback], quantity: str, tick: int
+    trainer: Trainer,
+    guard: DivergenceGuard,
+    callbacks: list[Callback],
+    quantity: str,
+    tick: int,
+    nimg: int | None = None,
 ) -> None:
-    """Carry out the guard's decision on non-finite `quantity`: tell the callbacks, then raise
-    `TrainingDivergedError` or roll back to the last good checkpoint."""
+    """Carry out the guard's decision on non-finite `quantity` (seen after `nimg` images; None:
+    now): tell the callbacks, then raise `TrainingDivergedError` or roll back to the last good
+    checkpoint."""
     prog = trainer.progress
-    divergence = guard.decide(quantity, prog.cur_nimg / 1000, tick, prog.rollbacks)
+    kimg = (prog.cur_nimg if nimg is None else nimg) / 1000
+    divergence = guard.decide(quantity, kimg, tick, prog.rollbacks)
     if trainer.rank == 0:
         for cb in callbacks:
             cb.on_divergence(divergence)
@@ -91,33 +97,35 @@ def train(
     """Run until `kimg` thousand images, or until the first tick after `minutes` of wall clock
     (rank 0's clock decides for every rank); tick stats every `tick_kimg`, checkpoint every
     `snapshot_ticks` ticks and at the end, with `evaluate(trainer)` (FID/KID) merged into the
-    snapshot's stats. A non-finite loss (checked every step) or weight (every tick) stops the
-    run with `TrainingDivergedError` or rolls it back, as `on_divergence` says. Only rank 0
-    writes and reports; each callback's `finish` is called once the run ends normally."""
+    snapshot's stats. A non-finite loss (flagged on the device at every step, read at the tick,
+    reported with the step it came from) or weight (checked at every tick) stops the run with
+    `TrainingDivergedError` or rolls it back, as `on_divergence` says, before anything of that
+    tick is saved. Only rank 0 writes and reports; each callback's `finish` is called once the
+    run ends normally."""
     run_dir = Path(run_dir)
     total = int(kimg * 1000)
     started = time.perf_counter()
     guard = DivergenceGuard(run_dir, on_divergence, max_rollbacks, trainer.device)
     tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
-    sums: dict[str, list[float]] = {}
+    trainer.stats.clear()
     while trainer.progress.cur_nimg < total:
         step_stats = trainer.step()
-        bad = guard.bad_loss(step_stats)
-        if bad is not None:
-            _handle_divergence(trainer, guard, callbacks, bad, trainer.progress.tick + 1)
-            sums.clear()
-            tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
-            continue
-        for key, value in step_stats.items():
-            sums.setdefault(key, []).append(value)
+        trainer.stats.add(step_stats, trainer.progress.cur_nimg)
         prog = trainer.progress
         done = prog.cur_nimg >= total
         if not done and prog.cur_nimg < tick_start_nimg + tick_kimg * 1000:
             continue
+        means, bad_step = trainer.stats.read()  # the one transfer of the tick's step numbers
+        trainer.stats.clear()
+        bad = guard.agreed(bad_step.quantity if bad_step is not None else None)
+        if bad is not None:
+            nimg = bad_step.nimg if bad_step is not None else None
+            _handle_divergence(trainer, guard, callbacks, bad, prog.tick + 1, nimg)
+            tick_start_nimg, tick_start = trainer.progress.cur_nimg, time.perf_counter()
+            continue
         prog.tick += 1
         elapsed = time.perf_counter() - tick_start
-        stats = _tick_stats(trainer, sums, prog.cur_nimg - tick_start_nimg, elapsed)
-        sums.clear()
+        stats = _tick_stats(trainer, means, prog.cur_nimg - tick_start_nimg, elapsed)
         stop = any(cb.should_stop() for cb in callbacks) or _time_up(trainer, started, minutes)
         if trainer.rank == 0:
             for cb in callbacks:

@@ -15,6 +15,7 @@ processes and gradients are averaged before each optimiser step; rank 0 reports 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import ValidationError
 
 from phenexplain.config import TrainProfile
 from phenexplain.display import composite, default_colours
@@ -48,8 +50,11 @@ from phenexplain.training.checkpoint import (
 )
 from phenexplain.training.data import TrainingData
 from phenexplain.training.loss import StyleGAN2Loss
+from phenexplain.training.stats import StepStats
 
 log = logging.getLogger(__name__)
+
+RESIDENT_LIMIT_BYTES = 8 << 30  # crop sets up to this size live on the training device
 
 
 @dataclass
@@ -148,9 +153,22 @@ class Trainer:
             self.G.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
             self.D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
         self.G_ema = copy.deepcopy(self.G).eval()
-        self.augment_pipe = AugmentPipe().to(self.device) if profile.augment else None
-        self.data_gen = torch.Generator().manual_seed(seed)
-        self.gen = torch.Generator().manual_seed(seed * 1000 + 1 + self.rank)
+        self.sync_free = profile.sync_free if profile.sync_free is not None else (
+            self.device.type == "cuda"
+        )  # fmt: skip
+        self.augment_pipe = None
+        if profile.augment:
+            self.augment_pipe = AugmentPipe(sync_free=self.sync_free).to(self.device)
+        # the streams live on the training device: indices, latents, noise and augmentation
+        # parameters are drawn where they are used (their states are saved in checkpoints)
+        self.data_gen = torch.Generator(self.device).manual_seed(seed)
+        self.gen = torch.Generator(self.device).manual_seed(seed * 1000 + 1 + self.rank)
+        if data.resident_bytes() <= RESIDENT_LIMIT_BYTES:
+            data.to(self.device)
+        else:
+            log.info("the crop set (%d bytes) is batched from the host", data.resident_bytes())
+        self.stats = StepStats(self.device)
+        self._ada_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.loss = StyleGAN2Loss(
             self.G,
             self.D,
@@ -160,6 +178,7 @@ class Trainer:
             style_mixing_prob=profile.style_mixing,
             pl_weight=profile.pl_weight,
             force_fp32=self.device.type != "cuda",
+            device=self.device,
         )
         self.phases = []
         for name, module, lr, interval in (
@@ -185,20 +204,23 @@ class Trainer:
             dist.all_reduce(p.grad)
             p.grad /= self.world
 
-    def step(self) -> dict[str, float]:
-        """Show one global minibatch to all phases; returns the numbers of this step."""
+    def step(self) -> dict[str, torch.Tensor | float]:
+        """Show one global minibatch to all phases; returns the numbers of this step (0-d
+        tensors on the device, read by the loop once per tick through `self.stats`)."""
         prof, prog = self.profile, self.progress
-        indices = torch.randint(len(self.data), (prof.batch,), generator=self.data_gen)
+        indices = torch.randint(
+            len(self.data), (prof.batch,), generator=self.data_gen, device=self.device
+        )
         local = indices[self.rank * self.batch_local : (self.rank + 1) * self.batch_local]
         real_img, real_c = (t.to(self.device) for t in self.data.batch(local))
         if self.channels_last:
             real_img = real_img.contiguous(memory_format=torch.channels_last)
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor | float] = {}
         for name, module, opt, interval in self.phases:
             if prog.batch_idx % interval:
                 continue
-            gen_z = torch.randn([self.batch_local, self.G.z_dim], generator=self.gen).to(
-                self.device
+            gen_z = torch.randn(
+                [self.batch_local, self.G.z_dim], generator=self.gen, device=self.device
             )
             gen_c = self.data.sample_conditions(self.batch_local, self.gen).to(self.device)
             if (name == "Greg" and prof.pl_weight == 0) or (name == "Dreg" and prof.r1_gamma == 0):
@@ -232,28 +254,28 @@ class Trainer:
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
                 b_ema.copy_(b)
 
-    def _update_ada(self, stats: dict[str, float]) -> None:
+    def _update_ada(self, stats: dict[str, torch.Tensor | float]) -> None:
+        """Move p towards the target sign rate every `ada_interval` steps, on the device: the
+        sign sum stays a device tensor (the count is known on the host: images seen)."""
         prog, prof = self.progress, self.profile
         if self.augment_pipe is None or "Loss/signs/real_sum" not in stats:
             return
-        signs = torch.tensor(
-            [stats["Loss/signs/real_sum"], stats["Loss/signs/real_count"]],
-            dtype=torch.float64,
-            device=self.device,  # NCCL reduces only tensors on the GPU
-        )
+        signs = torch.as_tensor(stats["Loss/signs/real_sum"], device=self.device)
+        signs = signs.to(torch.float64).reshape(1)  # NCCL reduces only tensors on the GPU
         if self.world > 1:
             dist.all_reduce(signs)
-        prog.ada_sign_sum += float(signs[0])
-        prog.ada_sign_count += float(signs[1])
+        self._ada_sum += signs[0]
+        prog.ada_sign_count += float(stats["Loss/signs/real_count"]) * self.world
         if (prog.batch_idx + 1) % prof.ada_interval == 0 and prog.ada_sign_count > 0:
-            rt = prog.ada_sign_sum / prog.ada_sign_count
+            rt = self._ada_sum / prog.ada_sign_count
             adjust = (
-                np.sign(rt - prof.ada_target)
+                torch.sign(rt - prof.ada_target)
                 * (prof.batch * prof.ada_interval)
                 / (prof.ada_kimg * 1000)
             )
             self.augment_pipe.p.copy_((self.augment_pipe.p + adjust).clamp(min=0))
-            prog.ada_sign_sum = prog.ada_sign_count = 0.0
+            self._ada_sum.zero_()
+            prog.ada_sign_count = 0.0
 
     def check_in_sync(self) -> None:
         """With several processes, check that all hold the same weights (a DDP invariant)."""
@@ -308,10 +330,11 @@ class Trainer:
 
     def state(self) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
         """(tensors, metadata) that resume this run exactly."""
+        self.progress.ada_sign_sum = float(self._ada_sum)
         tensors: dict[str, torch.Tensor] = {
             "rng.data": self.data_gen.get_state(),
             "rng.gen": self.gen.get_state(),
-            "pl_mean": self.loss.pl_mean.clone(),
+            "pl_mean": self.loss.pl_mean.detach().cpu().clone(),
         }
         if self.augment_pipe is not None:
             tensors["augment_p"] = self.augment_pipe.p.detach().cpu().clone()
@@ -358,9 +381,12 @@ class Trainer:
                 f"{path} was trained on another crop set (id {training.crop_set_id}, this one "
                 f"{self.crop_set_id}); resume with the same crop set or start a new run"
             )
+        saved_profile = None  # checkpoints from before a profile setting existed get its default
+        with contextlib.suppress(ValidationError, TypeError):
+            saved_profile = TrainProfile.model_validate(training.profile).model_dump()
         if (
             json.loads(json.dumps(self.kwargs)) != meta.kwargs
-            or training.profile != self.profile.model_dump()
+            or saved_profile != self.profile.model_dump()
         ):
             raise PhenexplainError(
                 f"{path} was trained with another network or profile configuration"
@@ -380,6 +406,8 @@ class Trainer:
             )
         load_optimizer_state(self.opts, extra, training.optimizer_param_groups)
         self.progress = Progress(**training.progress)  # type: ignore[arg-type]  # as `state` saved it
+        self._ada_sum.fill_(self.progress.ada_sign_sum)
+        self.stats.clear()
 
     def roll_back(self, checkpoint: Path) -> None:
         """After a divergence: reload `checkpoint` (the last good one), count the rollback in

@@ -80,20 +80,22 @@ def test_stop_raises_at_the_injected_tick_and_latest_stays_finite(tiny_crops, tm
     assert inject.infos[0].quantity == f"G.synthesis.{inject.name}"
 
 
-def test_a_nan_loss_stops_at_that_step(tiny_crops, tmp_path, monkeypatch):
+def test_a_nan_loss_stops_at_the_end_of_its_tick_naming_its_step(tiny_crops, tmp_path, monkeypatch):
+    """The loss check is a device-side flag read once per tick: the run stops at the end of the
+    tick (nothing of it saved) and the message names the step the loss came from."""
     tr = _trainer(tiny_crops)
     step = tr.step
 
-    def nan_at_48_images() -> dict[str, float]:
+    def nan_at_40_images() -> dict:
         stats = step()
-        if tr.progress.cur_nimg == 48:
-            stats["Loss/D/loss"] = math.inf
+        if tr.progress.cur_nimg == 40:  # the first of tick 3's two steps (33-48 images)
+            stats["Loss/D/loss"] = stats["Loss/D/loss"] * math.inf
         return stats
 
-    monkeypatch.setattr(tr, "step", nan_at_48_images)
-    with pytest.raises(TrainingDivergedError, match=r"0\.048 kimg \(tick 3\): Loss/D/loss"):
+    monkeypatch.setattr(tr, "step", nan_at_40_images)
+    with pytest.raises(TrainingDivergedError, match=r"0\.040 kimg \(tick 3\): Loss/D/loss"):
         train(tr, tmp_path, callbacks=[], **SCHEDULE)
-    assert tr.progress.cur_nimg == 48  # not one step further
+    assert tr.progress.cur_nimg == 48  # the tick's last step, not one further
     assert latest_checkpoint(tmp_path).name == "kimg0000.032"
 
 
