@@ -217,7 +217,23 @@ class TrainParams(Section):
     max_rollbacks: int = Field(
         3, ge=0, description="rollbacks allowed in one `train` call before stopping anyway"
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where to train; auto: the GPU when one is visible, else the CPU"
+    )
+    nproc: int | Literal["auto"] = Field(
+        1,
+        description="training processes: above 1, the flow (and `phenexplain train`) launch "
+        "torchrun --nproc-per-node N and the processes split each batch; auto: one per visible "
+        "GPU (1 on the CPU)",
+    )
     profiles: dict[str, TrainProfile] = Field(default_factory=dict)
+
+    @field_validator("nproc")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"nproc must be at least 1 or 'auto', got {value}")
+        return value
 
 
 class SummarizeParams(Section):

@@ -20,12 +20,28 @@ from phenexplain.cli.common import (
     say,
     seeds,
 )
+from phenexplain.errors import PhenexplainError
+
+
+class TrainDevice(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 class NoiseMode(StrEnum):
     const = "const"
     random = "random"
     none = "none"
+
+
+def _processes(text: str | None) -> int | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise PhenexplainError(f"--nproc {text!r}: give a number of processes or auto") from None
 
 
 def train(
@@ -70,7 +86,18 @@ def train(
     threads: Annotated[
         int | None, typer.Option(help=from_params("train.threads", "torch CPU threads."))
     ] = None,
-    device: DeviceOption = Device.cpu,
+    device: Annotated[
+        TrainDevice | None,
+        typer.Option(help=from_params("train.device", "Where to train (auto: a GPU if visible).")),
+    ] = None,
+    nproc: Annotated[
+        str | None,
+        typer.Option(
+            help=from_params(
+                "train.nproc", "Training processes (a number, or auto: one per visible GPU)."
+            )
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --run-dir from its latest checkpoint.")
     ] = False,
@@ -80,16 +107,32 @@ def train(
 ) -> None:
     """Train the conditional StyleGAN2 on a crop set.
 
-    Under torchrun the global batch is split across the processes (DDP semantics, gloo or NCCL).
+    With --nproc above 1 it launches torchrun itself; under torchrun the global batch is split
+    across the processes (DDP semantics, gloo or NCCL).
     """
+    from phenexplain.training.distributed import launched_by_torchrun
+    from phenexplain.training.launch import (
+        LaunchSpec,
+        launch_training,
+        resolve_device,
+        resolve_nproc,
+    )
     from phenexplain.training.run import run_training
 
     train_params = resolve(
         "train", profile=profile, kimg=kimg, minutes=minutes, seed=seed, tick_kimg=tick_kimg,
-        snapshot_ticks=snapshot_ticks, threads=threads,
+        snapshot_ticks=snapshot_ticks, threads=threads, device=device and device.value,
+        nproc=_processes(nproc),
     )  # fmt: skip
+    where = resolve_device(train_params.device)
+    processes = resolve_nproc(train_params.nproc, where)
+    if processes > 1 and not launched_by_torchrun():
+        spec = LaunchSpec(cropset=str(cropset), run_dir=str(run_dir), params=train_params,
+                          device=where, resume=resume, overwrite=overwrite)  # fmt: skip
+        launch_training(spec, processes, on_line=typer.echo)
+        return
     progress = run_training(
-        cropset, run_dir, train_params, resume=resume, overwrite=overwrite, device=device.value
+        cropset, run_dir, train_params, resume=resume, overwrite=overwrite, device=where
     )
     say(f"trained to {progress.cur_nimg / 1000:.3f} kimg; run folder {run_dir}")
 

@@ -99,9 +99,6 @@ def _run_training(
     profile = resolve_profile(params, crops.resolution, gpus)
     if params.threads:
         torch.set_num_threads(params.threads)
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     data = TrainingData(crops, resolution=profile.resolution, xflip=profile.xflip)
     trainer = Trainer(data, profile, seed=params.seed, device=device)
     checkpoint = latest_checkpoint(run_dir)

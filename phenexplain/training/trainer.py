@@ -153,6 +153,9 @@ class Trainer:
             self.G.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
             self.D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
         self.G_ema = copy.deepcopy(self.G).eval()
+        if self.device.type == "cuda":  # process-wide, as the reference sets them
+            torch.backends.cuda.matmul.allow_tf32 = profile.tf32
+            torch.backends.cudnn.allow_tf32 = profile.tf32
         self.sync_free = profile.sync_free if profile.sync_free is not None else (
             self.device.type == "cuda"
         )  # fmt: skip

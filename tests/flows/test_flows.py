@@ -3,6 +3,7 @@ on a local SQLite store, and the inbox flow that ingests a new plate exactly onc
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -109,3 +110,34 @@ def test_two_runs_at_once_ingest_a_delivery_once(tmp_path):
         t.join()
     assert sorted(results) == [[], ["P02"]]
     assert len(ledger.entries()) == 1
+
+
+def test_the_training_task_launches_torchrun_when_nproc_is_2(prefect_harness, tiny_crops, tmp_path):
+    """`train.nproc: 2` from the flow: torchrun with gloo on 2 CPU processes trains one run, and
+    rank 0's progress lines reach the flow run's log."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.pipeline import train_model
+    from phenexplain.config import Params
+    from tests.training.test_launch import tiny_params
+
+    params = Params(train=tiny_params(nproc=2))
+
+    @flow
+    def train_only(run_dir: str) -> tuple[str, str]:
+        from prefect.runtime import flow_run
+
+        return train_model(str(tiny_crops), run_dir, params, None), flow_run.id
+
+    checkpoint, run_id = train_only(str(tmp_path / "run"))
+    config = json.loads((Path(checkpoint) / "checkpoint.json").read_text())
+    assert config["training"]["progress"]["cur_nimg"] == 64
+    options = json.loads((tmp_path / "run" / "training_options.json").read_text())
+    assert options["world"] == 2
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    messages = [entry.message for entry in logs]
+    assert "training in 2 processes (torchrun, cpu)" in messages
+    assert any(m.startswith("tick 2: 0.064 kimg") for m in messages), messages
