@@ -72,33 +72,20 @@ def train_model(cropset: str, run_dir: str, params: Params, run_id: str | None) 
     With `train.nproc` above 1 (or auto on several GPUs) the task launches torchrun and streams
     the processes' progress into its log; rank 0 reports to the MLflow run."""
     from phenexplain.training.checkpoint import latest_checkpoint
-    from phenexplain.training.launch import (
-        LaunchSpec,
-        launch_training,
-        resolve_device,
-        resolve_nproc,
-    )
-    from phenexplain.training.run import run_training
+    from phenexplain.training.launch import train_with_params
 
     logger = get_run_logger()
-    device = resolve_device(params.train.device)
-    nproc = resolve_nproc(params.train.nproc, device)
-    resume = latest_checkpoint(Path(run_dir)) is not None
-    if nproc > 1:
-        spec = LaunchSpec(cropset=cropset, run_dir=run_dir, params=params.train, device=device,
-                          resume=resume, mlflow_run_id=run_id)  # fmt: skip
-        logger.info("training in %d processes (torchrun, %s)", nproc, device)
-        launch_training(spec, nproc, on_line=logger.info)
-    else:
-        callbacks: list[Callback] = [LogProgress(params.train.kimg)]
-        if run_id is not None:
-            from phenexplain.integrations.mlflow_tracking import MlflowCallback
+    callbacks: list[Callback] = [LogProgress(params.train.kimg)]
+    if run_id is not None:
+        from phenexplain.integrations.mlflow_tracking import MlflowCallback
 
-            callbacks.append(MlflowCallback(run_dir, run_id))
-        progress = run_training(
-            cropset, run_dir, params.train, resume=resume, callbacks=callbacks, device=device
-        )
-        logger.info("trained to %.3f kimg in %s", progress.cur_nimg / 1000, run_dir)
+        callbacks.append(MlflowCallback(run_dir, run_id))
+    resume = latest_checkpoint(Path(run_dir)) is not None
+    reached = train_with_params(
+        cropset, run_dir, params.train, resume=resume, callbacks=callbacks,
+        mlflow_run_id=run_id, on_line=logger.info,
+    )  # fmt: skip
+    logger.info("trained to %.3f kimg in %s", reached, run_dir)
     return str(latest_checkpoint(Path(run_dir)))
 
 

@@ -110,31 +110,16 @@ def train(
     With --nproc above 1 it launches torchrun itself; under torchrun the global batch is split
     across the processes (DDP semantics, gloo or NCCL).
     """
-    from phenexplain.training.distributed import launched_by_torchrun
-    from phenexplain.training.launch import (
-        LaunchSpec,
-        launch_training,
-        resolve_device,
-        resolve_nproc,
-    )
-    from phenexplain.training.run import run_training
+    from phenexplain.training.launch import train_with_params
 
     train_params = resolve(
         "train", profile=profile, kimg=kimg, minutes=minutes, seed=seed, tick_kimg=tick_kimg,
         snapshot_ticks=snapshot_ticks, threads=threads, device=device and device.value,
         nproc=_processes(nproc),
     )  # fmt: skip
-    where = resolve_device(train_params.device)
-    processes = resolve_nproc(train_params.nproc, where)
-    if processes > 1 and not launched_by_torchrun():
-        spec = LaunchSpec(cropset=str(cropset), run_dir=str(run_dir), params=train_params,
-                          device=where, resume=resume, overwrite=overwrite)  # fmt: skip
-        launch_training(spec, processes, on_line=typer.echo)
-        return
-    progress = run_training(
-        cropset, run_dir, train_params, resume=resume, overwrite=overwrite, device=where
-    )
-    say(f"trained to {progress.cur_nimg / 1000:.3f} kimg; run folder {run_dir}")
+    reached = train_with_params(cropset, run_dir, train_params, resume=resume,
+                                overwrite=overwrite, on_line=typer.echo)  # fmt: skip
+    say(f"trained to {reached:.3f} kimg; run folder {run_dir}")
 
 
 def generate(

@@ -117,3 +117,38 @@ class TickPrinter(Callback):
 
     def on_snapshot(self, stats: dict, grid, checkpoint: Path) -> None:
         print(f"checkpoint {checkpoint}", flush=True)
+
+
+def train_with_params(
+    cropset: str | Path,
+    run_dir: str | Path,
+    params: TrainParams,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: list[Callback] | None = None,
+    mlflow_run_id: str | None = None,
+    on_line: Callable[[str], None] = print,
+) -> float:
+    """Train where `params.device` and `params.nproc` say: in this process (with `callbacks`),
+    or in `nproc` torchrun processes (rank 0 reports to `mlflow_run_id`; their output goes to
+    `on_line`). Under torchrun already, this process trains its share. Returns the kimg
+    reached."""
+    from phenexplain.training.checkpoint import latest_checkpoint, read_config
+    from phenexplain.training.distributed import launched_by_torchrun
+    from phenexplain.training.run import run_training
+
+    device = resolve_device(params.device)
+    nproc = resolve_nproc(params.nproc, device)
+    if nproc > 1 and not launched_by_torchrun():
+        spec = LaunchSpec(
+            cropset=str(cropset), run_dir=str(run_dir), params=params, device=device,
+            resume=resume, overwrite=overwrite, mlflow_run_id=mlflow_run_id,
+        )  # fmt: skip
+        on_line(f"training in {nproc} processes (torchrun, {device})")
+        launch_training(spec, nproc, on_line=on_line)
+        latest = latest_checkpoint(Path(run_dir))
+        return (read_config(latest).training.kimg or 0.0) if latest is not None else 0.0
+    progress = run_training(cropset, run_dir, params, resume=resume, overwrite=overwrite,
+                            device=device, callbacks=callbacks)  # fmt: skip
+    return progress.cur_nimg / 1000

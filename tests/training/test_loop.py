@@ -217,3 +217,20 @@ def test_two_process_gloo_training(tiny_crops, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     config = json.loads((latest_checkpoint(tmp_path / "timed") / "checkpoint.json").read_text())
     assert config["training"]["progress"]["cur_nimg"] == 32  # one tick of 0.032 kimg
+
+
+def test_train_with_nproc_2_launches_torchrun_itself(tiny_crops, tmp_path):
+    params = _tiny_params(tmp_path)
+    run = tmp_path / "launched"
+    result = subprocess.run(
+        _cli("--params", str(params), "train", str(tiny_crops), "--run-dir", str(run),
+             "--kimg", "0.064", "--nproc", "2", "--device", "cpu"),
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "training in 2 processes (torchrun, cpu)" in result.stdout
+    assert "tick 2: 0.064 kimg" in result.stdout  # rank 0's progress, streamed
+    assert json.loads((run / "training_options.json").read_text())["world"] == 2
+    bad = subprocess.run(_cli("train", str(tiny_crops), "--run-dir", str(run), "--nproc", "two"),
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1 and "--nproc 'two': give a number of processes or auto" in bad.stderr
