@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -144,6 +145,69 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _median_spread(values: list[float]) -> dict:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "repeats": len(values),
+    }
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def conv_ceiling_gflop_s(device: str = "cpu", repeats: int = 5) -> float:
+    """GFLOP/s of a plain 3x3 convolution, 128 -> 128 channels at 32x32, batch 16, forward and
+    backward (input and weight gradients), median of `repeats`: what this machine's convolutions
+    can do, to put the networks' effective GFLOP/s beside."""
+    import torch
+
+    layout = torch.channels_last if device == "cpu" else torch.contiguous_format
+    x = torch.randn(16, 128, 32, 32, device=device).contiguous(memory_format=layout)
+    w = torch.randn(128, 128, 3, 3, device=device).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    flop = 3 * 2 * 16 * 128 * 128 * 9 * 32 * 32  # forward + the two backward convolutions
+    times = []
+    for i in range(repeats + 2):
+        _sync(device)
+        start = time.perf_counter()
+        y = torch.nn.functional.conv2d(x, w, padding=1)
+        y.backward(torch.ones_like(y))
+        _sync(device)
+        if i >= 2:  # warm-up
+            times.append(time.perf_counter() - start)
+    return flop / statistics.median(times) / 1e9
+
+
+def _flop(fn) -> float:
+    """Floating-point operations of `fn()`: convolutions and matmuls, forward and backward, with
+    torch's own formulas (`torch.utils.flop_counter`), counted by a dispatch mode that works
+    under `torch.autograd.grad` too (FlopCounterMode's module hooks do not, as R1 needs)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Count() as counter:
+        fn()
+    return float(counter.total)
+
+
 def bench_train(
     resolution: int = 32,
     channel_base: int = 4096,
@@ -154,10 +218,17 @@ def bench_train(
     channels: int = 3,
     z_dim: int = 512,
     steps: int = 32,
+    repeats: int = 3,
     threads: int = 2,
+    device: str = "cpu",
+    fp16: bool = False,
 ) -> Iterator[dict]:
-    """Training images/s with the reference's schedule (Gmain, Greg/4, Dmain, Dreg/16), fp32, no
-    augmentation, on random data; the same config as shared/bench/anchor_sg2ada.py."""
+    """Training images/s with the reference's schedule (Gmain, Greg/4, Dmain, Dreg/16), no
+    augmentation, on random data, median of `repeats` runs of `steps` steps (whole lazy
+    regularisation cycles); the same config as shared/bench/anchor_sg2ada.py. Also the
+    effective GFLOP/s (convolution and matmul FLOPs of a cycle, counted, times img/s) beside the
+    plain-convolution ceiling measured in the same run. `fp16`: the reference's GPU default (fp16
+    in the 4 highest resolutions, conv_clamp 256)."""
     import torch
 
     from phenexplain.config import TrainProfile
@@ -169,25 +240,49 @@ def bench_train(
     profile = TrainProfile(
         batch=batch, z_dim=z_dim, w_dim=z_dim, map_layers=map_layers, channel_base=channel_base,
         channel_max=channel_max, r1_gamma=0.0002 * resolution**2 / batch, augment=False,
-        xflip=False, num_fp16_res=0, conv_clamp=None, mbstd_group=min(batch, 4),
+        xflip=False, num_fp16_res=4 if fp16 else 0, conv_clamp=256 if fp16 else None,
+        mbstd_group=min(batch, 4),
     )  # fmt: skip
     config = {
         "resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
         "batch": batch, "map_layers": map_layers, "conditions": conditions, "channels": channels,
-        "z_dim": z_dim, "steps": steps, "threads": threads, "precision": "fp32", **_machine(),
+        "z_dim": z_dim, "steps": steps, "threads": threads, "device": device,
+        "precision": "fp16 (4 highest resolutions)" if fp16 else "fp32", **_machine(),
     }  # fmt: skip
+    cycle = max(profile.g_reg_interval, profile.d_reg_interval)
     with tempfile.TemporaryDirectory() as tmp:
         crops = CropSet(_random_cropset(Path(tmp) / "crops", resolution, channels, conditions))
-        trainer = Trainer(TrainingData(crops), profile, seed=0)
+        trainer = Trainer(TrainingData(crops), profile, seed=0, device=device)
         for _ in range(2):
             trainer.step()
-        trainer.progress.batch_idx = 0  # time whole lazy-regularisation cycles
-        start = time.perf_counter()
-        for _ in range(steps):
-            trainer.step()
-        elapsed = time.perf_counter() - start
-    yield figure("train_img_per_s", round(steps * batch / elapsed, 3), "img/s", config)
-    yield figure("train_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)
+        trainer.progress.batch_idx = 0
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                trainer.step()
+
+        flop_per_image = _flop(lambda: run(cycle)) / (cycle * batch)
+        rates = []
+        for _ in range(repeats):
+            trainer.progress.batch_idx = 0  # time whole lazy-regularisation cycles
+            _sync(device)
+            start = time.perf_counter()
+            run(steps)
+            _sync(device)
+            rates.append(steps * batch / (time.perf_counter() - start))
+    ceiling = conv_ceiling_gflop_s(device)
+    spread = {**config, "img_per_s": _median_spread(rates)}
+    rate = statistics.median(rates)
+    yield figure("train_img_per_s", round(rate, 3), "img/s", spread)
+    effective = flop_per_image * rate / 1e9
+    yield figure("train_effective_gflop_s", round(effective, 2), "GFLOP/s",
+                 {**config, "gflop_per_image": round(flop_per_image / 1e9, 4)})  # fmt: skip
+    conv = {"conv": "3x3 128->128 32x32 batch 16, fwd+bwd", "device": device, **_machine()}
+    yield figure("conv_ceiling_gflop_s", round(ceiling, 2), "GFLOP/s", conv)
+    yield figure("train_fraction_of_conv_ceiling", round(effective / ceiling, 3), "",
+                 config)  # fmt: skip
+    if device == "cpu":
+        yield figure("train_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)
 
 
 def bench_generate(
@@ -200,10 +295,13 @@ def bench_generate(
     channels: int = 3,
     z_dim: int = 512,
     batches: int = 4,
+    repeats: int = 3,
     map_n: int = 100_000,
     threads: int = 2,
+    device: str = "cpu",
 ) -> Iterator[dict]:
-    """G_ema inference images/s (constant noise) and the time to map `map_n` latents."""
+    """G_ema inference images/s (constant noise; median of `repeats` runs of `batches` batches),
+    its effective GFLOP/s, and the time to map `map_n` latents."""
     import torch
 
     from phenexplain.nets import Generator
@@ -213,29 +311,45 @@ def bench_generate(
     G = Generator(
         z_dim, conditions, z_dim, resolution, channels, {"num_layers": map_layers},
         {"channel_base": channel_base, "channel_max": channel_max},
-    ).eval()  # fmt: skip
+    ).eval().to(device)  # fmt: skip
+    if device == "cpu":  # as `load_network` serves it
+        G = G.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
     config = {
         "resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
         "batch": batch, "map_layers": map_layers, "conditions": conditions, "channels": channels,
-        "z_dim": z_dim, "threads": threads, "precision": "fp32", **_machine(),
+        "z_dim": z_dim, "threads": threads, "device": device, "precision": "fp32", **_machine(),
     }  # fmt: skip
-    z = torch.randn(batch, z_dim)
+    z = torch.randn(batch, z_dim, device=device)
     c = torch.nn.functional.one_hot(torch.arange(batch) % conditions, conditions).float()
+    c = c.to(device)
+    rates = []
     with torch.no_grad():
         G(z, c, noise_mode="const")
-        start = time.perf_counter()
-        for _ in range(batches):
-            G(z, c, noise_mode="const")
-        infer = time.perf_counter() - start
-        zs = torch.randn(map_n, z_dim)
+        flop_per_image = _flop(lambda: G(z, c, noise_mode="const")) / batch
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(batches):
+                G(z, c, noise_mode="const")
+            _sync(device)
+            rates.append(batches * batch / (time.perf_counter() - start))
+        zs = torch.randn(map_n, z_dim, device=device)
         cs = torch.nn.functional.one_hot(torch.arange(map_n) % conditions, conditions).float()
+        cs = cs.to(device)
+        _sync(device)
         start = time.perf_counter()
         for chunk in range(0, map_n, 10_000):
             G.mapping(zs[chunk : chunk + 10_000], cs[chunk : chunk + 10_000])
+        _sync(device)
         mapping = time.perf_counter() - start
-    yield figure("generate_img_per_s", round(batches * batch / infer, 3), "img/s", config)
+    rate = statistics.median(rates)
+    yield figure("generate_img_per_s", round(rate, 3), "img/s",
+                 {**config, "img_per_s": _median_spread(rates)})  # fmt: skip
+    yield figure("generate_effective_gflop_s", round(flop_per_image * rate / 1e9, 2), "GFLOP/s",
+                 {**config, "gflop_per_image": round(flop_per_image / 1e9, 4)})  # fmt: skip
     yield figure("mapping_seconds", round(mapping, 3), "s", {**config, "map_n": map_n})
-    yield figure("generate_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)
+    if device == "cpu":
+        yield figure("generate_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)
 
 
 def bench_explain(

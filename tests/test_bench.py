@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from phenexplain.bench import bench_ingest, bench_synth
 
 
@@ -22,18 +24,45 @@ def test_bench_ingest_counts_fields_and_crops():
     assert line["value"] > 0
 
 
-def test_network_benchmarks_report_speed_and_memory():
+def test_network_benchmarks_report_speed_flops_and_memory():
     from phenexplain.bench import bench_generate, bench_train
 
-    train = list(bench_train(8, 64, 16, batch=4, z_dim=16, steps=16, threads=1))
-    assert [x["name"] for x in train] == ["train_img_per_s", "train_peak_rss"]
-    assert train[0]["value"] > 0 and train[0]["config"]["resolution"] == 8
+    train = list(bench_train(8, 64, 16, batch=4, z_dim=16, steps=16, repeats=2, threads=1))
+    names = [x["name"] for x in train]
+    assert names == ["train_img_per_s", "train_effective_gflop_s", "conv_ceiling_gflop_s",
+                     "train_fraction_of_conv_ceiling", "train_peak_rss"]  # fmt: skip
+    speed, effective, ceiling, fraction, _ = (x["value"] for x in train)
+    assert speed > 0 and train[0]["config"]["resolution"] == 8
+    assert train[0]["config"]["img_per_s"]["repeats"] == 2
+    per_image = train[1]["config"]["gflop_per_image"]
+    assert effective == pytest.approx(per_image * speed, abs=0.01)  # rounded to 0.01
+    assert fraction == pytest.approx(effective / ceiling, abs=0.01)
     gen = list(bench_generate(8, 64, 16, batch=8, z_dim=16, batches=2, map_n=2000, threads=1))
     assert [x["name"] for x in gen] == [
         "generate_img_per_s",
+        "generate_effective_gflop_s",
         "mapping_seconds",
         "generate_peak_rss",
     ]
+    # a training image costs more than G's forward pass: G and D, forward and backward
+    assert per_image > 3 * gen[1]["config"]["gflop_per_image"]
     assert (
-        gen[0]["value"] > 0 and gen[1]["value"] >= 0 and gen[2]["value"] > 0
+        gen[0]["value"] > 0 and gen[2]["value"] >= 0 and gen[3]["value"] > 0
     )  # mapping may round to 0
+
+
+def test_flops_are_counted_with_torchs_formulas_under_autograd_grad():
+    import torch
+
+    from phenexplain.bench import _flop
+
+    x = torch.randn(1, 1, 4, 4, requires_grad=True)
+    w = torch.randn(1, 1, 3, 3)
+    assert _flop(lambda: torch.nn.functional.conv2d(x, w, padding=1)) == 2 * 16 * 9
+
+    # a gradient through autograd.grad (as R1 takes it) counts the backward convolution too
+    def r1():
+        y = torch.nn.functional.conv2d(x, w, padding=1).sum()
+        torch.autograd.grad(y, x)
+
+    assert _flop(r1) == 2 * (2 * 16 * 9)

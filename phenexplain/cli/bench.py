@@ -98,25 +98,33 @@ def bench_network(
         int | None, typer.Option(help="Number of conditions (default: 4).")
     ] = None,
     channels: Annotated[int | None, typer.Option(help="Image channels (default: 3).")] = None,
+    z_dim: Annotated[int | None, typer.Option(help="z and w width (default: 512).")] = None,
+    repeats: Annotated[
+        int | None, typer.Option(help="Timed repeats; the figure is their median (default: 3).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 2).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
 ) -> None:
     """Network speed for one config (the reference anchor's defaults), JSON lines."""
     from phenexplain import bench
 
     config = given(
         resolution=resolution, channel_base=channel_base, channel_max=channel_max, batch=batch,
-        map_layers=map_layers, conditions=conditions, channels=channels, threads=threads,
+        map_layers=map_layers, conditions=conditions, channels=channels, z_dim=z_dim,
+        repeats=repeats, threads=threads, device=device,
     )  # fmt: skip
     run = bench.bench_train if ctx.info_name == "train" else bench.bench_generate
     _print(run(**config))
 
 
 bench_app.command(
-    "train", help="Training speed (img/s, reference schedule, fp32) and peak memory."
+    "train",
+    help="Training speed (img/s, reference schedule, fp32; median of repeats), effective "
+    "GFLOP/s beside the plain-convolution ceiling, peak memory.",
 )(bench_network)
-bench_app.command("generate", help="Inference img/s, time to map 100,000 z, peak memory.")(
-    bench_network
-)
+bench_app.command(
+    "generate", help="Inference img/s and GFLOP/s, time to map 100,000 z, peak memory."
+)(bench_network)
 
 
 @bench_app.command("science")

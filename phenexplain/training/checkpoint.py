@@ -321,7 +321,10 @@ def load_network(
     _check_shapes(path, name, plan_network(cls, kwargs, f"{Path(path) / CONFIG}: {name}"))
     module = cls(**kwargs)
     module.load_state_dict(load_tensors(path, name), strict=True)
-    return module.eval().requires_grad_(False).to(device)
+    module = module.eval().requires_grad_(False).to(device)
+    if torch.device(device).type == "cpu":  # oneDNN's channels-last kernels: ~1.3x on a CPU
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
+    return module
 
 
 def optimizer_state(
