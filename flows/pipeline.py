@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.conditions import map_centroids
 from phenexplain.config import Params, load_params, with_overrides
 from phenexplain.data.ingest import IngestSummary
 from phenexplain.training.callbacks import Callback
@@ -164,6 +165,9 @@ def phenexplain_pipeline(
     checkpoint = train_model(cropset, run_dir, params, run_id)
     metrics = evaluate_model(checkpoint, cropset, params)
     registration = register_model(checkpoint, cropset, run_id, metrics) if run_id else None
+    # the centroids of every condition, one task each, on params.yaml's flow.task_runner
+    map_centroids(checkpoint, [params.explain.centroid_samples, params.report.centroid_samples],
+                  params.flow)  # fmt: skip
     explained = explain_model(checkpoint, f"{run_dir}/explain", params)
     report = report_model(checkpoint, cropset, f"{run_dir}/report", params)
     if run_id is not None:

@@ -310,6 +310,23 @@ class ReportParams(Section):
     workers: int = Field(2, gt=0, description="processes for the measurements")
 
 
+class FlowParams(Section):
+    """The Prefect flows: where the tasks mapped over conditions run."""
+
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="threads: Prefect's thread pool in the flow's process; dask: a Dask cluster "
+        "(prefect-dask), local or at dask_address",
+    )
+    max_workers: int | None = Field(None, gt=0, description="thread pool size; None: Prefect's")
+    dask_address: str | None = Field(
+        None,
+        description="scheduler of an existing Dask cluster (tcp://host:8786); None: start "
+        "a local cluster of dask_workers processes on loopback for the flow run",
+    )
+    dask_workers: int = Field(2, gt=0, description="workers of the local Dask cluster")
+
+
 class Params(Section):
     """All sections of params.yaml."""
 
@@ -321,6 +338,7 @@ class Params(Section):
     explain: ExplainParams = ExplainParams()
     project: ProjectParams = ProjectParams()
     report: ReportParams = ReportParams()
+    flow: FlowParams = FlowParams()
 
 
 def format_errors(

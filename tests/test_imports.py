@@ -5,7 +5,16 @@ import sys
 
 from tests.conftest import REPO
 
-HEAVY = ("prefect", "mlflow", "great_expectations", "dvc", "boto3")
+HEAVY = (
+    "prefect",
+    "prefect_dask",
+    "dask",
+    "distributed",
+    "mlflow",
+    "great_expectations",
+    "dvc",
+    "boto3",
+)
 
 
 def test_importing_phenexplain_does_not_import_services():

@@ -57,25 +57,48 @@ def centroids(
     batch: int = 10_000,
     progress=None,
 ) -> torch.Tensor:
-    """w̄_j (eq. 4) for every condition j: float32 [c_dim, w_dim].
+    """w̄_j (eq. 4) for every condition j: float32 [c_dim, w_dim], one `condition_centroid` per
+    row.
 
     z is drawn from a seeded torch generator in batches; the same z serve every condition, and the
     sums are kept in float64, so the result depends only on (G, num_samples, seed).
     """
+
+    def row_progress(j: int):
+        if progress is None:
+            return None
+        return lambda done, _: progress(j * num_samples + done, G.c_dim * num_samples)
+
+    return torch.stack([
+        condition_centroid(G, j, num_samples, seed=seed, batch=batch, progress=row_progress(j))
+        for j in range(G.c_dim)
+    ])  # fmt: skip
+
+
+def condition_centroid(
+    G: Generator,
+    index: int,
+    num_samples: int = 100_000,
+    *,
+    seed: int = 0,
+    batch: int = 10_000,
+    progress=None,
+) -> torch.Tensor:
+    """w̄_j of condition `index` alone: float32 [w_dim], the row `centroids` returns for it (the
+    same seeded z, the same float64 sums), so conditions can be computed apart, in parallel."""
     if num_samples < 1:
         raise PhenexplainError(f"centroids need at least 1 sample, not {num_samples}")
     device = next(G.parameters()).device
-    sums = torch.zeros([G.c_dim, G.w_dim], dtype=torch.float64)
+    total = torch.zeros([G.w_dim], dtype=torch.float64)
     done = 0
     with torch.no_grad():
         for z in z_batches(num_samples, G.z_dim, seed, batch, device):
-            for j in range(G.c_dim):
-                w = map_w(G, z, one_hot(j, G.c_dim, len(z), device))
-                sums[j] += w.double().sum(dim=0).cpu()
+            w = map_w(G, z, one_hot(index, G.c_dim, len(z), device))
+            total += w.double().sum(dim=0).cpu()
             done += len(z)
             if progress is not None:
                 progress(done, num_samples)
-    return (sums / num_samples).float()
+    return (total / num_samples).float()
 
 
 def _weights_digest(checkpoint: Path) -> str:
@@ -96,13 +119,27 @@ def cached_centroids(
     cache, `fsutil.user_cache`), where new ones are written; never into the checkpoint, an input.
     """
     checkpoint = Path(checkpoint)
-    key = f"k{num_samples}-seed{seed}-{_weights_digest(checkpoint)}"
-    shipped = checkpoint / CENTROIDS / f"{key}.npy"
-    path = (store or user_cache(CENTROIDS)) / f"{key}.npy"
+    path = centroid_cache_path(checkpoint, num_samples, seed, store)
+    shipped = checkpoint / CENTROIDS / path.name
     for cached in (shipped, path):
         if cached.is_file():
             return torch.from_numpy(np.load(cached, allow_pickle=False))
     result = centroids(G, num_samples, seed=seed, progress=progress)
+    store_centroids(path, result)
+    return result
+
+
+def centroid_cache_path(
+    checkpoint: str | Path, num_samples: int, seed: int = 0, store: Path | None = None
+) -> Path:
+    """Where `cached_centroids` keeps the centroids of `checkpoint` for (K, seed)."""
+    key = f"k{num_samples}-seed{seed}-{_weights_digest(Path(checkpoint))}"
+    return (store or user_cache(CENTROIDS)) / f"{key}.npy"
+
+
+def store_centroids(path: Path, result: torch.Tensor) -> None:
+    """Write centroids [c_dim, w_dim] to the cache file `path` (atomically; a read-only cache
+    is warned about, not an error)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
@@ -110,7 +147,6 @@ def cached_centroids(
         atomic_write_bytes(path, buffer.getvalue())
     except OSError as exc:
         log.warning("centroids not cached in %s: %s", path.parent, exc.strerror)
-    return result
 
 
 def truncate(G: Generator, w: torch.Tensor, psi: float) -> torch.Tensor:

@@ -4,6 +4,7 @@ on a local SQLite store, and the inbox flow that ingests a new plate exactly onc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -141,3 +142,29 @@ def test_the_training_task_launches_torchrun_when_nproc_is_2(prefect_harness, ti
     messages = [entry.message for entry in logs]
     assert "training in 2 processes (torchrun, cpu)" in messages
     assert any(m.startswith("tick 2: 0.064 kimg") for m in messages), messages
+
+
+def test_centroids_mapped_over_conditions_on_dask_equal_the_sequential_file(
+    prefect_harness, tiny_checkpoint, tmp_path
+):
+    """One task per condition, on a local Dask cluster of 2 worker processes on loopback and on
+    the thread pool: both write the file `cached_centroids` writes in one process, byte for
+    byte."""
+    from flows.conditions import map_centroids
+    from phenexplain.config import FlowParams
+    from phenexplain.explain.traversal import cached_centroids, centroid_cache_path
+
+    checkpoint, G = tiny_checkpoint(conditions=("ctrl", "a", "b", "c", "d"))
+    cached_centroids(checkpoint, G, 3000, store=tmp_path / "sequential")
+    expected = centroid_cache_path(checkpoint, 3000, store=tmp_path / "sequential").read_bytes()
+    for runner in ("dask", "threads"):
+        params = FlowParams(task_runner=runner, dask_workers=2)
+        (path,) = map_centroids(str(checkpoint), [3000], params, store=str(tmp_path / runner))
+        assert Path(path).read_bytes() == expected, runner
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        said = [entry.message for entry in client.read_logs(limit=200)]
+    pids = [int(m.rsplit(" ", 1)[1]) for m in said if m.startswith("centroid of condition")]
+    elsewhere = [pid for pid in pids if pid != os.getpid()]
+    assert len(elsewhere) == 5  # the Dask run's 5 tasks ran in its worker processes
