@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo ui data-pin test test-all browser bench science lint format repro clean-venv
+.PHONY: demo ui data-pin test test-all browser bench bench-reference science lint format repro clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench: $(VENV)/.installed-run
 	$(BIN)/phenexplain bench generate | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench explain | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench measure | tee -a bench/results.jsonl
+
+# Ours beside the reference in the same run (SG2ADA_DIR: a work tree of NVlabs/stylegan2-ada-pytorch).
+bench-reference: $(VENV)/.installed-run
+	$(BIN)/python bench/vs_reference.py --repeats 3
 
 # The science benchmark: every planted assay x 3 training seeds, the recipe (cpu-small at the
 # demo's 60 kimg) beside the old profile at its old budget (cpu-small-v1, 20 kimg), on the same
