@@ -119,6 +119,15 @@ def _wrong(annotation) -> st.SearchStrategy:
         return st.one_of(st.integers(), _TEXT, st.booleans())
     if origin is dict:
         return st.one_of(st.integers(), _TEXT, _LISTS)
+    args = typing.get_args(inner)
+    if origin in (typing.Union, types.UnionType) and int in args:  # e.g. int | Literal["auto"]
+        words = {
+            a
+            for arg in args
+            if typing.get_origin(arg) is typing.Literal
+            for a in typing.get_args(arg)
+        }
+        return st.one_of(_LISTS, st.booleans(), _TEXT.filter(lambda s: s not in words))
     raise AssertionError(f"no wrong-value strategy for {annotation!r}")
 
 
