@@ -76,10 +76,6 @@ class TrainingData:
         """Bytes that `to` puts on the device (the mirrors are made per batch)."""
         return len(self.crops) * self.num_channels * self.resolution**2
 
-    @property
-    def device(self) -> torch.device:
-        return self.labels.device
-
     def __len__(self) -> int:
         return len(self.crops) * (2 if self.xflip else 1)
 
@@ -89,16 +85,17 @@ class TrainingData:
         return base[..., ::-1] if i >= n else base
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images float [B, C, R, R] in [-1, 1] and one-hot conditions [B, c_dim], on the
-        device of `indices` (the data's device after `to`)."""
+        """Images float [B, C, R, R] in [-1, 1] and one-hot conditions [B, c_dim], on the data's
+        device (the CPU until `to`)."""
         n = len(self.crops)
+        indices = indices.to(self.labels.device)
         if self._resident is not None:
             picked = self._resident[indices % n]
             mirrored = (indices >= n)[:, None, None, None]
             images = torch.where(mirrored, picked.flip(-1), picked)
         else:
             images = torch.as_tensor(np.stack([self.image(int(i)) for i in indices]))
-        labels = self.labels[(indices % n).to(self.labels.device)]
+        labels = self.labels[indices % n]
         return from_uint8(images), one_hot(labels, self.num_conditions, device=labels.device)
 
     def sample_conditions(self, n: int, generator: torch.Generator) -> torch.Tensor:
