@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.conditions import map_centroids
+from flows.conditions import map_centroids, synthetic_samples, traversal_columns
 from phenexplain.config import Params, load_params, with_overrides
 from phenexplain.data.ingest import IngestSummary
 from phenexplain.training.callbacks import Callback
@@ -116,20 +116,25 @@ def register_model(checkpoint: str, cropset: str, run_id: str, metrics: dict) ->
 
 
 @task(retries=0, cache_policy=NO_CACHE)
-def explain_model(checkpoint: str, out: str, params: Params) -> dict:
-    """Traversal videos (and LDA / dose response with 3+ conditions)."""
+def explain_model(checkpoint: str, out: str, params: Params, columns: list) -> dict:
+    """Traversal videos from the mapped `columns` (and LDA / dose response with 3+
+    conditions)."""
     from phenexplain.explain.jobs import explain_run
 
-    return explain_run(checkpoint, out, params.explain, control=params.report.control)
+    return explain_run(checkpoint, out, params.explain, control=params.report.control,
+                       columns=columns)  # fmt: skip
 
 
 @task(retries=0, cache_policy=NO_CACHE)
-def report_model(checkpoint: str, cropset: str, out: str, params: Params) -> ReportSummary:
-    """The validation report and the explorer page."""
+def report_model(
+    checkpoint: str, cropset: str, out: str, params: Params, synthetic: list
+) -> ReportSummary:
+    """The validation report and the explorer page, on the mapped `synthetic` samples."""
     from phenexplain.report.build import build_report
 
     logger = get_run_logger()
-    return build_report(checkpoint, cropset, out, params.report, stage=logger.info)
+    return build_report(checkpoint, cropset, out, params.report, stage=logger.info,
+                        synthetic=synthetic)  # fmt: skip
 
 
 @task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
@@ -165,11 +170,14 @@ def phenexplain_pipeline(
     checkpoint = train_model(cropset, run_dir, params, run_id)
     metrics = evaluate_model(checkpoint, cropset, params)
     registration = register_model(checkpoint, cropset, run_id, metrics) if run_id else None
-    # the centroids of every condition, one task each, on params.yaml's flow.task_runner
+    # per-condition work, one task per condition, on params.yaml's flow.task_runner: the
+    # centroids, the traversal's columns and the report's generated crops with their measurements
     map_centroids(checkpoint, [params.explain.centroid_samples, params.report.centroid_samples],
                   params.flow)  # fmt: skip
-    explained = explain_model(checkpoint, f"{run_dir}/explain", params)
-    report = report_model(checkpoint, cropset, f"{run_dir}/report", params)
+    columns = traversal_columns(checkpoint, params.explain, params.flow, params.report.control)
+    explained = explain_model(checkpoint, f"{run_dir}/explain", params, columns)
+    synthetic = synthetic_samples(checkpoint, cropset, params.report, params.flow)
+    report = report_model(checkpoint, cropset, f"{run_dir}/report", params, synthetic)
     if run_id is not None:
         log_outputs(run_id, {"report": f"{run_dir}/report", "explain": f"{run_dir}/explain",
                              "data_docs": f"{cropset}/report", "checkpoint": checkpoint,

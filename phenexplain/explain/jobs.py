@@ -117,18 +117,20 @@ def render_traversal(
     scale: int | None = None,
     noise_mode: str = "const",
     progress: Progress | None = None,
+    columns: list[np.ndarray] | None = None,
 ) -> Traversal:
     """The traversal grid (a row per seed, column 0 the source, a column per target), rendered
-    with one intensity mapping for all frames: the uint8 range (`fixed`) or one stretch (`auto`)."""
+    with one intensity mapping for all frames: the uint8 range (`fixed`) or one stretch (`auto`).
+    `columns`: the targets' `render.traversal_column`s, when they were computed elsewhere."""
     if contrast not in CONTRAST:
         raise PhenexplainError(f"unknown contrast {contrast!r}; choose one of {CONTRAST}")
     palette = parse_colours(colours, model.channels)  # before the work: a typo costs nothing
     centroid = None
-    if method == 2:
+    if method == 2 and columns is None:
         centroid = model.centroids(centroid_samples, seed=centroid_seed, progress=progress)
     grid = traversal_grid(
         model.G, model.conditions, seeds, source, targets, method=method, steps=steps,
-        centroid=centroid, truncation_psi=truncation_psi, noise_mode=noise_mode,
+        centroid=centroid, truncation_psi=truncation_psi, noise_mode=noise_mode, columns=columns,
     )  # fmt: skip
     channels = grid.images.shape[3]
     mapping = (
@@ -424,25 +426,41 @@ def explain_run(
     *,
     control: str | None = None,
     device: str = "cpu",
+    columns: list[np.ndarray] | None = None,
 ) -> dict:
     """What `params` asks for: the traversal from the source to the targets, rendered once and
     written in every format, and, with 3 or more conditions, the LDA map and (a dose series in the
-    names) the dose response. Returns explain.json's content."""
+    names) the dose response. Returns explain.json's content. `columns`: the traversal's target
+    columns computed elsewhere (`traversal_targets` orders them), as the flow maps them."""
     with output_folder(Path(out), "explanation", [checkpoint]) as out:
         model = Model.load(checkpoint, device)
-        result = _explain(model, out, params, control)
+        result = _explain(model, out, params, control, columns)
         write_json(out / "explain.json", result)
     return result
 
 
-def _explain(model: Model, out: Path, params: ExplainParams, control: str | None) -> dict:
-    conditions = model.conditions
+def traversal_targets(
+    conditions: list[str], params: ExplainParams, control: str | None = None
+) -> tuple[str, list[str]]:
+    """The explain stage's traversal: (source, targets) as `params` and the control name them."""
     source = params.source or latent.pick_control(conditions, control)
-    targets = params.targets or [c for c in conditions if c != source]
+    return source, params.targets or [c for c in conditions if c != source]
+
+
+def _explain(
+    model: Model,
+    out: Path,
+    params: ExplainParams,
+    control: str | None,
+    columns: list[np.ndarray] | None,
+) -> dict:
+    conditions = model.conditions
+    source, targets = traversal_targets(conditions, params, control)
     traversal = render_traversal(
         model, source=source, targets=targets, seeds=parse_seeds(params.seeds),
         method=params.method, steps=params.steps, truncation_psi=params.truncation,
         centroid_samples=params.centroid_samples, view=params.view, contrast=params.contrast,
+        columns=columns,
     )  # fmt: skip
     result: dict = {"source": source, "targets": targets, "videos": []}
     for fmt in params.formats:

@@ -41,6 +41,35 @@ class TraversalGrid:
     method: int
 
 
+def traversal_column(
+    G: Generator,
+    conditions: list[str],
+    seeds: list[int],
+    source: str,
+    target: str,
+    *,
+    method: int,
+    steps: int,
+    centroid: torch.Tensor | None = None,
+    truncation_psi: float = 1.0,
+    noise_mode: str = "const",
+) -> np.ndarray:
+    """One target's column of the traversal grid: uint8 [T, rows, C, H, W], frame t the seeds'
+    images at fraction t from `source` to `target`. Columns are computed apart (a task each when
+    the flow maps them over the targets) and give the same bytes however they are split."""
+    src, dst = condition_indices(conditions, [source, target])
+    z = _seed_batch(G, seeds)
+    w = traverse(G, z, src, dst, method=method, steps=steps, centroid=centroid,
+                 truncation_psi=truncation_psi)  # fmt: skip
+    return to_uint8(synthesize(G, w, noise_mode=noise_mode)).numpy()
+
+
+def _seed_batch(G: Generator, seeds: list[int]) -> torch.Tensor:
+    """z of the seeds, drawn as the reference's generate.py draws them, on G's device."""
+    device = next(G.parameters()).device
+    return torch.cat([seed_latent(s, G.z_dim) for s in seeds]).to(device)
+
+
 def traversal_grid(
     G: Generator,
     conditions: list[str],
@@ -53,23 +82,25 @@ def traversal_grid(
     centroid: torch.Tensor | None = None,
     truncation_psi: float = 1.0,
     noise_mode: str = "const",
+    columns: list[np.ndarray] | None = None,
 ) -> TraversalGrid:
-    """Render the traversals from `source` to each of `targets` for every seed (z drawn as the
-    reference's generate.py draws it)."""
-    src, *dst = condition_indices(conditions, [source, *targets])
-    device = next(G.parameters()).device
-    z = torch.cat([seed_latent(s, G.z_dim) for s in seeds]).to(device)
-    c0 = one_hot(src, G.c_dim, len(z), device)
-    w0 = truncate(G, map_w(G, z, c0), truncation_psi)
-    columns = [
-        traverse(G, z, src, target, method=method, steps=steps, centroid=centroid,
-                 truncation_psi=truncation_psi)
-        for target in dst
-    ]  # fmt: skip
-    moving = to_uint8(synthesize(G, torch.stack(columns, dim=2), noise_mode=noise_mode))
-    still = to_uint8(synthesize(G, w0, noise_mode=noise_mode))  # column 0: the same every frame
-    still = still[None, :, None].expand(steps + 1, -1, -1, -1, -1, -1)
-    images = torch.cat([still, moving], dim=2).numpy()  # [T, S, K, C, H, W]
+    """Render the traversals from `source` to each of `targets` for every seed; `columns`: the
+    targets' `traversal_column`s when they were computed elsewhere."""
+    if columns is None:
+        columns = [
+            traversal_column(G, conditions, seeds, source, target, method=method, steps=steps,
+                             centroid=centroid, truncation_psi=truncation_psi,
+                             noise_mode=noise_mode)
+            for target in targets
+        ]  # fmt: skip
+    if len(columns) != len(targets):
+        raise PhenexplainError(f"{len(columns)} traversal columns for {len(targets)} targets")
+    (src,) = condition_indices(conditions, [source])
+    z = _seed_batch(G, seeds)
+    w0 = truncate(G, map_w(G, z, one_hot(src, G.c_dim, len(z), z.device)), truncation_psi)
+    still = to_uint8(synthesize(G, w0, noise_mode=noise_mode)).numpy()  # column 0, every frame
+    still = np.broadcast_to(still[None, :, None], (steps + 1, len(seeds), 1, *still.shape[1:]))
+    images = np.concatenate([still, np.stack(columns, axis=2)], axis=2)  # [T, S, K, C, H, W]
     return TraversalGrid(images, list(seeds), [source, *targets], fractions(steps).tolist(), method)
 
 

@@ -74,16 +74,21 @@ def generate(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`n` generated crops per condition (the same z for every condition) -> (uint8 [N, C, R, R],
     condition names [N])."""
+    images = [generate_condition(G, k, n, seed, batch) for k in range(len(conditions))]
+    return np.concatenate(images), np.repeat(np.asarray(conditions), n)
+
+
+def generate_condition(G: Generator, index: int, n: int, seed: int, batch: int = 128) -> np.ndarray:
+    """`generate`'s crops of condition `index` alone: uint8 [n, C, R, R]."""
     device = next(G.parameters()).device
     z = next(z_batches(n, G.z_dim, seed, n, device))  # one draw: the same z for every condition
     images = []
     with torch.no_grad():
-        for k in range(len(conditions)):
-            for start in range(0, n, batch):
-                zb = z[start : start + batch]
-                c = one_hot(k, G.c_dim, len(zb), device)
-                images.append(to_uint8(G(zb, c, noise_mode="const", force_fp32=True)).cpu())
-    return torch.cat(images).numpy(), np.repeat(np.asarray(conditions), n)
+        for start in range(0, n, batch):
+            zb = z[start : start + batch]
+            c = one_hot(index, G.c_dim, len(zb), device)
+            images.append(to_uint8(G(zb, c, noise_mode="const", force_fp32=True)).cpu())
+    return torch.cat(images).numpy()
 
 
 def enlarge(images: np.ndarray, factor: int) -> np.ndarray:
@@ -118,6 +123,14 @@ def measure(
     """Assays of crops with their condition (and `wells`, one per crop, when given);
     log_nc_ratio replaces nc_ratio."""
     cells, per_crop = measure_assays(images, channels, workers=workers, on_progress=progress)
+    return labelled(cells, per_crop, names, wells)
+
+
+def labelled(
+    cells: pd.DataFrame, per_crop: pd.DataFrame, names: np.ndarray, wells: np.ndarray | None = None
+) -> Measurements:
+    """`measure_assays`' tables with each crop's condition (and well), log_nc_ratio for
+    nc_ratio, and the assays they hold."""
     labels = {"condition": names} if wells is None else {"condition": names, "well": wells}
     for column, values in labels.items():
         values = np.asarray(values)
@@ -129,6 +142,49 @@ def measure(
     assays = [a for a in CELL_ASSAYS if a in cells and cells[a].notna().any()]
     assays += [a for a in CROP_ASSAYS if a in per_crop and per_crop[a].notna().any()]
     return Measurements(cells, per_crop, assays)
+
+
+@dataclass
+class ConditionSample:
+    """One condition's generated crops (at the model's resolution) and `measure_assays`' tables
+    of them: the unit the flow maps over conditions."""
+
+    images: np.ndarray  # uint8 [n, C, R, R]
+    cells: pd.DataFrame
+    crops: pd.DataFrame
+
+
+def sample_condition(
+    G: Generator, index: int, n: int, seed: int, *, factor: int, channels: list[str], workers: int
+) -> ConditionSample:
+    """`generate_condition`'s crops, enlarged by `factor` and measured as `validate` measures."""
+    images = generate_condition(G, index, n, seed)
+    cells, per_crop = measure_assays(enlarge(images, factor), channels, workers=workers)
+    return ConditionSample(images, cells, per_crop)
+
+
+def join_samples(
+    samples: list[ConditionSample], conditions: list[str]
+) -> tuple[np.ndarray, np.ndarray, Measurements]:
+    """The conditions' samples as one: (images, names, measurements), crop numbers running on
+    across them, as measuring all the crops at once numbers them."""
+    cells: list[pd.DataFrame] = []
+    crops: list[pd.DataFrame] = []
+    offset = 0
+    for sample in samples:
+        for parts, table in ((cells, sample.cells), (crops, sample.crops)):
+            table = table.copy()
+            table["crop"] = table["crop"].astype(int) + offset
+            parts.append(table)
+        offset += len(sample.images)
+    sizes = [len(sample.images) for sample in samples]
+    if len(sizes) != len(conditions):
+        raise ValueError(f"{len(samples)} condition samples for {len(conditions)} conditions")
+    names = np.repeat(np.asarray(conditions), sizes)
+    joined = labelled(
+        pd.concat(cells, ignore_index=True), pd.concat(crops, ignore_index=True), names
+    )
+    return np.concatenate([sample.images for sample in samples]), names, joined
 
 
 def write_measurements(sources: dict[str, Measurements], out: Path) -> pd.DataFrame:

@@ -146,8 +146,10 @@ def build_report(
     *,
     device: str = "cpu",
     stage: Callable[[str], None] = lambda s: None,
+    synthetic: list[analysis.ConditionSample] | None = None,
 ) -> ReportSummary:
-    """Compute everything, write the files, return summary.json's content."""
+    """Compute everything, write the files, return summary.json's content. `synthetic`: the
+    conditions' generated and measured crops when they were made elsewhere (see `validate`)."""
     checkpoint, out = Path(checkpoint), Path(out)
     foreign = prepare_folder(out, KIND, [checkpoint, cropset])
     (out / "figures").mkdir(exist_ok=True)
@@ -167,7 +169,7 @@ def build_report(
     page = Page(f"Phenexplain report: {crops.root.name}")
 
     stage("measuring real and generated crops")
-    v = validation.validate(G, crops, conditions, control, params)
+    v = validation.validate(G, crops, conditions, control, params, synthetic=synthetic)
     analysis.write_measurements({"real": v.real, "synthetic": v.synthetic}, out)
     if v.check is not None:
         v.check.to_csv(out / "resolution_check.csv", index=False)

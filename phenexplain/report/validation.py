@@ -48,25 +48,31 @@ def validate(
     control: str,
     params: ReportParams,
     progress=None,
+    synthetic: list[analysis.ConditionSample] | None = None,
 ) -> Validation:
     """Sample, generate and measure (see the module's docstring); `params` gives the numbers of
-    crops per condition, the seed and the workers."""
+    crops per condition, the seed and the workers. `synthetic`: the conditions' generated and
+    measured crops (`analysis.sample_condition`, in `conditions`' order) when they were made
+    elsewhere, as the flow maps them over the conditions."""
     channels = crops.channels
     factor = crops.resolution // G.img_resolution
     real_images, real_names, real_wells = analysis.sample_real(
         crops, conditions, params.real_per_condition, params.seed
     )
     real_small = downsample(real_images, factor)
-    fake_small, fake_names = analysis.generate(
-        G, conditions, params.synthetic_per_condition, params.seed
-    )
     real = analysis.measure(
         analysis.enlarge(real_small, factor), real_names, channels, params.workers, progress,
         wells=real_wells,
     )  # fmt: skip
-    fake = analysis.measure(
-        analysis.enlarge(fake_small, factor), fake_names, channels, params.workers, progress
-    )
+    if synthetic is None:
+        fake_small, fake_names = analysis.generate(
+            G, conditions, params.synthetic_per_condition, params.seed
+        )
+        fake = analysis.measure(
+            analysis.enlarge(fake_small, factor), fake_names, channels, params.workers, progress
+        )
+    else:
+        fake_small, fake_names, fake = analysis.join_samples(synthetic, conditions)
     check = None
     if factor > 1:  # the same real crops at native size: can the model's resolution carry it?
         native = analysis.measure(

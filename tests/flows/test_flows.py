@@ -168,3 +168,57 @@ def test_centroids_mapped_over_conditions_on_dask_equal_the_sequential_file(
     pids = [int(m.rsplit(" ", 1)[1]) for m in said if m.startswith("centroid of condition")]
     elsewhere = [pid for pid in pids if pid != os.getpid()]
     assert len(elsewhere) == 5  # the Dask run's 5 tasks ran in its worker processes
+
+
+def test_traversal_columns_and_report_samples_mapped_on_dask_equal_the_sequential_files(
+    prefect_harness, tiny_checkpoint, tiny_crops, tmp_path
+):
+    """The explain stage's traversal (one task per target) and the report's generated crops with
+    their measurements (one task per condition), on a local 2-worker Dask cluster and on the
+    thread pool: the same files as the one-process run."""
+    import numpy as np
+
+    from flows.conditions import synthetic_samples, traversal_columns
+    from phenexplain.config import ExplainParams, FlowParams, ReportParams
+    from phenexplain.explain.jobs import explain_run
+    from phenexplain.report import analysis, validation
+
+    crops = CropSet(tiny_crops)
+    conditions = sorted(crops.conditions)
+    checkpoint, G = tiny_checkpoint(channels=crops.channels, conditions=conditions, resolution=16)
+    explain = ExplainParams(method=2, seeds="0-2", steps=4, formats=["tif"], centroid_samples=500)
+    report = ReportParams(real_per_condition=5, synthetic_per_condition=6, workers=1)
+    control = conditions[0]
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in
+                (".tif", ".csv")}  # fmt: skip
+
+    def measured(out: Path, v: validation.Validation) -> dict[str, bytes]:
+        out.mkdir()
+        analysis.write_measurements({"synthetic": v.synthetic}, out)
+        np.save(out / "images.npy", v.fake_small)
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+    store = tmp_path / "centroids"
+    explain_run(checkpoint, tmp_path / "sequential", explain, control=control)
+    v = validation.validate(G, crops, conditions, control, report)
+    expected = files(tmp_path / "sequential"), measured(tmp_path / "seq-measured", v)
+    assert expected[0] and {"cells_synthetic.csv", "crops_synthetic.csv"} <= set(expected[1])
+    for runner in ("dask", "threads"):
+        params = FlowParams(task_runner=runner, dask_workers=2)
+        columns = traversal_columns(str(checkpoint), explain, params, control, str(store))
+        explain_run(checkpoint, tmp_path / runner, explain, control=control, columns=columns)
+        samples = synthetic_samples(str(checkpoint), str(tiny_crops), report, params)
+        v = validation.validate(G, crops, conditions, control, report, synthetic=samples)
+        got = files(tmp_path / runner), measured(tmp_path / f"{runner}-measured", v)
+        assert got == expected, runner
+    from prefect.client.orchestration import get_client
+
+    said: list[str] = []
+    with get_client(sync_client=True) as client:
+        while page := client.read_logs(limit=200, offset=len(said)):
+            said += [entry.message for entry in page]
+    for kind in ("traversal column", "synthetic sample of condition"):
+        pids = [int(m.rsplit(" ", 1)[1]) for m in said if m.startswith(kind)]
+        assert any(pid != os.getpid() for pid in pids), kind  # the Dask tasks ran elsewhere
