@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -84,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.environ.get("SG2ADA_DIR"):
         parser.error("set SG2ADA_DIR to a work tree of NVlabs/stylegan2-ada-pytorch")
-    machine = {"cpus": os.cpu_count(), "machine": platform.machine(),
-               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    from phenexplain.bench import machine_info
+
+    machine = {**machine_info(), "date": time.strftime("%Y-%m-%d")}
     lines = []
     for name in args.configs.split(","):
         config = CONFIGS[name]

@@ -21,13 +21,30 @@ def figure(name: str, value: float, unit: str, config: dict) -> dict:
     return {"name": name, "value": value, "unit": unit, "config": config}
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
+    """The machine a figure ran on: cores, architecture and CPU model, the SIMD level numpy and
+    torch use (figures from an AVX2 and an AVX-512 machine differ by 2-3x), Python."""
+    import torch
+
     return {
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "torch_cpu": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "numpy_simd": simd_level(),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def bench_synth(
@@ -57,7 +74,7 @@ def bench_synth(
             "fields": summary["fields"],
             "workers": n,
             "seconds": round(elapsed, 2),
-            **_machine(),
+            **machine_info(),
         }
         yield figure(
             "synth_fields_per_s", round(summary["fields"] / elapsed, 3), "fields/s", config
@@ -105,7 +122,7 @@ def bench_ingest(
                 "crop_size": params.crop_size,
                 "workers": n,
                 "seconds": round(elapsed, 2),
-                **_machine(),
+                **machine_info(),
             }
             yield figure("ingest_fields_per_s", round(n_fields / elapsed, 3), "fields/s", config)
 
@@ -247,7 +264,7 @@ def bench_train(
         "resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
         "batch": batch, "map_layers": map_layers, "conditions": conditions, "channels": channels,
         "z_dim": z_dim, "steps": steps, "threads": threads, "device": device,
-        "precision": "fp16 (4 highest resolutions)" if fp16 else "fp32", **_machine(),
+        "precision": "fp16 (4 highest resolutions)" if fp16 else "fp32", **machine_info(),
     }  # fmt: skip
     cycle = max(profile.g_reg_interval, profile.d_reg_interval)
     with tempfile.TemporaryDirectory() as tmp:
@@ -277,7 +294,7 @@ def bench_train(
     effective = flop_per_image * rate / 1e9
     yield figure("train_effective_gflop_s", round(effective, 2), "GFLOP/s",
                  {**config, "gflop_per_image": round(flop_per_image / 1e9, 4)})  # fmt: skip
-    conv = {"conv": "3x3 128->128 32x32 batch 16, fwd+bwd", "device": device, **_machine()}
+    conv = {"conv": "3x3 128->128 32x32 batch 16, fwd+bwd", "device": device, **machine_info()}
     yield figure("conv_ceiling_gflop_s", round(ceiling, 2), "GFLOP/s", conv)
     yield figure("train_fraction_of_conv_ceiling", round(effective / ceiling, 3), "",
                  config)  # fmt: skip
@@ -317,7 +334,7 @@ def bench_generate(
     config = {
         "resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
         "batch": batch, "map_layers": map_layers, "conditions": conditions, "channels": channels,
-        "z_dim": z_dim, "threads": threads, "device": device, "precision": "fp32", **_machine(),
+        "z_dim": z_dim, "threads": threads, "device": device, "precision": "fp32", **machine_info(),
     }  # fmt: skip
     z = torch.randn(batch, z_dim, device=device)
     c = torch.nn.functional.one_hot(torch.arange(batch) % conditions, conditions).float()
@@ -384,7 +401,7 @@ def bench_explain(
     config = {
         "resolution": resolution, "grid": f"{rows}x{targets + 1}", "steps": steps,
         "conditions": conditions, "channels": channels, "network": "cpu-small profile",
-        "threads": threads, **_machine(),
+        "threads": threads, **machine_info(),
     }  # fmt: skip
     start = time.perf_counter()
     grid = traversal_grid(G, names, list(range(rows)), names[0], names[1 : targets + 1],
@@ -422,7 +439,7 @@ def bench_measure(
         images = np.stack([cs[i % len(cs)][0] for i in range(crops)])
     for n in workers or [1, 2]:
         config = {"crops": crops, "crop": "128x128x3 uint8", "panel": list(PANEL), "workers": n,
-                  **_machine()}  # fmt: skip
+                  **machine_info()}  # fmt: skip
         start = time.perf_counter()
         measure_crops(images, cs.channels, workers=n)
         elapsed = time.perf_counter() - start
