@@ -282,6 +282,34 @@ class ProjectParams(Section):
     optimize_noise: bool = Field(False, description="also optimise the noise maps")
 
 
+class EncoderParams(Section):
+    """`phenexplain encoder train` and `phenexplain translate`: an encoder of real crops into W+
+    of a trained generator, and the translation of a condition's crops to the others."""
+
+    channels: int = Field(64, gt=0, le=1024, description="feature maps of each encoder level")
+    batch: int = Field(16, gt=0, description="images per optimisation step")
+    synthetic_steps: int = Field(
+        1500, ge=0, description="steps on generated images whose w is known (no labels needed)"
+    )
+    real_steps: int = Field(
+        500, ge=0, description="steps adapting on real crops (reconstruction: MSE + MS-SSIM)"
+    )
+    lr: float = Field(0.001, gt=0, description="Adam learning rate")
+    ssim_weight: float = Field(0.1, ge=0, description="weight of 1 - MS-SSIM in the image loss")
+    latent_weight: float = Field(
+        0.1, ge=0, description="on real crops: pull of W+ towards the condition's centroid"
+    )
+    holdout: float = Field(
+        0.1, ge=0, lt=1, description="fraction of the crop set's crops held out of the encoder's "
+        "training, for its reconstruction scores"
+    )  # fmt: skip
+    seed: int = Field(0, ge=0, description="seed of the encoder's weights and batches")
+    refine_steps: int = Field(
+        0, ge=0, description="translate: optimisation steps from the encoder's guess (0: none)"
+    )
+    centroid_samples: int = Field(100_000, gt=0, description="K random z per centroid (eq. 4)")
+
+
 class ReportParams(Section):
     """`phenexplain report`: real-vs-synthetic validation of a model on its crop set."""
 
@@ -337,6 +365,7 @@ class Params(Section):
     generate: GenerateParams = GenerateParams()
     explain: ExplainParams = ExplainParams()
     project: ProjectParams = ProjectParams()
+    encoder: EncoderParams = EncoderParams()
     report: ReportParams = ReportParams()
     flow: FlowParams = FlowParams()
 

@@ -2,11 +2,12 @@
 
 One module per family of commands: `data` (synth, ingest, stylegan zips, summarize), `model`
 (train, generate, evaluate, convert-nvlabs, params), `explain` (explain, traverse, latent,
-project), `report` (report, serve) and `bench`; `common` holds the one rule by which every command
-resolves its parameters (params.yaml's section, then the flags given) and the shared argument
-types. Heavy dependencies are imported inside the commands, so `phenexplain --help` stays fast.
-To add a command: write it in its family's module with options that default to None, resolve
-them with `common.resolve(section, ...)`, and list it in that module's `register`.
+project), `translate` (encoder train, translate), `report` (report, serve) and `bench`; `common`
+holds the one rule by which every command resolves its parameters (params.yaml's section, then
+the flags given) and the shared argument types. Heavy dependencies are imported inside the
+commands, so `phenexplain --help` stays fast. To add a command: write it in its family's module
+with options that default to None, resolve them with `common.resolve(section, ...)`, and list it
+in that module's `register`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from phenexplain.cli import data, explain, model, report
+from phenexplain.cli import data, explain, model, report, translate
 from phenexplain.cli.bench import bench_app
 from phenexplain.cli.common import State, err
 from phenexplain.errors import PhenexplainError
@@ -65,7 +66,7 @@ def _root(
     State.params_path = params or Path("params.yaml")
 
 
-for family in (data, model, explain, report):
+for family in (data, model, explain, translate, report):
     family.register(app)
 app.add_typer(bench_app, name="bench")
 

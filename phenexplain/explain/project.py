@@ -130,6 +130,48 @@ def _noise_regulariser(maps: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def lr_schedule(step: int, steps: int) -> float:
+    """The projection's learning-rate factor at `step`: linear warm-up over the first 5 %,
+    cosine ramp-down over the last quarter."""
+    ramp = min(1.0, (1 - step / steps) / 0.25)
+    return 0.5 * (1 - math.cos(math.pi * ramp)) * min(1.0, (step + 1) / (0.05 * steps))
+
+
+def refine(
+    G: Generator,
+    ws: torch.Tensor,
+    crops: np.ndarray,
+    *,
+    steps: int,
+    lr: float = 0.01,
+    w_scale: float = 1.0,
+    ssim_weight: float = 0.1,
+    batch: int = 64,
+) -> torch.Tensor:
+    """W+ codes [N, num_ws, w_dim] optimised for `steps` from `ws` so that S(w) fits the uint8
+    `crops` [N, C, H, W] (the projection's loss and schedule, a batch of crops at a time; `lr` in
+    units of `w_scale`, the spread of W). Each crop's loss is its own, so batching does not mix
+    crops."""
+    G = copy.deepcopy(G).eval().requires_grad_(False)
+    device = next(G.parameters()).device
+    out = []
+    for start in range(0, len(ws), batch):
+        w = ws[start : start + batch].to(device).clone().requires_grad_(True)
+        target = from_uint8(crops[start : start + batch]).to(device)
+        opt = torch.optim.Adam([w], lr=lr * w_scale)
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = lr * w_scale * lr_schedule(step, steps)
+            image = G.synthesis(w, noise_mode="const", force_fp32=True)
+            per_crop = (image - target).square().mean(dim=[1, 2, 3])
+            loss = (per_crop + ssim_weight * (1 - ms_ssim(image, target))).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        out.append(w.detach().cpu())
+    return torch.cat(out) if out else ws
+
+
 def project(
     G: Generator,
     crop: np.ndarray,
@@ -165,11 +207,8 @@ def project(
     opt = torch.optim.Adam([w, *maps], lr=lr, betas=(0.9, 0.999))
     losses = []
     for step in range(steps):
-        ramp = min(1.0, (1 - step / steps) / 0.25)  # cosine ramp-down over the last quarter
         for group in opt.param_groups:
-            group["lr"] = (
-                lr * 0.5 * (1 - math.cos(math.pi * ramp)) * min(1.0, (step + 1) / (0.05 * steps))
-            )
+            group["lr"] = lr * lr_schedule(step, steps)
         ws = w.expand(1, G.num_ws, -1)
         image = G.synthesis(ws, noise_mode="const", force_fp32=True)
         loss = F.mse_loss(image, target) + ssim_weight * (1 - ms_ssim(image, target)).mean()

@@ -187,3 +187,32 @@ def test_a_record_the_server_refuses_does_not_block_the_others(mlflow_server, tm
     callback.on_tick({**_stats(1), "odd key (%)": 2.0})
     assert callback.finish() and callback.outbox.pending() == []
     assert _history(run_id, "Loss/G/loss") == [8] == _history(run_id, "odd key ___")
+
+
+def test_encoder_train_track_logs_its_own_run(mlflow_server, tiny_checkpoint, tmp_path):
+    """`encoder train --track`: a run in the experiment `encoders` with the losses of every step,
+    the held-out scores, the generator it belongs to and the encoder folder as an artifact."""
+    from tests.cli_inprocess import run_cli
+    from tests.explain.test_encoder import _cropset_of
+
+    ckpt, G = tiny_checkpoint(["DNA", "NFkB"], ("TNF", "control"), 16)
+    crops = _cropset_of(G, tmp_path / "crops", 12, ["TNF", "control"])
+    code, err = run_cli("encoder", "train", ckpt, crops, "--run-dir", tmp_path / "run", "--track",
+                        "--synthetic-steps", "6", "--real-steps", "4", "--channels", "8")  # fmt: skip
+    assert code == 0, err
+    run_id = err.split("MLflow run ")[1].split()[0]
+    run = _client().get_run(run_id)
+    assert _client().get_experiment(run.info.experiment_id).name == "encoders"
+    assert run.info.status == "FINISHED" and run.data.params["synthetic_steps"] == "6"
+    assert (
+        run.data.tags["phenexplain.generator_weights"]
+        == json.loads((tmp_path / "run" / "encoder" / "encoder.json").read_text())["generator"][
+            "weights_sha256"
+        ]
+    )
+    assert _history(run_id, "loss_synthetic") == list(range(6))
+    assert _history(run_id, "loss_real") == list(range(6, 10))
+    assert run.data.metrics["crops"] == 2 and run.data.metrics["mean_psnr_db"] > 0
+    assert "centroid_start.mean_psnr_db" in run.data.metrics
+    files = {f.path for f in _client().list_artifacts(run_id, "encoder")}
+    assert {"encoder/encoder.json", "encoder/weights.safetensors"} <= files
