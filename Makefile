@@ -72,6 +72,7 @@ bench: $(VENV)/.installed-run
 	$(BIN)/phenexplain bench train | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench generate | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench explain | tee -a bench/results.jsonl
+	$(BIN)/phenexplain bench translate | tee -a bench/results.jsonl
 	$(BIN)/phenexplain bench measure | tee -a bench/results.jsonl
 
 # Ours beside the reference in the same run (SG2ADA_DIR: a work tree of NVlabs/stylegan2-ada-pytorch).

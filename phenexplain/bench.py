@@ -416,6 +416,72 @@ def bench_explain(
     yield figure("centroids_seconds", round(elapsed, 3), "s", {**config, "K": centroid_samples})
 
 
+def bench_translate(
+    crops: int = 256,
+    crop_size: int = 128,
+    refine_crops: int = 16,
+    refine_steps: int = 20,
+    repeats: int = 3,
+    threads: int = 2,
+) -> Iterator[dict]:
+    """`phenexplain translate` crops/s end to end (read, downsample, encode, render the
+    reconstruction and the one target, write the crop set) of `crops` crops of `crop_size` px, 2
+    channels, A -> B, with the embedded generator (the cpu-small profile at its 32 px) and the
+    default encoder, both with random weights (speed does not depend on them); median of
+    `repeats`. Then with `refine_steps` optimisation steps from the encoder's guess, on
+    `refine_crops` crops."""
+    import torch
+
+    from phenexplain.config import EncoderParams, load_params
+    from phenexplain.explain.encoder import Encoder, EncoderInfo, save_encoder
+    from phenexplain.explain.translate import translate_cropset
+    from phenexplain.fsutil import file_sha256
+    from phenexplain.nets import Generator
+    from phenexplain.training.checkpoint import WEIGHTS, CheckpointMeta, save_checkpoint
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml").train.profiles["cpu-small"]
+    resolution = p.resolution or 32
+    kw: dict = dict(
+        z_dim=p.z_dim, c_dim=2, w_dim=p.w_dim, img_resolution=resolution, img_channels=2,
+        mapping_kwargs={"num_layers": p.map_layers},
+        synthesis_kwargs={"channel_base": p.channel_base, "channel_max": p.channel_max},
+    )  # fmt: skip
+    G = Generator(**kw).eval()
+    E = Encoder(resolution, 2, 2, G.num_ws, G.w_dim, EncoderParams().channels)
+    config = {
+        "crops": crops, "crop_size": crop_size, "resolution": resolution, "channels": 2,
+        "targets": 1, "network": "cpu-small profile", "encoder_channels": EncoderParams().channels,
+        "threads": threads, **machine_info(),
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cropset = _random_cropset(root / "crops", crop_size, 2, 2, n=2 * crops)
+        names = ["c0", "c1"]
+        meta = CheckpointMeta(kwargs={"G_ema": kw}, conditions=names, channels=["ch0", "ch1"],
+                              resolution=resolution)  # fmt: skip
+        ckpt = save_checkpoint(root / "ckpt", {"G_ema": G}, meta)
+        digest = file_sha256(Path(ckpt) / WEIGHTS)[:16]
+        info = EncoderInfo(E.kwargs, {"checkpoint": str(ckpt), "weights_sha256": digest}, names,
+                           [], {}, EncoderParams().model_dump())  # fmt: skip
+        encoder = save_encoder(E, info, root / "encoder")
+
+        def rate(k: int, **kwargs) -> float:
+            start = time.perf_counter()  # end to end: loading the model and writing included
+            summary = translate_cropset(ckpt, cropset, root / f"out-{k}", source="c0",
+                                        encoder=encoder, **kwargs)  # fmt: skip
+            return summary.crops / (time.perf_counter() - start)
+
+        rates = [rate(k) for k in range(repeats)]
+        yield figure("translate_crops_per_s", round(statistics.median(rates), 2), "crops/s",
+                     {**config, "crops_per_s": _median_spread(rates)})  # fmt: skip
+        select = list(range(refine_crops))
+        refined = rate(repeats, select=select, refine_steps=refine_steps)
+        yield figure("translate_refined_crops_per_s", round(refined, 3), "crops/s",
+                     {**config, "crops": refine_crops, "refine_steps": refine_steps})  # fmt: skip
+
+
 def bench_measure(
     crops: int = 64, workers: list[int] | None = None, seed: int = 0
 ) -> Iterator[dict]:

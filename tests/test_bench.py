@@ -66,3 +66,14 @@ def test_flops_are_counted_with_torchs_formulas_under_autograd_grad():
         torch.autograd.grad(y, x)
 
     assert _flop(r1) == 2 * (2 * 16 * 9)
+
+
+def test_bench_translate_reports_crops_per_s_with_and_without_refinement():
+    from phenexplain.bench import bench_translate
+
+    plain, refined = bench_translate(crops=8, crop_size=32, refine_crops=2, refine_steps=2,
+                                     repeats=1)  # fmt: skip
+    assert plain["name"] == "translate_crops_per_s" and plain["value"] > 0
+    assert plain["config"]["crops"] == 8 and plain["config"]["resolution"] == 32
+    assert refined["name"] == "translate_refined_crops_per_s" and refined["value"] > 0
+    assert refined["config"]["refine_steps"] == 2

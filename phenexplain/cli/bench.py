@@ -85,6 +85,21 @@ def bench_explain(
     _print(bench.bench_explain(**given(resolution=resolution, centroid_samples=centroid_samples)))
 
 
+@bench_app.command("translate")
+def bench_translate(
+    crops: Annotated[
+        int | None, typer.Option(help="Crops translated (128 px, 2 channels) (default: 256).")
+    ] = None,
+    refine_steps: Annotated[
+        int | None, typer.Option(help="Refinement steps of the second figure (default: 20).")
+    ] = None,
+) -> None:
+    """`translate` crops/s with the encoder alone (embedded network), then with refinement."""
+    from phenexplain import bench
+
+    _print(bench.bench_translate(**given(crops=crops, refine_steps=refine_steps)))
+
+
 def bench_network(
     ctx: typer.Context,
     resolution: Annotated[int | None, typer.Option(help="Image size, px (default: 32).")] = None,

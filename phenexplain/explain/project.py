@@ -155,21 +155,30 @@ def refine(
     G = copy.deepcopy(G).eval().requires_grad_(False)
     device = next(G.parameters()).device
     out = []
-    for start in range(0, len(ws), batch):
-        w = ws[start : start + batch].to(device).clone().requires_grad_(True)
-        target = from_uint8(crops[start : start + batch]).to(device)
-        opt = torch.optim.Adam([w], lr=lr * w_scale)
-        for step in range(steps):
-            for group in opt.param_groups:
-                group["lr"] = lr * w_scale * lr_schedule(step, steps)
-            image = G.synthesis(w, noise_mode="const", force_fp32=True)
-            per_crop = (image - target).square().mean(dim=[1, 2, 3])
-            loss = (per_crop + ssim_weight * (1 - ms_ssim(image, target))).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        out.append(w.detach().cpu())
+    with torch.enable_grad():  # also when called under no_grad
+        for start in range(0, len(ws), batch):
+            w = ws[start : start + batch].to(device)
+            target = from_uint8(crops[start : start + batch]).to(device)
+            out.append(_refine_batch(G, w, target, steps, lr * w_scale, ssim_weight))
     return torch.cat(out) if out else ws
+
+
+def _refine_batch(
+    G: Generator, w0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, ssim_weight: float
+) -> torch.Tensor:
+    """`refine` of one batch: Adam on w from `w0` (one loss per crop, summed)."""
+    w = w0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_schedule(step, steps)
+        image = G.synthesis(w, noise_mode="const", force_fp32=True)
+        per_crop = (image - target).square().mean(dim=[1, 2, 3])
+        loss = (per_crop + ssim_weight * (1 - ms_ssim(image, target))).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return w.detach().cpu()
 
 
 def project(

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from phenexplain import __version__
 from phenexplain.data import cropset as cs
@@ -156,8 +155,7 @@ def translate_cropset(
         if not part.is_file():
             index = of_source[start : start + batch]
             images = model_images(crops, G.img_resolution, index)
-            with torch.no_grad():
-                result = translate_batch(G, E, images, int(src), dst, refine_steps=refine_steps)
+            result = translate_batch(G, E, images, int(src), dst, refine_steps=refine_steps)
             with atomic_path(part) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, result, allow_pickle=False)
         if progress:

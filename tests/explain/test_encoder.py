@@ -172,7 +172,7 @@ def test_encoder_train_and_translate_from_the_command_line(tiny_checkpoint, tmp_
         "held-out crops: 2" in err
     )  # 10 % of 12 per condition, rounded and (tmp_path / "run" / "encoder" / "encoder.json").is_file()
     code, err = run_cli("translate", ckpt, crops, tmp_path / "out", "--from", "TNF", "--encoder",
-                        tmp_path / "run" / "encoder", "--crops", "0-3")  # fmt: skip
+                        tmp_path / "run" / "encoder", "--crops", "0-3", "--refine-steps", "2")  # fmt: skip
     assert code == 0, err
     assert "translated 4 crops of TNF to control" in err
     assert len(cs.CropSet(tmp_path / "out")) == 8
