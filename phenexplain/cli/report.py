@@ -32,9 +32,16 @@ def report(
         int | None, typer.Option(help=from_params("report.cnn_epochs", "Epochs of the CNN check."))
     ] = None,
     device: DeviceOption = Device.cpu,
+    translation: Annotated[
+        Path | None,
+        typer.Option(
+            help="A crop set `phenexplain translate` made from CROPSET with CHECKPOINT: adds a "
+            "real-cell translation section scored against the real crops."
+        ),
+    ] = None,
 ) -> None:
     """Validation report: FID/KID, samples, traversals, real-vs-synthetic assays and statistics,
-    feature shifts, CNN discriminability, LDA and dose response."""
+    feature shifts, CNN discriminability, LDA and dose response (and real-cell translation)."""
     from phenexplain.report.build import build_report
 
     params = resolve(
@@ -46,7 +53,8 @@ def report(
     def stage(name: str) -> None:
         say(f"[{time.perf_counter() - start:6.1f} s] {name}")
 
-    build_report(checkpoint, cropset, out, params, device=device.value, stage=stage)
+    build_report(checkpoint, cropset, out, params, device=device.value, stage=stage,
+                 translation=translation)  # fmt: skip
     say(f"report: {out / 'report.html'}  explorer: {out / 'explorer.html'}")
 
 

@@ -43,6 +43,7 @@ from phenexplain.training.checkpoint import WEIGHTS
 
 LAYOUT = "phenexplain translation"
 SHARD = "translated"
+RECONSTRUCTION, METHOD2 = "reconstruction", "method2"  # the manifest's `translation` column
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ def _write(
     condition = np.tile(np.asarray(columns), n)
     rows["source_crop_id"] = rows["crop_id"]
     rows["source_condition"] = rows["condition"]
-    rows["translation"] = np.tile(np.asarray(["reconstruction"] + ["method2"] * (k - 1)), n)
+    rows["translation"] = np.tile(np.asarray([RECONSTRUCTION] + [METHOD2] * (k - 1)), n)
     rows["condition"] = condition
     rows["crop_id"] = rows["source_crop_id"] + "~" + rows["condition"]
     shard = cs.shard_name(SHARD)

@@ -136,6 +136,7 @@ class ReportSummary(BaseModel):
     feature_shifts: dict[str, Any]  # empty when the feature panel is off
     cnn: dict[str, Any]
     latent: dict[str, Any]
+    translation: dict[str, Any] | None = None  # with a translation crop set
 
 
 def build_report(
@@ -147,11 +148,15 @@ def build_report(
     device: str = "cpu",
     stage: Callable[[str], None] = lambda s: None,
     synthetic: list[analysis.ConditionSample] | None = None,
+    translation: str | Path | None = None,
 ) -> ReportSummary:
     """Compute everything, write the files, return summary.json's content. `synthetic`: the
-    conditions' generated and measured crops when they were made elsewhere (see `validate`)."""
+    conditions' generated and measured crops when they were made elsewhere (see `validate`).
+    `translation`: a crop set `phenexplain translate` made from `cropset` with this checkpoint,
+    scored in a "real-cell translation" section (`report.translation`)."""
     checkpoint, out = Path(checkpoint), Path(out)
-    foreign = prepare_folder(out, KIND, [checkpoint, cropset])
+    inputs = [checkpoint, cropset] + ([translation] if translation else [])
+    foreign = prepare_folder(out, KIND, inputs)
     (out / "figures").mkdir(exist_ok=True)
     (out / "traversals").mkdir(exist_ok=True)
     model = Model.load(checkpoint, device)
@@ -183,6 +188,9 @@ def build_report(
     _samples_section(page, model, control, colours, params, out)
 
     summary["assays"] = _assay_section(page, v.real, v.synthetic, conditions, control, params, out)
+    if translation is not None:
+        stage("real-cell translation")
+        summary["translation"] = _translation_section(page, translation, crops, params, out)
 
     stage("feature panel")
     summary["feature_shifts"] = _feature_section(
@@ -383,6 +391,54 @@ def _samples_section(page, model: Model, control, colours, params, out: Path) ->
         name = f"{safe_name(control)}_to_{safe_name(target)}.gif"
         path = Path(write_traversal(traversal, out / "traversals" / name, fps=6)["path"])
         page.image(file_uri(path), f"{control} -> {target} (method 3, same intensity mapping)")
+
+
+TRANSLATION_COLUMNS = {  # translation effects table column -> heading on the page
+    "target": "to",
+    "feature_name": "feature",
+    "d_real": "d real (B vs sources)",
+    "d_vs_real_target": "d translated vs real B",
+    "d_vs_real_target_ci_low": "CI low",
+    "d_vs_real_target_ci_high": "CI high",
+    "d_vs_sources": "d translated vs sources",
+    "ratio": "ratio to d real",
+    "ratio_ci_low": "CI low ",
+    "ratio_ci_high": "CI high ",
+}
+
+
+def _translation_section(page, translated, crops: CropSet, params, out: Path) -> dict:
+    from phenexplain.report.translation import score_translation
+
+    scores = score_translation(translated, crops.root, params)
+    scores.effects.to_csv(out / "translation_effects.csv", index=False)
+    scores.identity.to_csv(out / "translation_identity.csv", index=False)
+    page.heading("Real-cell translation")
+    recon = scores.reconstruction
+    page.text(
+        f"{scores.crops} real crops of {scores.source} encoded and shown under "
+        f"{', '.join(scores.targets)} (method 2), measured at {scores.resolution} px enlarged to "
+        f"{scores.native_size} px. A right translation has d near 0 against real crops of the "
+        "target, and against its own sources the real effect (ratio near 1); CIs over wells. "
+        f"Reconstruction of the sources: PSNR {recon['all'].get('mean_psnr_db', float('nan')):.2f}"
+        f" dB, SSIM {recon['all'].get('mean_ssim', float('nan')):.3f} over {recon['all']['crops']}"
+        f" crops ({recon['held_out']['crops']} of them held out of the encoder's training).",
+        "note",
+    )
+    page.table(scores.effects[list(TRANSLATION_COLUMNS)].rename(columns=TRANSLATION_COLUMNS))
+    page.heading("Are they still the same cells?", 3)
+    page.text(
+        "Per crop, the source's value against its translation's (r translation) and its "
+        "reconstruction's (r reconstruction: the encoder's ceiling); features the condition "
+        "does not change (changed: no) should keep r near the reconstruction's. Nuclei Dice: "
+        "overlap of the nucleus masks with the source's (chance: a random other source crop).",
+        "note",
+    )
+    identity = scores.identity[["target", "feature_name", "changed", "r_translation",
+                                "r_reconstruction", "nuclei_dice", "nuclei_dice_reconstruction",
+                                "nuclei_dice_chance"]]  # fmt: skip
+    page.table(identity)
+    return scores.summary()
 
 
 def _assay_section(page, real, fake, conditions, control, params, out: Path) -> dict:

@@ -160,6 +160,13 @@ def test_report_accepts_a_translated_cropset(assay_crops, tiny_checkpoint, tmp_p
     assert (tmp_path / "report" / "report.html").is_file()
     real = pd.read_csv(tmp_path / "report" / "crops_real.csv")
     assert set(real["condition"]) == {"TNF", "control"}  # the translations, measured as real
+    summary = build_report(ckpt, crops.root, tmp_path / "scored", ReportParams(**SMALL),
+                           translation=tmp_path / "translated")  # fmt: skip
+    scored = summary.translation
+    assert scored is not None and scored["source"] == "control" and scored["targets"] == ["TNF"]
+    effects = pd.read_csv(tmp_path / "scored" / "translation_effects.csv")
+    assert "log_nc_ratio" in set(effects["feature"])
+    assert "Real-cell translation" in (tmp_path / "scored" / "report.html").read_text()
 
 
 def test_encoder_train_and_translate_from_the_command_line(tiny_checkpoint, tmp_path):
