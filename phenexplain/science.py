@@ -54,6 +54,7 @@ WELLS_PER_CONDITION = 8
 SITES_PER_WELL = 24  # about 2,100 crops per condition (the size of an unseen assay's plate)
 MAX_INFLATION = 1.5
 RESULT = "science.json"
+TRANSLATION = "translation.json"  # with --translate: the real-cell translation of the checkpoint
 PLATES = "plates"  # OUT/plates/<assay>: shared by every profile and seed
 
 Say = Callable[[str], None]
@@ -250,6 +251,67 @@ def run_one(
     return record
 
 
+def translation_check(
+    out: Path, label: str, assay: str, seed: int, record: dict, params: Params, say: Say
+) -> dict:
+    """Real-cell translation of a finished run's checkpoint (the one `record` measured): an
+    encoder (params.yaml's ``encoder``) trained on the assay's crop set, every control crop
+    translated to each other condition (`phenexplain translate`), scored by
+    `report.translation.score_translation`. Kept in ``translation.json`` beside science.json
+    (each step's output too, so an interrupted check resumes)."""
+    from phenexplain.data import cropset as cs
+    from phenexplain.explain.encoder import encoder_job, load_encoder
+    from phenexplain.explain.latent import pick_control
+    from phenexplain.explain.translate import translate_cropset
+    from phenexplain.report.translation import score_translation
+
+    folder = run_folder(out, label, assay, seed)
+    if (folder / TRANSLATION).is_file():
+        return json.loads((folder / TRANSLATION).read_text())
+    checkpoint, crops_dir = Path(record["checkpoint"]), out / PLATES / assay / "crops"
+    tag = f"{label} {assay} seed {seed}"
+    encoder = folder / "encoder-run" / "encoder"
+    start = time.perf_counter()
+    if not (encoder / "encoder.json").is_file():
+        say(f"{tag}: training an encoder")
+        encoder_job(checkpoint, crops_dir, folder / "encoder-run", params.encoder)
+    _, info = load_encoder(encoder, checkpoint)
+    translated = folder / "translated"
+    conditions = CropSet(crops_dir).conditions
+    control = pick_control(sorted(conditions), get_assay(assay).control)
+    crops_per_s = None
+    if not (translated / cs.INFO).is_file():
+        say(f"{tag}: translating the {control} crops")
+        summary = translate_cropset(checkpoint, crops_dir, translated, source=control,
+                                    encoder=encoder)  # fmt: skip
+        crops_per_s = summary.crops_per_s
+    say(f"{tag}: scoring the translation")
+    scores = score_translation(translated, crops_dir, params.report)
+    result = {"encoder_scores": info.scores, "crops_per_s": crops_per_s,
+              "minutes": (time.perf_counter() - start) / 60, **scores.summary()}  # fmt: skip
+    write_json(folder / TRANSLATION, result)
+    return result
+
+
+def translation_rows(record: dict, translation: dict) -> list[dict]:
+    """One line per (target, feature) of a run's translation check."""
+    common = {k: record[k] for k in ("profile", "assay", "seed")}
+    recon = translation["reconstruction"]
+    identity = {(r["target"], r["feature"]): r for r in translation["identity"]}
+    rows = []
+    for effect in translation["effects"]:
+        same = identity.get((effect["target"], effect["feature"]), {})
+        rows.append({
+            **common, "source": translation["source"], **effect,
+            **{k: same.get(k) for k in ("r_translation", "r_reconstruction", "nuclei_dice",
+                                        "nuclei_dice_reconstruction", "nuclei_dice_chance")},
+            "psnr_db": recon["all"].get("mean_psnr_db"), "ssim": recon["all"].get("mean_ssim"),
+            "held_out_psnr_db": translation["encoder_scores"].get("mean_psnr_db"),
+            "held_out_ssim": translation["encoder_scores"].get("mean_ssim"),
+        })  # fmt: skip
+    return rows
+
+
 def _budget(train: TrainParams) -> str:
     if train.minutes is not None:
         return f"{train.minutes:g} min, at most {train.kimg:g} kimg"
@@ -357,8 +419,11 @@ def _fmt(x) -> str:
     return "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.2f}"
 
 
-def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
-    """summary.md and summary.png of every finished (profile, assay, seed)."""
+def write_summary(
+    out: Path, rows: pd.DataFrame, translations: pd.DataFrame | None = None
+) -> tuple[Path, Path]:
+    """summary.md and summary.png of every finished (profile, assay, seed); `translations`:
+    `translation_rows` of the runs' translation checks, if any."""
     table = _summary_table(rows)
     runs = rows.drop_duplicates(["profile", "assay", "seed"])
     lines = [
@@ -420,9 +485,49 @@ def write_summary(out: Path, rows: pd.DataFrame) -> tuple[Path, Path]:
     counts = inflated.groupby("profile").size().reindex(rows["profile"].unique(), fill_value=0)
     lines += ["", f"Ratios above {MAX_INFLATION} where the real effect is real: "
               + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]  # fmt: skip
+    if translations is not None and len(translations):
+        lines += _translation_summary(translations)
     md = out / "summary.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return md, _plot(rows, out / "summary.png")
+
+
+def _translation_summary(rows: pd.DataFrame) -> list[str]:
+    """summary.md's real-cell translation section: median [min, max] over seeds."""
+    lines = [
+        "",
+        "## Real-cell translation",
+        "",
+        "Every control crop encoded and moved to each condition (method 2), then measured: d of "
+        "the translations against real crops of the target (0: lands on it) and against their "
+        "own sources (ratio to d real: 1), r: per-crop correlation of source and translation "
+        "(with the reconstruction's in brackets), Dice of the nucleus masks (chance in brackets).",
+        "",
+        "| profile | assay | to | feature | seeds | d real | d vs real target | ratio | r | Dice |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = ["profile", "assay", "target", "feature_name"]
+    for (profile, assay, target, feature), part in rows.groupby(keys, sort=False):
+
+        def span(column: str, part=part) -> str:
+            v = part[column].astype(float)
+            return f"{_fmt(v.median())} [{_fmt(v.min())}, {_fmt(v.max())}]"
+
+        r = f"{span('r_translation')} ({_fmt(part['r_reconstruction'].astype(float).median())})"
+        dice = f"{_fmt(part['nuclei_dice'].median())} ({_fmt(part['nuclei_dice_chance'].median())})"
+        lines.append(
+            f"| {profile} | {assay} | {target} | {feature} | {len(part)} | {span('d_real')} | "
+            f"{span('d_vs_real_target')} | {span('ratio')} | {r} | {dice} |"
+        )
+    runs = rows.drop_duplicates(["profile", "assay", "seed"])
+    lines += ["", "| profile | assay | seed | PSNR dB (held out) | SSIM (held out) |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for r in runs.to_dict(orient="records"):
+        lines.append(
+            f"| {r['profile']} | {r['assay']} | {r['seed']} | {_fmt(r['psnr_db'])} "
+            f"({_fmt(r['held_out_psnr_db'])}) | {_fmt(r['ssim'])} ({_fmt(r['held_out_ssim'])}) |"
+        )
+    return lines
 
 
 def _plot(rows: pd.DataFrame, path: Path) -> Path:
@@ -470,6 +575,7 @@ def run_science(
     seeds: int = 3,
     profiles: list[str] | None = None,
     sites_per_well: int = SITES_PER_WELL,
+    translate: bool = False,
     say: Say = print,
 ) -> tuple[list[dict], Path, Path]:
     """Every (profile, assay, seed) not finished yet, then the gathered results and the summary.
@@ -478,6 +584,9 @@ def run_science(
     ``params.train.profile``; several are trained side by side (each seed of each assay under
     every contender before the next), on the same plates (`plate_spec`: `sites_per_well` sites in
     each of `WELLS_PER_CONDITION` wells per condition).
+
+    With `translate`, each run's checkpoint also translates real crops (`translation_check`):
+    ``OUT/translation.jsonl`` and a section of summary.md.
 
     Returns (all result rows, summary.md, summary.png)."""
     from phenexplain.training.run import resolve_profile
@@ -496,6 +605,7 @@ def run_science(
     out.mkdir(parents=True, exist_ok=True)
     runs = [(p, a, s) for s in range(seeds) for a in assays for p in profiles]
     rows: list[dict] = []
+    translations: list[dict] = []
     for k, (profile, assay, seed) in enumerate(runs, start=1):
         done = run_folder(out, profile, assay, seed) / RESULT
         head = f"[{k}/{len(runs)}] {profile} {assay} seed {seed}"
@@ -509,8 +619,12 @@ def run_science(
         for row in result_rows(record):
             say(json.dumps(row, default=float))
             rows.append(row)
-    with (out / "results.jsonl").open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=float) + "\n")
-    md, png = write_summary(out, pd.DataFrame(rows))
+        if translate:
+            check = translation_check(out, profile, assay, seed, record, params, say)
+            translations += translation_rows(record, check)
+    for name, lines in (("results.jsonl", rows), ("translation.jsonl", translations)):
+        if lines:
+            with (out / name).open("w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(row, default=float) + "\n" for row in lines)
+    md, png = write_summary(out, pd.DataFrame(rows), pd.DataFrame(translations))
     return rows, md, png

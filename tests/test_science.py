@@ -66,6 +66,26 @@ def test_science_runs_resumes_and_summarises(small_params, tmp_path):
         run_science(tmp_path, small_params, assays=["nfkb"], seeds=2, profiles=profiles,
                     sites_per_well=2, say=again.append)  # fmt: skip
     assert not (tmp_path / "cpu-small" / "nfkb" / "seed-1").exists()
+    # --translate on finished runs: an encoder, the control crops translated and scored, once
+    encoder = small_params.encoder.model_copy(
+        update={"synthetic_steps": 20, "real_steps": 10, "channels": 16, "centroid_samples": 500}
+    )
+    fast = small_params.model_copy(update={"encoder": encoder})
+    said = []
+    run_science(tmp_path, fast, assays=["nfkb"], seeds=1, profiles=["cpu-small"],
+                sites_per_well=1, translate=True, say=said.append)  # fmt: skip
+    assert any("training an encoder" in s for s in said)
+    lines = [json.loads(x) for x in (tmp_path / "translation.jsonl").read_text().splitlines()]
+    nfkb = next(r for r in lines if r["feature"] == "log_nc_ratio")
+    assert nfkb["source"] == "control" and nfkb["target"] == "TNF" and nfkb["d_real"] > 0
+    assert {"d_vs_real_target", "d_vs_sources", "ratio", "r_translation", "nuclei_dice",
+            "psnr_db", "held_out_psnr_db"} <= set(nfkb)  # fmt: skip
+    assert "## Real-cell translation" in md.read_text()
+    check = tmp_path / "cpu-small" / "nfkb" / "seed-0" / "translation.json"
+    stamp = check.stat().st_mtime_ns
+    run_science(tmp_path, fast, assays=["nfkb"], seeds=1, profiles=["cpu-small"],
+                sites_per_well=1, translate=True, say=said.append)  # fmt: skip
+    assert check.stat().st_mtime_ns == stamp
 
 
 def test_unknown_assays_and_seeds_are_refused(small_params, tmp_path):

@@ -177,6 +177,14 @@ def bench_science(
             "2,100 crops per condition).",
         ),
     ] = None,
+    translate: Annotated[
+        bool,
+        typer.Option(
+            help="Also translate each run's real control crops with an encoder and score the "
+            "translations (translation.jsonl, a section of summary.md); adds a few minutes per "
+            "run, and runs on finished runs too."
+        ),
+    ] = False,
 ) -> None:
     """Train and validate each profile on each planted assay over training seeds (see
     phenexplain.science); one JSON line per (profile, assay, feature, condition, seed), then
@@ -186,6 +194,7 @@ def bench_science(
     train = resolve("train", kimg=kimg, minutes=minutes)  # --minutes: kimg caps it
     _, md, png = run_science(
         out, params().model_copy(update={"train": train}), seeds=seeds, say=typer.echo,
+        translate=translate,
         **given(assays=names(assays) or None, profiles=names(profile) or None,
                 sites_per_well=sites_per_well),
     )  # fmt: skip
