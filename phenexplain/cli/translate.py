@@ -67,7 +67,7 @@ def encoder_train(
         from phenexplain.integrations.mlflow_tracking import log_encoder_run
 
         run_id = log_encoder_run(run_dir / "encoder", info, losses)
-        say(f"MLflow run {run_id}")
+        say(f"MLflow run {run_id}; its model (traversals and translations): runs:/{run_id}/model")
     if scores.get("crops"):
         start = scores["centroid_start"]
         say(

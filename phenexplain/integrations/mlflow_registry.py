@@ -8,6 +8,7 @@ checkpoint (G_ema and the cached W centroids) as its artifact, registered as
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -43,11 +45,12 @@ SQLITE_CONFLICTS = (
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [
-            ColSpec("long", "seed"),
+            ColSpec("long", "seed", required=False),
             ColSpec("string", "source"),
             ColSpec("string", "target"),
-            ColSpec("long", "method"),
-            ColSpec("long", "steps"),
+            ColSpec("long", "method", required=False),
+            ColSpec("long", "steps", required=False),
+            ColSpec("binary", "image", required=False),  # a translation request: .npy bytes
         ]
     )
 )
@@ -61,13 +64,20 @@ set_model(PhenexplainModel())
 
 
 class PhenexplainModel(PythonModel):
-    """A traversal renderer: one row (seed, source, target, method, steps) -> its frames.
+    """Traversals of generated cells, and translations of real ones where the model carries an
+    encoder (`log_translator`).
 
-    Input: a DataFrame with ``seed`` (int), ``source`` and ``target`` (condition names),
-    ``method`` (1, 2 or 3: the paper's eq. 3, 4-5, 6) and ``steps`` (frames - 1). Output: the
-    input columns plus ``images``, one uint8 array [steps + 1, C, H, W] per row (frame 0 is the
-    source condition; z = RandomState(seed).randn, constant noise, no truncation). Served over
-    REST, each array arrives as nested lists.
+    Traversal rows: ``seed`` (int), ``source`` and ``target`` (condition names), ``method`` (1, 2
+    or 3: the paper's eq. 3, 4-5, 6) and ``steps`` (frames - 1) -> ``images``, one uint8 array
+    [steps + 1, C, H, W] per row (frame 0 is the source condition; z = RandomState(seed).randn,
+    constant noise, no truncation).
+
+    Translation rows (a request of its own): ``image``, the bytes of a ``.npy`` file of one
+    uint8 crop [C, S, S] (S the model's resolution or a multiple, box-downsampled as training
+    saw it; read without pickles), ``source`` (its condition) and ``target`` -> ``images``
+    [2, C, R, R]: its reconstruction and its translation (method 2, constant noise).
+
+    Served over REST, each array arrives as nested lists (and ``image`` is sent base64-encoded).
     """
 
     def load_context(self, context) -> None:
@@ -79,6 +89,11 @@ class PhenexplainModel(PythonModel):
         config = context.model_config or {}
         self.centroid_samples = int(config.get("centroid_samples", 100_000))
         self._centroids = None
+        self.encoder = None
+        if "encoder" in context.artifacts:
+            from phenexplain.explain.encoder import load_encoder
+
+            self.encoder, _ = load_encoder(context.artifacts["encoder"])  # checked when logged
 
     def _index(self, name: Any) -> int:
         if str(name) not in self.conditions:
@@ -93,11 +108,25 @@ class PhenexplainModel(PythonModel):
         return self._centroids
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        """Frames of each requested traversal (see the class docstring)."""
+        """Frames of each requested traversal, or each crop's translation (see the class
+        docstring)."""
+        translate = "image" in model_input.columns
+        frames = self._translate(model_input) if translate else self._traverse(model_input)
+        out = model_input.reset_index(drop=True).copy()
+        out["images"] = pd.Series(frames, dtype=object)
+        return out
+
+    def _traverse(self, model_input: pd.DataFrame) -> list[np.ndarray]:
         from phenexplain.explain.traversal import synthesize, traverse
         from phenexplain.nets.ops import to_uint8
         from phenexplain.nets.sampling import seed_latent
 
+        missing = sorted({"seed", "method", "steps"} - set(model_input.columns))
+        if missing:
+            raise PhenexplainError(
+                f"a traversal request needs the columns seed, source, target, method and steps; "
+                f"{missing} missing (or send 'image' for a translation)"
+            )
         frames = []
         for row in model_input.itertuples(index=False):
             method = int(row.method)
@@ -111,9 +140,43 @@ class PhenexplainModel(PythonModel):
                 centroid=self._centroid() if method == 2 else None,
             )  # [T, 1, w_dim]
             frames.append(to_uint8(synthesize(self.G, w))[:, 0].numpy())
-        out = model_input.reset_index(drop=True).copy()
-        out["images"] = pd.Series(frames, dtype=object)
-        return out
+        return frames
+
+    def _translate(self, model_input: pd.DataFrame) -> list[np.ndarray]:
+        from phenexplain.explain.translate import translate_batch
+        from phenexplain.training.data import downsample
+
+        if self.encoder is None:
+            raise PhenexplainError(
+                "this model has no encoder, so it cannot translate real crops; log one with "
+                "`phenexplain encoder train ... --track` and load that run's model"
+            )
+        frames = []
+        for i, row in enumerate(model_input.itertuples(index=False)):
+            crop = _read_crop(row.image, i, self.G.img_channels, self.G.img_resolution)
+            crop = downsample(crop[None], crop.shape[-1] // self.G.img_resolution)
+            pair = translate_batch(
+                self.G, self.encoder, crop, self._index(row.source), [self._index(row.target)]
+            )  # [2, 1, C, R, R]
+            frames.append(pair[:, 0])
+        return frames
+
+
+def _read_crop(data: Any, row: int, channels: int, resolution: int) -> np.ndarray:
+    """One uint8 crop [C, S, S] from the bytes of a .npy file (no pickles), checked."""
+    try:
+        crop = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    except (ValueError, TypeError, OSError) as exc:
+        raise PhenexplainError(
+            f"row {row}: 'image' is not the bytes of a .npy file ({exc})"
+        ) from None
+    size = crop.shape[-1] if crop.ndim == 3 else 0
+    if crop.dtype != np.uint8 or crop.shape != (channels, size, size) or size % resolution:
+        raise PhenexplainError(
+            f"row {row}: 'image' is {crop.dtype} {crop.shape}; send one uint8 crop "
+            f"[{channels}, S, S] with S a multiple of the model's {resolution} px"
+        )
+    return crop
 
 
 @dataclass(frozen=True)
@@ -160,8 +223,11 @@ def _requirements() -> list[str]:
     ]
 
 
-def _log_model(run_id: str, checkpoint: Path, centroid_samples: int, uri: str):
-    """Log the pyfunc model (models-from-code, nothing pickled) into run `run_id`."""
+def _log_model(
+    run_id: str, checkpoint: Path, centroid_samples: int, uri: str, encoder: Path | None = None
+):
+    """Log the pyfunc model (models-from-code, nothing pickled) into run `run_id`; with the
+    `encoder` folder of that checkpoint among its artifacts, it also translates real crops."""
     from phenexplain.training.checkpoint import read_config
 
     if mlflow.get_tracking_uri() != uri:
@@ -181,12 +247,33 @@ def _log_model(run_id: str, checkpoint: Path, centroid_samples: int, uri: str):
             return mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(code),
-                artifacts={"checkpoint": str(slim)},
+                artifacts={"checkpoint": str(slim)}
+                | ({"encoder": str(encoder)} if encoder else {}),
                 model_config={"centroid_samples": centroid_samples},
                 signature=SIGNATURE,
                 input_example=example,
                 pip_requirements=_requirements(),
             )
+
+
+def log_translator(
+    run_id: str,
+    checkpoint: str | Path,
+    encoder: str | Path,
+    *,
+    centroid_samples: int = 100_000,
+    uri: str | None = None,
+):
+    """Log, into run `run_id`, the pyfunc model of `checkpoint` with its `encoder` folder (refused
+    when trained for other weights): traversal rows and translation rows (`PhenexplainModel`).
+    Not registered: the registry's versions and champion are the training runs'. Returns the
+    model info (its ``model_uri`` loads with ``mlflow.pyfunc.load_model``)."""
+    from phenexplain.explain.encoder import load_encoder
+
+    load_encoder(encoder, checkpoint)
+    uri = uri or tracking_uri()
+    with _tracking_errors(uri, "log the translator model"):
+        return _log_model(run_id, Path(checkpoint), centroid_samples, uri, Path(encoder))
 
 
 def _comparable(tags: Mapping[str, str]) -> tuple[str, str, str] | None:

@@ -279,12 +279,14 @@ def log_encoder_run(
     info: Any,
     losses: list[tuple[str, int, float]],
     *,
+    model: bool = True,
     uri: str | None = None,
 ) -> str:
     """The encoder of `folder` (`explain.encoder.EncoderInfo` `info`) as its own MLflow run in
     the experiment ``encoders``: its params, the loss of every step (``loss_<stage>``, step =
-    the step across both stages), the held-out scores as metrics, the folder as an artifact and
-    the generator it belongs to as tags. Returns the run id."""
+    the step across both stages), the held-out scores as metrics, the folder as an artifact, the
+    generator it belongs to as tags and (`model`) the pyfunc model of generator and encoder
+    (``runs:/<run id>/model``: traversals and translations). Returns the run id."""
     tags = {"phenexplain.kind": "encoder",
             "phenexplain.generator": info.generator.get("checkpoint", ""),
             "phenexplain.generator_weights": info.generator.get("weights_sha256", "")}  # fmt: skip
@@ -300,6 +302,11 @@ def log_encoder_run(
             mlf.log_batch(run_id, metrics=items[start : start + _MAX_METRICS])
     scores = {k: v for k, v in flatten(info.scores).items() if isinstance(v, (int, float))}
     log_results(run_id, metrics=scores, artifacts={"encoder": folder}, uri=uri)
+    if model:
+        from phenexplain.integrations.mlflow_registry import log_translator
+
+        log_translator(run_id, info.generator["checkpoint"], folder,
+                       centroid_samples=info.params["centroid_samples"], uri=uri)  # fmt: skip
     mlf.set_terminated(run_id)
     return run_id
 

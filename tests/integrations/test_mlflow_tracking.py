@@ -200,7 +200,7 @@ def test_encoder_train_track_logs_its_own_run(mlflow_server, tiny_checkpoint, tm
     code, err = run_cli("encoder", "train", ckpt, crops, "--run-dir", tmp_path / "run", "--track",
                         "--synthetic-steps", "6", "--real-steps", "4", "--channels", "8")  # fmt: skip
     assert code == 0, err
-    run_id = err.split("MLflow run ")[1].split()[0]
+    run_id = err.split("MLflow run ")[1].split(";")[0]
     run = _client().get_run(run_id)
     assert _client().get_experiment(run.info.experiment_id).name == "encoders"
     assert run.info.status == "FINISHED" and run.data.params["synthetic_steps"] == "6"
@@ -216,3 +216,33 @@ def test_encoder_train_track_logs_its_own_run(mlflow_server, tiny_checkpoint, tm
     assert "centroid_start.mean_psnr_db" in run.data.metrics
     files = {f.path for f in _client().list_artifacts(run_id, "encoder")}
     assert {"encoder/encoder.json", "encoder/weights.safetensors"} <= files
+    # its pyfunc model translates real crops as `translate` does, and still renders traversals
+    import io
+
+    import mlflow
+    import pandas as pd
+
+    from phenexplain.explain.encoder import load_encoder
+    from phenexplain.explain.translate import translate_batch
+
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    crops = CropSet(crops)
+    images = np.stack([crops[i][0] for i in range(3)])
+
+    def npy(a: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, a, allow_pickle=False)
+        return buffer.getvalue()
+
+    request = pd.DataFrame({"image": [npy(x) for x in images], "source": ["TNF"] * 3,
+                            "target": ["control"] * 3})  # fmt: skip
+    out = model.predict(request)
+    E, _ = load_encoder(tmp_path / "run" / "encoder", ckpt)
+    expected = translate_batch(G, E, images, 0, [1])  # TNF is condition 0
+    for i, pair in enumerate(out["images"]):
+        np.testing.assert_array_equal(pair, expected[:, i])
+    frames = model.predict(pd.DataFrame({"seed": [1], "source": ["TNF"], "target": ["control"],
+                                         "method": [2], "steps": [2]}))  # fmt: skip
+    assert frames["images"][0].shape == (3, 2, 16, 16)
+    with pytest.raises(Exception, match="send one uint8 crop"):
+        model.predict(request.assign(image=[npy(x.astype(np.float32)) for x in images]))
