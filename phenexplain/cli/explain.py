@@ -253,6 +253,13 @@ def project(
         typer.Option(help=from_params("project.optimize_noise", "Also optimise the noise maps.")),
     ] = None,
     centroid_samples: Centroids = None,
+    encoder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this encoder's guess (encoder train's RUN_DIR/encoder) instead of "
+            "the condition's centroid."
+        ),
+    ] = None,
     device: DeviceOption = Device.cpu,
 ) -> None:
     """Project real crops into W and translate them to another condition; reports PSNR/SSIM."""
@@ -267,6 +274,7 @@ def project(
             checkpoint, images, out, source=condition, target=to, steps=cfg.steps,
             frames=cfg.frames, per_layer=cfg.per_layer, optimize_noise=cfg.optimize_noise,
             centroid_samples=k, device=device.value, progress=update, inputs=[source],
+            encoder=encoder,
         )  # fmt: skip
     say(
         f"projected {len(summary['crops'])} crop(s): PSNR {summary['mean_psnr_db']:.2f} dB, "

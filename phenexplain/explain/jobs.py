@@ -354,10 +354,13 @@ def project_crops(
     per_layer: bool = True,
     optimize_noise: bool = False,
     centroid_samples: int = ExplainParams().centroid_samples,
+    encoder=None,
     progress: Progress | None = None,
 ) -> Projections:
     """Project uint8 crops [N, C, S, S] (S a multiple of the model's resolution) from the source
-    centroid and translate each to `target` by the centroid shift (method 2)."""
+    centroid, or from the `encoder`'s guess (`explain.encoder.Encoder` of this model; its
+    centroids then make the shift), and translate each to `target` by the centroid shift
+    (method 2)."""
     from phenexplain.training.data import downsample
 
     G = model.G
@@ -369,12 +372,19 @@ def project_crops(
             f"channels, {r} px or a multiple)"
         )
     crops = downsample(crops, size // r)
-    centroid = model.centroids(centroid_samples)
+    if encoder is not None:
+        from phenexplain.explain.encoder import encode
+
+        centroid = encoder.centroids
+        starts = encode(encoder, crops, np.full(len(crops), src))
+    else:
+        centroid = model.centroids(centroid_samples)
+        starts = centroid[src].expand(len(crops), -1)
     shift = centroid[dst] - centroid[src]
     palette = parse_colours(None, model.channels)
     results, strips = [], []
     for i, crop in enumerate(crops):
-        p = project(G, crop, centroid[src], steps=steps, per_layer=per_layer,
+        p = project(G, crop, starts[i], steps=steps, per_layer=per_layer,
                     optimize_noise=optimize_noise)  # fmt: skip
         mapping = IntensityMapping.identity(crop.shape[0])
         strip = [
@@ -391,6 +401,7 @@ def project_crops(
         "steps": steps,
         "per_layer": per_layer,
         "optimize_noise": optimize_noise,
+        "start": "encoder" if encoder is not None else "centroid",
         "crops": results,
         "mean_psnr_db": float(np.mean([r["psnr_db"] for r in results])),
         "mean_ssim": float(np.mean([r["ssim"] for r in results])),
@@ -410,8 +421,13 @@ def project_job(
 ) -> dict:
     """`project_crops` written to `out` (a GIF per crop, projection.json); `inputs` are the files
     the crops were read from, which `out` may not be or hold."""
+    encoder = options.pop("encoder", None)
+    if encoder is not None:  # a folder: the encoder of this checkpoint
+        from phenexplain.explain.encoder import load_encoder
+
+        encoder, _ = load_encoder(encoder, checkpoint)
     with output_folder(Path(out), "projection", [checkpoint, *inputs]) as out:
-        result = project_crops(Model.load(checkpoint, device), crops, **options)
+        result = project_crops(Model.load(checkpoint, device), crops, encoder=encoder, **options)
         result.write(out)
     return result.summary
 

@@ -193,7 +193,8 @@ def project(
     noise_weight: float = 1e3,
     ssim_weight: float = 0.1,
 ) -> Projection:
-    """Fit S(w) to `crop` (uint8 [C, H, W]) from w = `start` [w_dim] (the source centroid).
+    """Fit S(w) to `crop` (uint8 [C, H, W]) from w = `start`: [w_dim] (the source centroid), or
+    [num_ws, w_dim] (an encoder's W+ guess, with `per_layer`).
 
     `lr` is in units of the spread of W around `start` (so one setting suits every model)."""
     if crop.shape != (G.img_channels, G.img_resolution, G.img_resolution):
@@ -203,9 +204,14 @@ def project(
         )
     G = copy.deepcopy(G).eval().requires_grad_(False)
     device = next(G.parameters()).device
-    lr = lr * _w_scale(G, start)
+    if start.dim() == 2 and not per_layer:
+        raise PhenexplainError("a W+ start (one w per layer) needs per_layer")
+    lr = lr * _w_scale(G, start.mean(0) if start.dim() == 2 else start)
     target = from_uint8(crop[None]).to(device)
-    w = start.to(device).float().reshape(1, 1, -1).repeat(1, G.num_ws if per_layer else 1, 1)
+    if start.dim() == 2:
+        w = start.to(device).float().unsqueeze(0).clone()
+    else:
+        w = start.to(device).float().reshape(1, 1, -1).repeat(1, G.num_ws if per_layer else 1, 1)
     w.requires_grad_(True)
     layers = _noise_layers(G)
     maps = []

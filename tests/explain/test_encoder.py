@@ -186,3 +186,16 @@ def test_encoder_train_and_translate_from_the_command_line(tiny_checkpoint, tmp_
     code, err = run_cli("translate", ckpt, crops, tmp_path / "out2", "--from", "nope",
                         "--encoder", tmp_path / "run" / "encoder")  # fmt: skip
     assert "not in the checkpoint" in one_line_error(code, err)
+
+
+def test_projection_from_the_encoder_starts_closer_than_from_the_centroid(trained, tmp_path):
+    from phenexplain.explain.jobs import project_job
+
+    ckpt, _, crops, encoder, _ = trained
+    source = cs.CropSet(crops)
+    images = np.stack([source[i][0] for i in np.flatnonzero(source.labels == 1)[:4]])
+    common = dict(source="control", target="TNF", steps=5, frames=1, centroid_samples=2000)
+    plain = project_job(ckpt, images, tmp_path / "p0", **common)
+    guided = project_job(ckpt, images, tmp_path / "p1", encoder=encoder, **common)
+    assert plain["start"] == "centroid" and guided["start"] == "encoder"
+    assert guided["mean_psnr_db"] > plain["mean_psnr_db"] + 3
