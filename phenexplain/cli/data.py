@@ -192,6 +192,36 @@ def import_stylegan(
     say(f"imported {n} crops into {out}")
 
 
+def import_impa(
+    source: Annotated[
+        Path, typer.Argument(help="The IMPA/CellFlux BBBC021 folder (metadata/, Week*/...).")
+    ],
+    out: Annotated[Path, typer.Argument(help="Crop set folder to create.")],
+    metadata: Annotated[
+        Path | None, typer.Option(help="The cell table (default: metadata/bbbc021_df_all.csv).")
+    ] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="Channel names in file order (default: DNA,Tubulin,Actin).")
+    ] = None,
+    condition_by: Annotated[
+        str,
+        typer.Option(help="Conditions: compound (CellFlux's FIDc) or compound_dose."),
+    ] = "compound",
+    split: Annotated[
+        str | None, typer.Option(help="Only this SPLIT: train or test (default: all rows).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Read the field's preprocessed BBBC021 crops (IMPA / CellFlux layout: one .npy per cell and
+    its metadata table) into a crop set; unreadable rows are quarantined (quarantine.csv)."""
+    from phenexplain.data.impa import import_impa as run
+
+    n, bad = run(source, out, metadata=metadata, channels=names(channels) or None,
+                 condition_by=condition_by, split=split, overwrite=overwrite)  # fmt: skip
+    quarantined = f", {bad} row(s) quarantined (see {out / 'quarantine.csv'})" if bad else ""
+    say(f"imported {n} crops into {out}{quarantined}")
+
+
 def summarize(
     plate_dir: Annotated[Path, typer.Argument(help="Plate folder written by `phenexplain synth`.")],
     max_fields_per_condition: Annotated[
@@ -249,4 +279,5 @@ def register(app: typer.Typer) -> None:
     app.command()(ingest)
     app.command("export-stylegan")(export_stylegan)
     app.command("import-stylegan")(import_stylegan)
+    app.command("import-impa")(import_impa)
     app.command()(summarize)
