@@ -149,6 +149,11 @@ def generate(
     say(f"wrote {len(paths)} images to {out}")
 
 
+class Protocol(StrEnum):
+    ours = "ours"
+    field = "field"
+
+
 def evaluate(
     checkpoint: Checkpoint,
     cropset: Annotated[Path, typer.Argument(help="Crop set to compare with.")],
@@ -162,18 +167,49 @@ def evaluate(
         typer.Option(help=from_params("train.metric_images", "Generated images per metric.")),
     ] = None,
     device: DeviceOption = Device.cpu,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="ours: FID/KID of generated images against all crops; field: the CellFlux/IMPA "
+            "protocol (FIDo/FIDc, KIDo/KIDc over the treated conditions)."
+        ),
+    ] = Protocol.ours,
+    translation: Annotated[
+        Path | None,
+        typer.Option(help="--protocol field: score this translation crop set instead."),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(min=2, help="--protocol field: real crops used (CellFlux: 5120).")
+    ] = 5120,
+    split: Annotated[
+        str | None, typer.Option(help="--protocol field: only crops of this split (e.g. test).")
+    ] = None,
 ) -> None:
     """FID/KID of a checkpoint (or a run's latest) against a crop set."""
     from phenexplain.fsutil import check_output_file, write_json
-    from phenexplain.metrics.evaluate import evaluate_checkpoint
 
     if out is not None:  # before the work, so that a refused path costs nothing
         check_output_file(out, [checkpoint, cropset])
     cfg = resolve("train", metrics=names(metrics), metric_images=images)
-    result = evaluate_checkpoint(
-        checkpoint, cropset, list(cfg.metrics), n=cfg.metric_images,
-        inception_weights=cfg.inception_weights, device=device.value,
-    )  # fmt: skip
+    if protocol is Protocol.field:
+        from phenexplain.data.cropset import CropSet
+        from phenexplain.metrics.extractors import make_extractor
+        from phenexplain.metrics.field import field_protocol
+
+        channels = len(CropSet(cropset).channels)
+        extractors = [
+            make_extractor(m, channels, weights=cfg.inception_weights, device=device.value)
+            for m in dict.fromkeys(cfg.metrics)
+        ]
+        result = field_protocol(checkpoint, cropset, extractors, translation=translation,
+                                samples=samples, split=split)  # fmt: skip
+    else:
+        from phenexplain.metrics.evaluate import evaluate_checkpoint
+
+        result = evaluate_checkpoint(
+            checkpoint, cropset, list(cfg.metrics), n=cfg.metric_images,
+            inception_weights=cfg.inception_weights, device=device.value,
+        )  # fmt: skip
     if out is not None:
         write_json(out, result)
     typer.echo(json.dumps(result))
