@@ -500,8 +500,9 @@ def _translation_summary(rows: pd.DataFrame) -> list[str]:
         "",
         "Every control crop encoded and moved to each condition (method 2), then measured: d of "
         "the translations against real crops of the target (0: lands on it) and against their "
-        "own sources (ratio to d real: 1), r: per-crop correlation of source and translation "
-        "(with the reconstruction's in brackets), Dice of the nucleus masks (chance in brackets).",
+        "own sources (ratio to d real: 1, where the real effect's CI excludes 0), r: per-crop "
+        "correlation of source and translation (with the reconstruction's in brackets), Dice of "
+        "the nucleus masks (chance in brackets).",
         "",
         "| profile | assay | to | feature | seeds | d real | d vs real target | ratio | r | Dice |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -515,9 +516,10 @@ def _translation_summary(rows: pd.DataFrame) -> list[str]:
 
         r = f"{span('r_translation')} ({_fmt(part['r_reconstruction'].astype(float).median())})"
         dice = f"{_fmt(part['nuclei_dice'].median())} ({_fmt(part['nuclei_dice_chance'].median())})"
+        ratio = span("ratio") if part["changed"].astype(bool).all() else "no real effect"
         lines.append(
             f"| {profile} | {assay} | {target} | {feature} | {len(part)} | {span('d_real')} | "
-            f"{span('d_vs_real_target')} | {span('ratio')} | {r} | {dice} |"
+            f"{span('d_vs_real_target')} | {ratio} | {r} | {dice} |"
         )
     runs = rows.drop_duplicates(["profile", "assay", "seed"])
     lines += ["", "| profile | assay | seed | PSNR dB (held out) | SSIM (held out) |",
