@@ -64,7 +64,7 @@ def encoder_train(
         info = encoder_job(checkpoint, cropset, run_dir, cfg, on_step=on_step)
     scores = info.scores
     if track:
-        from phenexplain.integrations.mlflow_tracking import log_encoder_run
+        from phenexplain.integrations.mlflow_registry import log_encoder_run
 
         run_id = log_encoder_run(run_dir / "encoder", info, losses)
         say(f"MLflow run {run_id}; its model (traversals and translations): runs:/{run_id}/model")

@@ -324,21 +324,23 @@ def encoder_job(
 ) -> EncoderInfo:
     """`phenexplain encoder train`: train an encoder for `checkpoint` on `cropset`, score it on
     the held-out crops (beside the untrained start, the centroid), write `run_dir/encoder`."""
-    from phenexplain.explain.jobs import Model
+    from phenexplain.explain.traversal import cached_centroids  # (jobs imports this module)
+    from phenexplain.training.checkpoint import load_network, read_config
 
     out = Path(run_dir) / "encoder"
     check_output(out, False, kind=KIND, inputs=[checkpoint, cropset])
-    model = Model.load(checkpoint)
+    meta = read_config(checkpoint)
+    conditions, channels = list(meta.conditions), list(meta.channels)
     crops = CropSet(cropset)
-    if sorted(crops.conditions) != sorted(model.conditions) or crops.channels != model.channels:
+    if sorted(crops.conditions) != sorted(conditions) or crops.channels != channels:
         raise PhenexplainError(
             f"{cropset} (conditions {sorted(crops.conditions)}, channels {crops.channels}) does "
-            f"not match {checkpoint} (conditions {model.conditions}, channels {model.channels})"
+            f"not match {checkpoint} (conditions {conditions}, channels {channels})"
         )
-    G = model.G
-    centroids = model.centroids(params.centroid_samples)
+    G = load_network(checkpoint, "G_ema")
+    centroids = cached_centroids(Path(checkpoint), G, params.centroid_samples)
     train, held = split_holdout(crops, params.holdout, params.seed)
-    labels = condition_labels(crops, model.conditions)
+    labels = condition_labels(crops, conditions)
     start = time.perf_counter()
     E = train_encoder(
         G,
@@ -363,7 +365,7 @@ def encoder_job(
             "checkpoint": str(checkpoint),
             "weights_sha256": file_sha256(Path(checkpoint) / WEIGHTS)[:16],
         },
-        conditions=model.conditions,
+        conditions=conditions,
         holdout=crops.manifest["crop_id"].to_numpy()[held].tolist(),
         scores=summary,
         params=params.model_dump(),

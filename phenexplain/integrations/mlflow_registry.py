@@ -3,6 +3,8 @@
 The model is logged from code (MLflow's models-from-code: nothing is pickled) with a slim
 checkpoint (G_ema and the cached W centroids) as its artifact, registered as
 ``phenexplain-<crop set>``; alias ``champion`` follows the lowest FID among comparable versions.
+An encoder of a checkpoint is tracked as its own run with the same model plus the encoder
+(`log_encoder_run`, `log_translator`), which also translates real crops; it is not registered.
 """
 
 from __future__ import annotations
@@ -22,15 +24,25 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel
 from mlflow.types import ColSpec, Schema
 
 from phenexplain.errors import PhenexplainError
-from phenexplain.integrations.mlflow_tracking import TAG, _tracking_errors, client, tracking_uri
+from phenexplain.integrations.mlflow_tracking import (
+    TAG,
+    _tracking_errors,
+    client,
+    flatten,
+    log_results,
+    start_training_run,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
+_MAX_METRICS = 1000  # per log_batch call
 
 MODEL_PREFIX = "phenexplain-"
 CHAMPION = "champion"
@@ -399,3 +411,38 @@ def log_and_register(
     log.info("registered %s version %s (%s = %s)", name, mv.version, fid_metric_name, fid_value)
     version = str(mv.version)
     return Registration(name, version, f"models:/{name}/{version}", champion)
+
+
+def log_encoder_run(
+    folder: str | Path,
+    info: Any,
+    losses: list[tuple[str, int, float]],
+    *,
+    model: bool = True,
+    uri: str | None = None,
+) -> str:
+    """The encoder of `folder` (`explain.encoder.EncoderInfo` `info`) as its own MLflow run in
+    the experiment ``encoders``: its params, the loss of every step (``loss_<stage>``, step =
+    the step across both stages), the held-out scores as metrics, the folder as an artifact, the
+    generator it belongs to as tags and (`model`) the pyfunc model of generator and encoder
+    (``runs:/<run id>/model``: traversals and translations). Returns the run id."""
+    tags = {"phenexplain.kind": "encoder",
+            "phenexplain.generator": info.generator.get("checkpoint", ""),
+            "phenexplain.generator_weights": info.generator.get("weights_sha256", "")}  # fmt: skip
+    run_id = start_training_run("encoders", info.params, tags, run_name=Path(folder).parent.name,
+                                uri=uri)  # fmt: skip
+    uri = uri or tracking_uri()
+    mlf = client(uri)
+    with _tracking_errors(uri, "log the encoder's losses"):
+        now = int(time.time() * 1000)
+        items = [Metric(f"loss_{stage}", loss, now, i)
+                 for i, (stage, _, loss) in enumerate(losses) if math.isfinite(loss)]  # fmt: skip
+        for start in range(0, len(items), _MAX_METRICS):
+            mlf.log_batch(run_id, metrics=items[start : start + _MAX_METRICS])
+    scores = {k: v for k, v in flatten(info.scores).items() if isinstance(v, (int, float))}
+    log_results(run_id, metrics=scores, artifacts={"encoder": folder}, uri=uri)
+    if model:
+        log_translator(run_id, info.generator["checkpoint"], folder,
+                       centroid_samples=info.params["centroid_samples"], uri=uri)  # fmt: skip
+    mlf.set_terminated(run_id)
+    return run_id

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import requests
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
@@ -46,7 +45,6 @@ _SECRET_NAME = re.compile(
 )
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _MAX_PARAMS, _MAX_PARAM_LEN = 100, 6000
-_MAX_METRICS = 1000  # per log_batch call
 
 
 # ---------------------------------------------------------------- tracking URI and client
@@ -274,43 +272,6 @@ def log_results(
                 log.warning("not logged: %s does not exist", local)
 
 
-def log_encoder_run(
-    folder: str | Path,
-    info: Any,
-    losses: list[tuple[str, int, float]],
-    *,
-    model: bool = True,
-    uri: str | None = None,
-) -> str:
-    """The encoder of `folder` (`explain.encoder.EncoderInfo` `info`) as its own MLflow run in
-    the experiment ``encoders``: its params, the loss of every step (``loss_<stage>``, step =
-    the step across both stages), the held-out scores as metrics, the folder as an artifact, the
-    generator it belongs to as tags and (`model`) the pyfunc model of generator and encoder
-    (``runs:/<run id>/model``: traversals and translations). Returns the run id."""
-    tags = {"phenexplain.kind": "encoder",
-            "phenexplain.generator": info.generator.get("checkpoint", ""),
-            "phenexplain.generator_weights": info.generator.get("weights_sha256", "")}  # fmt: skip
-    run_id = start_training_run("encoders", info.params, tags, run_name=Path(folder).parent.name,
-                                uri=uri)  # fmt: skip
-    uri = uri or tracking_uri()
-    mlf = client(uri)
-    with _tracking_errors(uri, "log the encoder's losses"):
-        now = int(time.time() * 1000)
-        items = [Metric(f"loss_{stage}", loss, now, i)
-                 for i, (stage, _, loss) in enumerate(losses) if math.isfinite(loss)]  # fmt: skip
-        for start in range(0, len(items), _MAX_METRICS):
-            mlf.log_batch(run_id, metrics=items[start : start + _MAX_METRICS])
-    scores = {k: v for k, v in flatten(info.scores).items() if isinstance(v, (int, float))}
-    log_results(run_id, metrics=scores, artifacts={"encoder": folder}, uri=uri)
-    if model:
-        from phenexplain.integrations.mlflow_registry import log_translator
-
-        log_translator(run_id, info.generator["checkpoint"], folder,
-                       centroid_samples=info.params["centroid_samples"], uri=uri)  # fmt: skip
-    mlf.set_terminated(run_id)
-    return run_id
-
-
 _LAZY = {
     "MlflowCallback": "mlflow_callback",
     "Outbox": "mlflow_callback",
@@ -318,6 +279,7 @@ _LAZY = {
     "PhenexplainModel": "mlflow_registry",
     "Registration": "mlflow_registry",
     "log_and_register": "mlflow_registry",
+    "log_encoder_run": "mlflow_registry",
     "promote_if_better": "mlflow_registry",
     "registered_model_name": "mlflow_registry",
 }
