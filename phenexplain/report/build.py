@@ -419,13 +419,17 @@ def _translation_section(page, translated, crops: CropSet, params, out: Path) ->
         f"{scores.crops} real crops of {scores.source} encoded and shown under "
         f"{', '.join(scores.targets)} (method 2), measured at {scores.resolution} px enlarged to "
         f"{scores.native_size} px. A right translation has d near 0 against real crops of the "
-        "target, and against its own sources the real effect (ratio near 1); CIs over wells. "
+        "target, and against its own sources the real effect (ratio near 1; none where the real "
+        "effect's CI covers 0); CIs over wells. "
         f"Reconstruction of the sources: PSNR {recon['all'].get('mean_psnr_db', float('nan')):.2f}"
         f" dB, SSIM {recon['all'].get('mean_ssim', float('nan')):.3f} over {recon['all']['crops']}"
         f" crops ({recon['held_out']['crops']} of them held out of the encoder's training).",
         "note",
     )
-    page.table(scores.effects[list(TRANSLATION_COLUMNS)].rename(columns=TRANSLATION_COLUMNS))
+    shown = scores.effects.copy()
+    no_effect = ~shown["changed"].astype(bool)  # a ratio to a d whose CI covers 0 means nothing
+    shown.loc[no_effect, ["ratio", "ratio_ci_low", "ratio_ci_high"]] = np.nan
+    page.table(shown[list(TRANSLATION_COLUMNS)].rename(columns=TRANSLATION_COLUMNS))
     page.heading("Are they still the same cells?", 3)
     page.text(
         "Per crop, the source's value against its translation's (r translation) and its "
