@@ -48,7 +48,16 @@ from phenexplain.data.cropset_files import (  # noqa: F401 (the crop set's file 
     shard_problems,
 )
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import atomic_path, file_lock, file_sha256, safe_name, user_cache
+from phenexplain.fsutil import (
+    atomic_path,
+    check_output,
+    file_lock,
+    file_sha256,
+    safe_name,
+    staged_output,
+    user_cache,
+    write_json,
+)
 
 KIND = "crop set"  # the kind in the folder's output marker (see fsutil)
 
@@ -109,6 +118,40 @@ def output_lock(out: Path, timeout: float | None = LOCK_TIMEOUT_S):
         timeout=timeout,
         busy=f"another process is writing the crop set {out}",
     )
+
+
+def write_cropset(
+    out: Path,
+    shard: str,
+    crops: np.ndarray,
+    manifest: pd.DataFrame,
+    info: dict,
+    *,
+    inputs: list,
+    overwrite: bool = False,
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> None:
+    """A crop set of one shard written to `out` in one staged swap, under `output_lock`: the
+    shard, `manifest` (its rows in shard order), `tables` (file name -> table, e.g.
+    quarantine.csv), conditions.json from the manifest, and cropset.json: `info` (source,
+    layout, channels, plates, params) with the format and phenexplain versions, the crop size and
+    the shard's record. `out` is checked again once the lock is held (another writer may have
+    made it since the caller's check)."""
+    from phenexplain import __version__
+
+    with output_lock(out):
+        check_output(out, overwrite, kind=KIND, inputs=inputs)
+        with staged_output(out, KIND) as staging:
+            record = write_shard(staging, shard, crops)
+            write_table(manifest, staging / MANIFEST)
+            for name, table in (tables or {}).items():
+                write_table(table, staging / name)
+            write_json(staging / CONDITIONS, condition_index(manifest["condition"]))
+            write_json(
+                staging / INFO,
+                {"format_version": FORMAT_VERSION, "phenexplain_version": __version__, **info,
+                 "crop_size": int(crops.shape[-1]), "shards": {shard: record.model_dump()}},
+            )  # fmt: skip
 
 
 def remove_orphan_shards(root: Path, referenced: set[str]) -> list[str]:

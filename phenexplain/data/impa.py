@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from phenexplain import __version__
 from phenexplain.data import cropset as cs
 from phenexplain.errors import PhenexplainError
-from phenexplain.fsutil import check_output, staged_output, write_json
+from phenexplain.fsutil import check_output
 
 METADATA = Path("metadata") / "bbbc021_df_all.csv"
 REQUIRED = ("SAMPLE_KEY", "CPD_NAME", "DOSE", "PLATE", "SPLIT")
@@ -171,31 +170,12 @@ def _write(out, root, stack, manifest, quarantined, channels, overwrite) -> int:
     shard = cs.shard_name("bbbc021")
     manifest.insert(1, "shard", shard)
     manifest.insert(2, "index", np.arange(len(manifest)))
-    with cs.output_lock(out):
-        check_output(out, overwrite, kind=cs.KIND, inputs=[root])
-        with staged_output(out, cs.KIND) as staging:
-            record = cs.write_shard(staging, shard, stack)
-            cs.write_table(manifest, staging / cs.MANIFEST)
-            columns = ["crop_id", "files", "condition", "reasons"]
-            cs.write_table(pd.DataFrame(quarantined, columns=columns), staging / cs.QUARANTINE)
-            write_json(staging / cs.CONDITIONS, cs.condition_index(manifest["condition"]))
-            write_json(
-                staging / cs.INFO,
-                {
-                    "format_version": cs.FORMAT_VERSION,
-                    "phenexplain_version": __version__,
-                    "source": str(root),
-                    "layout": LAYOUT,
-                    "channels": channels,
-                    "crop_size": int(stack.shape[-1]),
-                    "plates": {
-                        "bbbc021": {
-                            "shard": shard,
-                            "crops": len(manifest),
-                            "quarantined": len(quarantined),
-                        }
-                    },
-                    "shards": {shard: record.model_dump()},
-                },
-            )
+    columns = ["crop_id", "files", "condition", "reasons"]
+    cs.write_cropset(
+        out, shard, stack, manifest, inputs=[root], overwrite=overwrite,
+        tables={cs.QUARANTINE: pd.DataFrame(quarantined, columns=columns)},
+        info={"source": str(root), "layout": LAYOUT, "channels": channels,
+              "plates": {"bbbc021": {"shard": shard, "crops": len(manifest),
+                                     "quarantined": len(quarantined)}}},
+    )  # fmt: skip
     return len(manifest)

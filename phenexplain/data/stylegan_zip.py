@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from phenexplain import __version__
 from phenexplain.config import MAX_CROP_SIZE
 from phenexplain.data import cropset as cs
 from phenexplain.errors import PhenexplainError
@@ -33,8 +32,6 @@ from phenexplain.fsutil import (
     atomic_path,
     check_output,
     check_output_file,
-    staged_output,
-    write_json,
 )
 
 PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -345,23 +342,9 @@ def import_stylegan(
         row["files"] = f"{source.name}:{name}"
         rows.append(row)
     manifest = pd.DataFrame(rows)
-    with cs.output_lock(out):  # another writer may have created `out` since the check above
-        check_output(out, overwrite, kind=cs.KIND, inputs=[source])
-        with staged_output(out, cs.KIND) as staging:
-            record = cs.write_shard(staging, shard, stack)
-            cs.write_table(manifest, staging / cs.MANIFEST)
-            write_json(staging / cs.CONDITIONS, cs.condition_index(manifest["condition"]))
-            write_json(
-                staging / cs.INFO,
-                {
-                    "format_version": cs.FORMAT_VERSION,
-                    "phenexplain_version": __version__,
-                    "source": str(source),
-                    "layout": "stylegan2-ada zip",
-                    "channels": channels,
-                    "crop_size": int(size),
-                    "plates": {source.stem: {"shard": shard, "crops": len(rows)}},
-                    "shards": {shard: record.model_dump()},
-                },
-            )
+    cs.write_cropset(
+        out, shard, stack, manifest, inputs=[source], overwrite=overwrite,
+        info={"source": str(source), "layout": "stylegan2-ada zip", "channels": channels,
+              "plates": {source.stem: {"shard": shard, "crops": len(rows)}}},
+    )  # fmt: skip
     return len(rows)

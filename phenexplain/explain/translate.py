@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from phenexplain import __version__
 from phenexplain.data import cropset as cs
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain.encoder import (
@@ -38,7 +37,7 @@ from phenexplain.explain.encoder import (
     render,
 )
 from phenexplain.explain.project import refine
-from phenexplain.fsutil import atomic_path, check_output, file_sha256, staged_output, write_json
+from phenexplain.fsutil import atomic_path, check_output, file_sha256, write_json
 from phenexplain.training.checkpoint import WEIGHTS
 
 LAYOUT = "phenexplain translation"
@@ -228,23 +227,9 @@ def _write(
     rows["checksum"] = [cs.crop_checksum(crop) for crop in images]
     if "concentration_um" in rows:  # the condition's dose, not the source crop's
         rows["concentration_um"] = rows["condition"].map(crops.concentrations).astype(float)
-    with cs.output_lock(out):
-        check_output(out, False, kind=cs.KIND, inputs=[checkpoint, cropset, encoder])
-        with staged_output(out, cs.KIND) as staging:
-            record = cs.write_shard(staging, shard, images)
-            cs.write_table(rows, staging / cs.MANIFEST)
-            write_json(staging / cs.CONDITIONS, cs.condition_index(rows["condition"]))
-            write_json(
-                staging / cs.INFO,
-                {
-                    "format_version": cs.FORMAT_VERSION,
-                    "phenexplain_version": __version__,
-                    "source": str(cropset),
-                    "layout": LAYOUT,
-                    "channels": crops.channels,
-                    "crop_size": int(images.shape[-1]),
-                    "plates": {SHARD: {"shard": shard, "crops": len(rows)}},
-                    "shards": {shard: record.model_dump()},
-                    "params": {"checkpoint": str(checkpoint), "encoder": str(encoder), **plan},
-                },
-            )
+    cs.write_cropset(
+        out, shard, images, rows, inputs=[checkpoint, cropset, encoder],
+        info={"source": str(cropset), "layout": LAYOUT, "channels": crops.channels,
+              "plates": {SHARD: {"shard": shard, "crops": len(rows)}},
+              "params": {"checkpoint": str(checkpoint), "encoder": str(encoder), **plan}},
+    )  # fmt: skip
