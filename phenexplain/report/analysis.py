@@ -52,15 +52,19 @@ IDENTIFIERS = {  # columns of the measurement tables that are no measurement -> 
 }
 
 
+def well_labels(crops: CropSet) -> np.ndarray:
+    """Each crop's well as ``<plate>_<well>`` (a well name repeats across plates)."""
+    manifest = crops.manifest
+    return (manifest["plate"].astype(str) + "_" + manifest["well"].astype(str)).to_numpy()
+
+
 def sample_real(
     crops: CropSet, conditions: list[str], n: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Up to `n` crops per condition -> (uint8 [N, C, S, S], condition names [N], wells [N])."""
     rng = np.random.default_rng(seed)
     names = crops.manifest["condition"].to_numpy()
-    wells = (
-        crops.manifest["plate"].astype(str) + "_" + crops.manifest["well"].astype(str)
-    ).to_numpy()
+    wells = well_labels(crops)
     picked = []
     for name in conditions:
         index = np.flatnonzero(names == name)

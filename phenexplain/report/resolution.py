@@ -64,7 +64,16 @@ def at_resolution(images: np.ndarray, resolution: int) -> np.ndarray:
     return enlarge(downsample(images, factor), factor)
 
 
-def _effect(m: Measurements, feature: str, condition: str, control: str, rng, resamples: int):
+def well_effect(
+    m: Measurements,
+    feature: str,
+    condition: str,
+    control: str,
+    rng,
+    resamples: int = effects.DEFAULT_RESAMPLES,
+) -> effects.EffectSize:
+    """Cohen's d of `feature`, `condition` - `control` (the labels of `m`'s tables), CI by
+    resampling wells."""
     table = assay_table(m, feature)
     return effects.effect_size_real(
         table[feature], table["condition"], table["well"], treated=condition, control=control,
@@ -72,7 +81,7 @@ def _effect(m: Measurements, feature: str, condition: str, control: str, rng, re
     )  # fmt: skip
 
 
-def _real_effect(d: effects.EffectSize) -> bool:
+def is_real(d: effects.EffectSize) -> bool:
     """A measurable d whose CI excludes 0."""
     return d.measurable and not d.ci_low <= 0 <= d.ci_high
 
@@ -101,9 +110,9 @@ def resolution_check(
         if control not in set(table["condition"]):
             continue
         for condition in sorted(set(table["condition"]) - {control}):
-            d_native = _effect(native, feature, condition, control, rng, resamples)
+            d_native = well_effect(native, feature, condition, control, rng, resamples)
             d_model = (
-                _effect(at_model, feature, condition, control, rng, resamples).d
+                well_effect(at_model, feature, condition, control, rng, resamples).d
                 if feature in at_model.assays
                 else np.nan
             )
@@ -115,7 +124,7 @@ def resolution_check(
                     f"the assay is measurable from {lowest} px on {native_size} px crops "
                     f"(at most {MAX_FACTOR[feature]} native px per model px)"
                 )
-            elif _real_effect(d_native) and not (np.isfinite(kept) and kept >= MIN_KEPT):
+            elif is_real(d_native) and not (np.isfinite(kept) and kept >= MIN_KEPT):
                 reason = (
                     f"on these crops d real is {d_model:.3g} at {resolution} px against "
                     f"{d_native.d:.3g} at {native_size} px (needs the same sign and at least "

@@ -40,8 +40,15 @@ from phenexplain.explain.translate import LAYOUT, RECONSTRUCTION
 from phenexplain.measure import effects
 from phenexplain.measure.crops import check_stains, cropset_stains, segment_crop, to_intensity
 from phenexplain.measure.stats import correlate
-from phenexplain.report.analysis import Measurements, assay_names, assay_table, enlarge, measure
-from phenexplain.report.resolution import at_resolution, stated_measurable
+from phenexplain.report.analysis import (
+    Measurements,
+    assay_names,
+    assay_table,
+    enlarge,
+    measure,
+    well_labels,
+)
+from phenexplain.report.resolution import at_resolution, is_real, stated_measurable, well_effect
 from phenexplain.training.data import downsample
 
 SOURCE, RECON = "source", "reconstruction"
@@ -135,9 +142,7 @@ def score_translation(
         )
     pairs = zip(rows["source_crop_id"], rows["condition"], strict=True)
     at = {pair: i for i, pair in enumerate(pairs)}  # (source crop, condition) -> row
-    wells = (
-        real.manifest["plate"].astype(str) + "_" + real.manifest["well"].astype(str)
-    ).to_numpy()
+    wells = well_labels(real)
     source_index = np.array([position[cid] for cid in ids])
     blocks = [(SOURCE, at_resolution(_images(real, source_index), resolution))]
     blocks.append((RECON, enlarge(_images(tr, [at[(c, source)] for c in ids]), factor)))
@@ -172,22 +177,14 @@ def _images(crops: CropSet, index) -> np.ndarray:
     return np.stack([crops[int(i)][0] for i in index])
 
 
-def _effect(m: Measurements, feature: str, treated: str, control: str, rng) -> effects.EffectSize:
-    table = assay_table(m, feature)
-    return effects.effect_size_real(
-        table[feature], table["condition"], table["well"], treated=treated, control=control,
-        rng=rng, crops=table["crop"],
-    )  # fmt: skip
-
-
 def _effects(m: Measurements, features: list[str], targets: list[str], rng):
     rows = []
     for target in targets:
         for feature in features:
-            d_real = _effect(m, feature, _real(target), SOURCE, rng)
-            vs_target = _effect(m, feature, _translated(target), _real(target), rng)
-            vs_sources = _effect(m, feature, _translated(target), SOURCE, rng)
-            vs_recon = _effect(m, feature, _translated(target), RECON, rng)
+            d_real = well_effect(m, feature, _real(target), SOURCE, rng)
+            vs_target = well_effect(m, feature, _translated(target), _real(target), rng)
+            vs_sources = well_effect(m, feature, _translated(target), SOURCE, rng)
+            vs_recon = well_effect(m, feature, _translated(target), RECON, rng)
             ratio = effects.effect_ratio(d_real, vs_sources)
             plain, _ = assay_names(feature)
             row: dict = {"target": target, "feature": feature, "feature_name": plain}
@@ -197,7 +194,7 @@ def _effects(m: Measurements, features: list[str], targets: list[str], rng):
                 row |= {key: d.d, f"{key}_ci_low": d.ci_low, f"{key}_ci_high": d.ci_high}
             row |= {"ratio": ratio.ratio, "ratio_ci_low": ratio.ci_low,
                     "ratio_ci_high": ratio.ci_high,
-                    "changed": bool(d_real.measurable and not d_real.ci_low <= 0 <= d_real.ci_high),
+                    "changed": is_real(d_real),
                     "measurable": d_real.measurable and vs_sources.measurable}  # fmt: skip
             rows.append(row)
     return rows
