@@ -119,6 +119,7 @@ def test_the_training_task_launches_torchrun_when_nproc_is_2(prefect_harness, ti
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
 
     from flows.pipeline import train_model
     from phenexplain.config import Params
@@ -137,6 +138,7 @@ def test_the_training_task_launches_torchrun_when_nproc_is_2(prefect_harness, ti
     assert config["training"]["progress"]["cur_nimg"] == 64
     options = json.loads((tmp_path / "run" / "training_options.json").read_text())
     assert options["world"] == 2
+    APILogHandler().flush()  # logs reach the API in the background: send what is queued first
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
     messages = [entry.message for entry in logs]
