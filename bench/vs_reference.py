@@ -6,7 +6,9 @@
 For each config and repeat, the reference (`../shared/bench/anchor_sg2ada.py`, which imports the
 reference from SG2ADA_DIR; none of its code is in this repository) and ours (`phenexplain bench
 train` and `bench generate`) run one after the other, alternating, so drifts of the machine's
-speed reach both. Each figure is the median over the repeats; the ratio is ours / reference.
+speed reach both. Ours is also timed with `bench generate --compile` (torch.compile, after its
+first call): the `generate_compiled` ratio, against the reference's eager inference. Each figure
+is the median over the repeats; the ratio is ours / reference.
 Configs: `anchor` (32 px, channel base 4096, max 128, batch 16, mapping 2, 4 conditions, 3
 channels) and `embedded` (the cpu-small profile's network widths: channel base 1024, max 32; z
 and w stay 512, the anchor's fixed width). One JSON line per figure on stdout, also appended to
@@ -66,10 +68,12 @@ def ours(config: dict, device: str, threads: int) -> dict[str, float]:
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items() if k != "batch"]
     common = [*flags, "--repeats", "1", "--threads", str(threads), "--device", device]
     figures = {}
-    for command, batch in (("train", config["batch"]), ("generate", 64)):
-        out = _run([exe, "bench", command, *common, "--batch", str(batch)])
+    runs = (("train", "train", config["batch"], []), ("generate", "generate", 64, []),
+            ("generate_compiled", "generate", 64, ["--compile"]))  # fmt: skip
+    for kind, command, batch, extra in runs:
+        out = _run([exe, "bench", command, *common, "--batch", str(batch), *extra])
         lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        figures[command] = next(f["value"] for f in lines if f["name"].endswith("img_per_s"))
+        figures[kind] = next(f["value"] for f in lines if f["name"].endswith("img_per_s"))
     return figures
 
 
@@ -94,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             for who, fn in (("reference", reference), ("ours", ours)):
                 for kind, value in fn(config, args.device, args.threads).items():
                     runs[who].setdefault(kind, []).append(value)
-        for kind in ("train", "generate"):
-            a, b = runs["ours"][kind], runs["reference"][kind]
+        for kind in ("train", "generate", "generate_compiled"):
+            a, b = runs["ours"][kind], runs["reference"][kind.removesuffix("_compiled")]
             ratio = statistics.median(a) / statistics.median(b)
             detail = {"config": name, **config, "device": args.device, "threads": args.threads,
                       "ours_img_per_s": a, "reference_img_per_s": b,

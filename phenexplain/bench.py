@@ -317,9 +317,12 @@ def bench_generate(
     map_n: int = 100_000,
     threads: int = 2,
     device: str = "cpu",
+    compile: bool = False,
 ) -> Iterator[dict]:
     """G_ema inference images/s (constant noise; median of `repeats` runs of `batches` batches),
-    its effective GFLOP/s, and the time to map `map_n` latents."""
+    its effective GFLOP/s, and the time to map `map_n` latents. `compile`: G through
+    `torch.compile` (inductor), timed after its first call, with that call's seconds as a figure:
+    the steady-state speed of a long generation job, which pays the compile time once."""
     import torch
 
     from phenexplain.nets import Generator
@@ -335,20 +338,26 @@ def bench_generate(
     config = {
         "resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
         "batch": batch, "map_layers": map_layers, "conditions": conditions, "channels": channels,
-        "z_dim": z_dim, "threads": threads, "device": device, "precision": "fp32", **machine_info(),
+        "z_dim": z_dim, "threads": threads, "device": device, "precision": "fp32",
+        "compiled": compile, **machine_info(),
     }  # fmt: skip
     z = torch.randn(batch, z_dim, device=device)
     c = torch.nn.functional.one_hot(torch.arange(batch) % conditions, conditions).float()
     c = c.to(device)
     rates = []
+    run = torch.compile(G) if compile else G
     with torch.no_grad():
-        G(z, c, noise_mode="const")
+        _sync(device)
+        start = time.perf_counter()
+        run(z, c, noise_mode="const")
+        _sync(device)
+        first_call = time.perf_counter() - start
         flop_per_image = _flop(lambda: G(z, c, noise_mode="const")) / batch
         for _ in range(repeats):
             _sync(device)
             start = time.perf_counter()
             for _ in range(batches):
-                G(z, c, noise_mode="const")
+                run(z, c, noise_mode="const")
             _sync(device)
             rates.append(batches * batch / (time.perf_counter() - start))
         zs = torch.randn(map_n, z_dim, device=device)
@@ -366,6 +375,8 @@ def bench_generate(
     yield figure("generate_effective_gflop_s", round(flop_per_image * rate / 1e9, 2), "GFLOP/s",
                  {**config, "gflop_per_image": round(flop_per_image / 1e9, 4)})  # fmt: skip
     yield figure("mapping_seconds", round(mapping, 3), "s", {**config, "map_n": map_n})
+    if compile:
+        yield figure("generate_compile_seconds", round(first_call, 2), "s", config)
     if device == "cpu":
         yield figure("generate_peak_rss", round(_peak_memory_mb(), 1), "MiB", config)
 

@@ -77,3 +77,24 @@ def test_bench_translate_reports_crops_per_s_with_and_without_refinement():
     assert plain["config"]["crops"] == 8 and plain["config"]["resolution"] == 32
     assert refined["name"] == "translate_refined_crops_per_s" and refined["value"] > 0
     assert refined["config"]["refine_steps"] == 2
+
+
+@pytest.mark.slow  # inductor compiles G's forward: tens of seconds on 2 cores
+def test_bench_generate_compiled_reports_its_compile_time_and_speed():
+    from phenexplain.bench import bench_generate
+
+    gen = list(bench_generate(8, 64, 16, batch=8, z_dim=16, batches=2, map_n=2000, threads=1,
+                              repeats=1, compile=True))  # fmt: skip
+    compile_seconds = next(x for x in gen if x["name"] == "generate_compile_seconds")
+    assert compile_seconds["value"] > 0
+    assert gen[0]["config"]["compiled"] is True and gen[0]["value"] > 0
+
+
+def test_bench_train_refuses_compile_with_the_reason():
+    from typer.testing import CliRunner
+
+    from phenexplain.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "train", "--compile"])
+    assert result.exit_code == 2
+    assert "bench generate" in result.output

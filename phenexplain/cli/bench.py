@@ -119,17 +119,34 @@ def bench_network(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 2).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")] = None,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="generate only: G through torch.compile, timed after its first call "
+            "(whose seconds are a figure).",
+        ),
+    ] = False,
 ) -> None:
     """Network speed for one config (the reference anchor's defaults), JSON lines."""
     from phenexplain import bench
+
+    if compile and ctx.info_name == "train":
+        # measured: the training step graph-breaks at every noise draw from an explicit
+        # torch.Generator (and at the R1/path-length double backward), ~25x slower, not faster
+        raise typer.BadParameter(
+            "--compile is measured for `bench generate` only", param_hint="--compile"
+        )
 
     config = given(
         resolution=resolution, channel_base=channel_base, channel_max=channel_max, batch=batch,
         map_layers=map_layers, conditions=conditions, channels=channels, z_dim=z_dim,
         repeats=repeats, threads=threads, device=device,
     )  # fmt: skip
-    run = bench.bench_train if ctx.info_name == "train" else bench.bench_generate
-    _print(run(**config))
+    if ctx.info_name == "train":
+        _print(bench.bench_train(**config))
+    else:
+        _print(bench.bench_generate(**config, compile=compile))
 
 
 bench_app.command(
