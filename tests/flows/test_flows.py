@@ -91,6 +91,18 @@ def test_pipeline_trains_registers_explains_and_reports(
     assert summary["fid_kid"]["metric_images"] == result["metrics"]["metric_images"] == 64
 
 
+def test_champion_metric_is_the_configured_fid_and_must_have_been_evaluated():
+    from flows.pipeline import champion_metric
+    from phenexplain.config import ChampionParams
+    from phenexplain.errors import ConfigError
+
+    metrics = {"kimg": 1.0, "fid_rand": 3.0, "kid_rand": 0.1, "fid_inception": 9.0}
+    assert champion_metric(metrics, ChampionParams()) == "fid_rand"  # the first evaluated
+    assert champion_metric(metrics, ChampionParams(metric="fid_inception")) == "fid_inception"
+    with pytest.raises(ConfigError, match=r"add inception to train\.metrics"):
+        champion_metric({"fid_rand": 3.0}, ChampionParams(metric="fid_inception"))
+
+
 def test_inbox_plate_is_ingested_exactly_once(prefect_harness, small_params, tmp_path, monkeypatch):
     from flows.pipeline import retrain_on_new_plates
 
