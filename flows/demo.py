@@ -61,8 +61,9 @@ def main() -> None:
           f"{Path(result['report']).parent})")  # fmt: skip
     print(f"  traversals:  {', '.join(result['videos'])}")
     print(f"  MLflow:      make ui, then http://127.0.0.1:5000 (run {result['mlflow_run_id']})")
+    why = f"; not champion: {reg['refused']}" if reg.get("refused") else ""
     print(f"  registered:  models:/{reg['name']}@champion (version {reg['version']}, "
-          f"champion: {reg['champion']})")  # fmt: skip
+          f"champion: {reg['champion']}{why})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Prefect 3 flows of the Phenexplain service. Each task calls one library function.
 
-- `phenexplain_pipeline`: ingest plates -> train -> evaluate and register -> explain -> report,
-  tracked in MLflow (one experiment per crop set; the model registered as
-  ``phenexplain-<crop set>``, alias ``champion`` on the best FID).
+- `phenexplain_pipeline`: ingest plates -> train -> evaluate -> explain -> report -> register,
+  tracked in MLflow (one experiment per crop set; the report's validation numbers logged as the
+  run's ``val.*`` metrics; the model registered as ``phenexplain-<crop set>``, alias ``champion``
+  on the best FID among the versions whose verdicts pass params.yaml's ``registry.champion``).
+  The evaluate step measures the checkpoint's FID once: the run, the registry and the report
+  show that number.
 - `retrain_on_new_plates`: ingest the deliveries of an inbox (local folder or s3://bucket/prefix)
   that the ledger does not hold yet, then run the pipeline on the grown crop set; nothing to do
   when nothing is new. Safe to run twice at once (the ledger is locked while ingesting).
@@ -21,8 +24,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.conditions import map_centroids, synthetic_samples, traversal_columns
-from phenexplain.config import Params, load_params, with_overrides
+from phenexplain.config import ChampionParams, Params, load_params, with_overrides
 from phenexplain.data.ingest import IngestSummary
+from phenexplain.errors import ConfigError
 from phenexplain.training.callbacks import Callback
 
 if TYPE_CHECKING:  # the report's imports are heavy: loaded by the task that builds it
@@ -43,11 +47,14 @@ def ingest_plates(source: str, cropset: str, params: Params) -> IngestSummary:
 
 @task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def start_tracking(cropset: str, params: Params, run_name: str) -> str:
-    """An MLflow run in the crop set's experiment, with the resolved training params."""
-    from phenexplain.integrations.mlflow_tracking import start_training_run
+    """An MLflow run in the crop set's experiment, with the resolved training params (the
+    profile trained only) and the crop set as its dataset input."""
+    from phenexplain.data.cropset import CropSet
+    from phenexplain.integrations.mlflow_tracking import start_training_run, training_params
 
     name = Path(cropset).name
-    return start_training_run(name, params.train, crop_set=cropset, repo=REPO, run_name=run_name)
+    tracked = training_params(params.train, CropSet(cropset).resolution)
+    return start_training_run(name, tracked, crop_set=cropset, repo=REPO, run_name=run_name)
 
 
 class LogProgress(Callback):
@@ -100,19 +107,46 @@ def evaluate_model(checkpoint: str, cropset: str, params: Params) -> dict:
                                inception_weights=train.inception_weights)  # fmt: skip
 
 
-@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def register_model(checkpoint: str, cropset: str, run_id: str, metrics: dict) -> dict:
-    """Log the model and register it; alias champion only if its FID is the best."""
-    from phenexplain.integrations.mlflow_tracking import log_and_register, log_results
+def champion_metric(metrics: dict, rule: ChampionParams) -> str:
+    """The FID the registry ranks by: `rule.metric`, else the first one evaluated."""
+    evaluated = [k for k in metrics if k.startswith("fid_")]
+    name = rule.metric or (evaluated[0] if evaluated else "fid_rand")
+    if name not in metrics:
+        raise ConfigError(
+            f"registry.champion.metric is {name}, which was not evaluated (train.metrics gives "
+            f"{evaluated}); add {name.removeprefix('fid_')} to train.metrics or change the metric"
+        )
+    return name
 
-    name = next(k for k in metrics if k.startswith("fid_"))
+
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def register_model(
+    checkpoint: str, cropset: str, run_id: str, metrics: dict, report: ReportSummary,
+    rule: ChampionParams,
+) -> dict:  # fmt: skip
+    """Log the final FID and the report's validation numbers to the run, then log the model and
+    register it with its verdicts; alias champion only if the champion rule accepts its
+    verdicts and its FID is the best."""
+    from phenexplain.integrations.mlflow_tracking import (
+        VerdictCounts,
+        log_and_register,
+        log_results,
+        validation_metrics,
+    )
+
+    name = champion_metric(metrics, rule)
     extractor = metrics[f"extractor_{name[4:]}"]
-    log_results(run_id, metrics={f"final_{k}": v for k, v in metrics.items()})
-    reg = log_and_register(checkpoint, run_id, Path(cropset).name, name, metrics[name], extractor)
-    get_run_logger().info("registered %s version %s (champion: %s)", reg.name, reg.version,
-                          reg.is_champion)  # fmt: skip
+    final = {f"final_{k}": v for k, v in metrics.items()}
+    log_results(run_id, metrics=final | validation_metrics(report))
+    verdicts = VerdictCounts.from_table(report.verdict.table)
+    reg = log_and_register(checkpoint, run_id, Path(cropset).name, name, metrics[name], extractor,
+                           verdicts=verdicts, rule=rule)  # fmt: skip
+    why = f"; not champion: {reg.refused}" if reg.refused else ""
+    get_run_logger().info("registered %s version %s (champion: %s%s)", reg.name, reg.version,
+                          reg.is_champion, why)  # fmt: skip
     return {"name": reg.name, "version": reg.version, "champion": reg.is_champion,
-            "model_uri": reg.model_uri}  # fmt: skip
+            "model_uri": reg.model_uri, "refused": reg.refused,
+            "verdicts": verdicts.as_dict()}  # fmt: skip
 
 
 @task(retries=0, cache_policy=NO_CACHE)
@@ -127,14 +161,15 @@ def explain_model(checkpoint: str, out: str, params: Params, columns: list) -> d
 
 @task(retries=0, cache_policy=NO_CACHE)
 def report_model(
-    checkpoint: str, cropset: str, out: str, params: Params, synthetic: list
+    checkpoint: str, cropset: str, out: str, params: Params, synthetic: list, metrics: dict
 ) -> ReportSummary:
-    """The validation report and the explorer page, on the mapped `synthetic` samples."""
+    """The validation report and the explorer page, on the mapped `synthetic` samples, showing
+    the evaluate step's FID/KID (`metrics`) of the checkpoint."""
     from phenexplain.report.build import build_report
 
     logger = get_run_logger()
     return build_report(checkpoint, cropset, out, params.report, stage=logger.info,
-                        synthetic=synthetic)  # fmt: skip
+                        synthetic=synthetic, fid=metrics)  # fmt: skip
 
 
 @task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
@@ -169,7 +204,6 @@ def phenexplain_pipeline(
     run_id = start_tracking(cropset, params, Path(run_dir).name) if track else None
     checkpoint = train_model(cropset, run_dir, params, run_id)
     metrics = evaluate_model(checkpoint, cropset, params)
-    registration = register_model(checkpoint, cropset, run_id, metrics) if run_id else None
     # per-condition work, one task per condition, on params.yaml's flow.task_runner: the
     # centroids, the traversal's columns and the report's generated crops with their measurements
     map_centroids(checkpoint, [params.explain.centroid_samples, params.report.centroid_samples],
@@ -177,8 +211,11 @@ def phenexplain_pipeline(
     columns = traversal_columns(checkpoint, params.explain, params.flow, params.report.control)
     explained = explain_model(checkpoint, f"{run_dir}/explain", params, columns)
     synthetic = synthetic_samples(checkpoint, cropset, params.report, params.flow)
-    report = report_model(checkpoint, cropset, f"{run_dir}/report", params, synthetic)
-    if run_id is not None:
+    report = report_model(checkpoint, cropset, f"{run_dir}/report", params, synthetic, metrics)
+    registration = None
+    if run_id is not None:  # after the report: the champion rule reads its verdicts
+        registration = register_model(checkpoint, cropset, run_id, metrics, report,
+                                      params.registry.champion)  # fmt: skip
         log_outputs(run_id, {"report": f"{run_dir}/report", "explain": f"{run_dir}/explain",
                              "data_docs": f"{cropset}/report", "checkpoint": checkpoint,
                              "config": f"{run_dir}/training_options.json"})  # fmt: skip

@@ -338,6 +338,40 @@ class ReportParams(Section):
     workers: int = Field(2, gt=0, description="processes for the measurements")
 
 
+class ChampionParams(Section):
+    """Which registered version may hold the alias ``champion``: the lowest FID among the
+    comparable versions whose validation verdicts (the report's real vs synthetic effect sizes)
+    pass the limits below."""
+
+    metric: Literal["fid_rand", "fid_inception"] | None = Field(
+        None,
+        description="the FID the versions are ranked by; None: the first of train.metrics",
+    )
+    require_validation: bool = Field(
+        True,
+        description="a version registered without validation verdicts never becomes champion",
+    )
+    max_wrong_sign: int | None = Field(
+        0,
+        ge=0,
+        description="most (feature, condition) verdicts 'wrong sign' a champion may have; "
+        "None: no limit",
+    )
+    max_disagreeing: int | None = Field(
+        None,
+        ge=0,
+        description="most verdicts that disagree (inflated, deflated or wrong sign) a champion may "
+        "have; None: no limit",
+    )
+    min_agreeing: int = Field(0, ge=0, description="fewest verdicts 'agrees' a champion must have")
+
+
+class RegistryParams(Section):
+    """The model registry: ``phenexplain-<crop set>`` and its alias ``champion``."""
+
+    champion: ChampionParams = ChampionParams()
+
+
 class FlowParams(Section):
     """The Prefect flows: where the tasks mapped over conditions run."""
 
@@ -367,6 +401,7 @@ class Params(Section):
     project: ProjectParams = ProjectParams()
     encoder: EncoderParams = EncoderParams()
     report: ReportParams = ReportParams()
+    registry: RegistryParams = RegistryParams()
     flow: FlowParams = FlowParams()
 
 

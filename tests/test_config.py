@@ -66,3 +66,30 @@ def test_overrides_apply_and_are_validated():
         with_overrides(base, height=0)
     with pytest.raises(ConfigError, match="'assay'"):
         with_overrides(base, assay="nope")
+
+
+def test_champion_rule_is_read_from_the_registry_section(tmp_path):
+    params = load_params(REPO / "params.yaml").registry.champion
+    assert params.require_validation and params.max_wrong_sign == 0
+    path = tmp_path / "params.yaml"
+    path.write_text("registry:\n  champion:\n    metric: fid_inception\n    max_disagreeing: 2\n")
+    rule = load_params(path).registry.champion
+    assert rule.metric == "fid_inception" and rule.max_disagreeing == 2
+    assert rule.max_wrong_sign == 0  # the rest keeps the defaults
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("metric: fid", "'registry.champion.metric'"),
+        ("max_wrong_sign: -1", "'registry.champion.max_wrong_sign'"),
+        ("require_validation: 'yes'", "'registry.champion.require_validation'"),
+        ("max_wrong_signs: 0", "unknown key 'registry.champion.max_wrong_signs'"),
+    ],
+)
+def test_a_bad_champion_rule_names_its_key(tmp_path, line, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"registry:\n  champion:\n    {line}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    assert message in str(exc.value) and str(path) in str(exc.value)

@@ -54,7 +54,7 @@ def report(
         say(f"[{time.perf_counter() - start:6.1f} s] {name}")
 
     build_report(checkpoint, cropset, out, params, device=device.value, stage=stage,
-                 translation=translation)  # fmt: skip
+                 translation=translation, fid_images=resolve("train").metric_images)  # fmt: skip
     say(f"report: {out / 'report.html'}  explorer: {out / 'explorer.html'}")
 
 

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import requests
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import mark_output
@@ -28,6 +27,7 @@ from phenexplain.integrations.mlflow_tracking import (
     TAG,
     _http_limits,
     client,
+    metric_key,
     reachable,
     redact,
     shown,
@@ -38,8 +38,8 @@ from phenexplain.training.callbacks import RUN_KIND, Callback
 log = logging.getLogger(__name__)
 
 OUTBOX = "mlflow-outbox"
+GRID_KEY = "samples"  # the image key of the labelled sample grids (a step slider in the UI)
 _MAX_METRICS = 1000  # MLflow's limit per log_batch
-_BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
 
 
 class Outbox:
@@ -110,12 +110,6 @@ def _rank() -> int:
     return int(os.environ.get("RANK") or 0)
 
 
-def _key(name: str) -> str:
-    """`name` with the characters MLflow refuses in metric and tag names replaced by '_', cut to
-    the 250 characters it accepts."""
-    return _BAD_KEY_CHARS.sub("_", name)[:250]
-
-
 def _numbers(stats: Mapping[str, Any], keep=lambda key: True) -> dict[str, float]:
     return {
         k: float(v)
@@ -124,18 +118,49 @@ def _numbers(stats: Mapping[str, Any], keep=lambda key: True) -> dict[str, float
     }
 
 
+def labelled_grid(
+    grid: np.ndarray, conditions: list[str], title: str, min_cell: int = 96
+) -> Image.Image:
+    """A sample grid (uint8 [K * R, n * R, 3], a row per condition, `Trainer.sample_grid`)
+    enlarged (nearest) to cells of at least `min_cell` px, each row's condition name on its
+    left and `title` above. Rows are left unnamed when `conditions` do not match them."""
+    cell = grid.shape[0] // max(len(conditions), 1)
+    if cell * len(conditions) != grid.shape[0]:
+        conditions, cell = [], grid.shape[0]
+    scale = max(1, -(-min_cell // max(cell, 1)))
+    big = Image.fromarray(np.ascontiguousarray(grid).repeat(scale, 0).repeat(scale, 1))
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=14)
+    except (OSError, TypeError):  # Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin, header = 8, 24
+    left = int(max((measure.textlength(c, font=font) for c in conditions), default=0)) + 2 * margin
+    canvas = Image.new("RGB", (left + big.width, header + big.height), "white")
+    canvas.paste(big, (left, header))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((left, header // 2), title, fill="black", font=font, anchor="lm")
+    for row, name in enumerate(conditions):
+        middle = header + row * cell * scale + cell * scale // 2
+        draw.text((margin, middle), name, fill="black", font=font, anchor="lm")
+    return canvas
+
+
 class MlflowCallback(Callback):
     """The training `Callback` that reports to an MLflow run, surviving tracking-server outages.
 
     Each tick's numbers (losses, img/s, augment_p, kimg, tick), each snapshot's FID/KID and its
-    sample grid (artifact ``samples/fakes_kimgNNNN.NNN.png``) are first written to the outbox
+    sample grid (artifact ``samples/fakes_kimgNNNN.NNN.png``, as the run folder has it, and
+    the same grid enlarged with the condition names as the image ``samples`` at the snapshot's
+    step, which the UI shows with a step slider) are first written to the outbox
     (``RUN/mlflow-outbox``), then sent. The step is the number of images shown
     (``int(kimg * 1000)``); the timestamp is fixed when the record is written. When the server
     does not answer ``/health``, sending waits `retry_interval` seconds (checked at the next call);
     `flush()` sends everything at once. A record is marked sent only after the server
     acknowledged it, so nothing is lost; a record whose acknowledgement was lost is sent again
     with the same key, step, timestamp and value, which the SQL store keeps once (its primary
-    key), and artifacts overwrite themselves: nothing is duplicated. `train` calls
+    key), artifacts overwrite themselves, and an image whose key, step and timestamp the run
+    already holds is not sent again: nothing is duplicated. `train` calls
     `finish()` when training ends (it ends the MLflow run); records still unsent stay in the
     outbox for `flush_outbox`.
     """
@@ -172,7 +197,7 @@ class MlflowCallback(Callback):
     def _put_metrics(self, values: Mapping[str, float], step: int) -> None:
         if values:
             now = int(time.time() * 1000)
-            rows = [[_key(k), v, now, step] for k, v in sorted(values.items())]
+            rows = [[metric_key(k), v, now, step] for k, v in sorted(values.items())]
             self.outbox.put("metrics", metrics=rows)
 
     def on_tick(self, stats: dict) -> None:
@@ -189,7 +214,7 @@ class MlflowCallback(Callback):
         step = self._step(stats)
         self._put_metrics(_numbers(stats, lambda k: k.startswith(("fid_", "kid_"))), step)
         extractors = {
-            _key(f"{TAG}extractor.{k.removeprefix('extractor_')}"): str(v)
+            metric_key(f"{TAG}extractor.{k.removeprefix('extractor_')}"): str(v)
             for k, v in stats.items()
             if k.startswith("extractor_")
         }
@@ -201,7 +226,26 @@ class MlflowCallback(Callback):
         Image.fromarray(grid).save(path)
         rel = path.relative_to(self.outbox.folder).as_posix()
         self.outbox.put("artifact", path=rel, artifact_path="samples")
+        kimg = stats.get("kimg", step / 1000)
+        labelled = path.with_name(f"labelled_{name}")
+        labelled_grid(grid, self._conditions(checkpoint), f"kimg {kimg:.3f}").save(labelled)
+        rel = labelled.relative_to(self.outbox.folder).as_posix()
+        now = int(time.time() * 1000)
+        self.outbox.put("image", path=rel, key=GRID_KEY, step=step, timestamp=now)
         self.flush(force=False)
+
+    def _conditions(self, checkpoint: Path) -> list[str]:
+        """The condition names of the grid's rows, read once from the checkpoint (none when it
+        cannot be read)."""
+        if not hasattr(self, "_names"):
+            from phenexplain.training.checkpoint import read_config
+
+            try:
+                self._names = read_config(checkpoint).conditions
+            except (PhenexplainError, OSError) as exc:  # never stop training for a label
+                log.warning("sample grids logged without condition names: %s", exc)
+                self._names = []
+        return self._names
 
     def flush(self, force: bool = True) -> bool:
         """Send every waiting record in order; True when nothing is left. Never raises for an
@@ -261,11 +305,30 @@ class MlflowCallback(Callback):
             self.client.log_batch(
                 self.run_id, tags=[RunTag(k, v) for k, v in group[0]["tags"].items()]
             )
+        elif kind == "image":
+            record = group[0]
+            path = self.outbox.folder / record["path"]
+            if path.is_file() and not self._image_logged(record):
+                with Image.open(path) as image:
+                    self.client.log_image(self.run_id, image.convert("RGB"), key=record["key"],
+                                          step=record["step"], timestamp=record["timestamp"],
+                                          synchronous=True)  # fmt: skip
+            path.unlink(missing_ok=True)
         else:
             path = self.outbox.folder / group[0]["path"]
             if path.is_file():  # gone: sent before a crash hid the acknowledgement
                 self.client.log_artifact(self.run_id, str(path), group[0]["artifact_path"])
                 path.unlink()
+
+    def _image_logged(self, record: dict) -> bool:
+        """Whether the run holds the image of `record` already (sent before its acknowledgement
+        was lost): MLflow names an image's files by key, step and timestamp, then a random id,
+        and uploads the compressed copy last."""
+        stem = f"images/{record['key']}+step+{record['step']}+timestamp+{record['timestamp']}+"
+        return any(
+            f.path.startswith(stem) and f.path.endswith("+compressed.webp")
+            for f in self.client.list_artifacts(self.run_id, "images")
+        )
 
     def finish(self, status: str = "FINISHED") -> bool:
         """Flush, then end the run with `status` if everything was sent; True if so."""

@@ -2,7 +2,9 @@
 
 The model is logged from code (MLflow's models-from-code: nothing is pickled) with a slim
 checkpoint (G_ema and the cached W centroids) as its artifact, registered as
-``phenexplain-<crop set>``; alias ``champion`` follows the lowest FID among comparable versions.
+``phenexplain-<crop set>``; alias ``champion`` follows the lowest FID among comparable versions
+whose validation verdicts pass the champion rule (params.yaml's ``registry.champion``): a model
+whose generated effects contradict the real ones never becomes champion, whatever its FID.
 An encoder of a checkpoint is tracked as its own run with the same model plus the encoder
 (`log_encoder_run`, `log_translator`), which also translates real crops; it is not registered.
 """
@@ -30,9 +32,11 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel
 from mlflow.types import ColSpec, Schema
 
+from phenexplain.config import ChampionParams
 from phenexplain.errors import PhenexplainError
 from phenexplain.integrations.mlflow_tracking import (
     TAG,
+    VerdictCounts,
     _tracking_errors,
     client,
     flatten,
@@ -46,6 +50,7 @@ _MAX_METRICS = 1000  # per log_batch call
 
 MODEL_PREFIX = "phenexplain-"
 CHAMPION = "champion"
+REFUSED = TAG + "champion_refused"  # model-version tag: why the rule keeps it from the alias
 # A SQLite-backed tracking server refusing a write that raced another one; the refused write left
 # nothing behind, so it can be tried again: the database was locked, or two registrants setting
 # an alias for the first time both inserted it (MLflow reads, then inserts).
@@ -193,12 +198,14 @@ def _read_crop(data: Any, row: int, channels: int, resolution: int) -> np.ndarra
 
 @dataclass(frozen=True)
 class Registration:
-    """The outcome of `log_and_register`: the new version and where the champion alias is."""
+    """The outcome of `log_and_register`: the new version, where the champion alias is, and
+    why the champion rule refused the new version (None: it did not)."""
 
     name: str
     version: str
     model_uri: str
     champion: str | None
+    refused: str | None = None
 
     @property
     def is_champion(self) -> bool:
@@ -294,13 +301,39 @@ def _comparable(tags: Mapping[str, str]) -> tuple[str, str, str] | None:
     return key if all(key) and tags.get(TAG + "fid") else None  # type: ignore[return-value]
 
 
-def _best_version(mlf: MlflowClient, name: str, key: tuple[str, str, str]):
-    """The comparable version with the lowest FID (the earliest one on a tie)."""
+def champion_refusal(tags: Mapping[str, str], rule: ChampionParams) -> str | None:
+    """Why the version with model-version `tags` may not be champion under `rule`; None if it
+    may. The verdict counts are the ``phenexplain.verdict.*`` tags (`VerdictCounts`)."""
+    counts = VerdictCounts.from_tags(tags)
+    if counts is None:
+        if rule.require_validation:
+            return ("registered without validation verdicts (registry.champion."
+                    "require_validation); register it with the report's verdicts")  # fmt: skip
+        return None
+    limits = (
+        ("wrong sign", counts.wrong_sign, rule.max_wrong_sign, "max_wrong_sign"),
+        ("disagreeing", counts.disagree, rule.max_disagreeing, "max_disagreeing"),
+    )
+    for label, found, limit, key in limits:
+        if limit is not None and found > limit:
+            return (f"{found} of {counts.rows} verdicts {label}, more than "
+                    f"registry.champion.{key} = {limit}")  # fmt: skip
+    if counts.agree < rule.min_agreeing:
+        return (f"{counts.agree} of {counts.rows} verdicts agree, fewer than "
+                f"registry.champion.min_agreeing = {rule.min_agreeing}")  # fmt: skip
+    return None
+
+
+def _best_version(mlf: MlflowClient, name: str, key: tuple[str, str, str], rule: ChampionParams):
+    """The comparable version with the lowest FID among those `rule` accepts (the earliest one
+    on a tie); None when it accepts none."""
     escaped = name.replace("'", "\\'")
     versions = [
-        v for v in mlf.search_model_versions(f"name='{escaped}'") if _comparable(v.tags) == key
+        v
+        for v in mlf.search_model_versions(f"name='{escaped}'")
+        if _comparable(v.tags) == key and champion_refusal(v.tags, rule) is None
     ]
-    return min(versions, key=lambda v: (float(v.tags[TAG + "fid"]), int(v.version)))
+    return min(versions, key=lambda v: (float(v.tags[TAG + "fid"]), int(v.version)), default=None)
 
 
 def retry_locked(call: Callable[..., Any], *args, attempts: int = 8, **kwargs) -> Any:
@@ -320,22 +353,31 @@ def retry_locked(call: Callable[..., Any], *args, attempts: int = 8, **kwargs) -
 
 
 def promote_if_better(
-    mlf: MlflowClient, name: str, version: str, *, alias: str = CHAMPION, attempts: int = 10
+    mlf: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    rule: ChampionParams | None = None,
+    alias: str = CHAMPION,
+    attempts: int = 10,
 ) -> str | None:
-    """Point `alias` at the comparable version with the lowest FID if it beats the current
-    holder; returns the version the alias ends on.
+    """Point `alias` at the comparable version with the lowest FID among those the champion
+    `rule` accepts (`champion_refusal`; default: params.yaml's defaults) if it beats the
+    current holder; returns the version the alias ends on.
 
     A version is comparable when its FID was measured with the same metric, extractor and crop
-    set (model-version tags). A holder that is not comparable is left alone. Racing
+    set (model-version tags). A holder that is not comparable is left alone; one the rule
+    refuses gives way to the best accepted version, and stays where there is none. Racing
     registrations: after each move the alias is read again and checked against a fresh listing
     of the versions, until a read shows it on the best; whichever registration checks last
     has seen every version registered before, so the alias ends on the best of them.
     """
+    rule = rule or ChampionParams()
     key = _comparable(mlf.get_model_version(name, version).tags)
     if key is None:
         raise PhenexplainError(f"{name} version {version} has no FID tags; cannot compare it")
     for _ in range(attempts):
-        best = _best_version(mlf, name, key)
+        best = _best_version(mlf, name, key, rule)
         holder = mlf.get_registered_model(name).aliases.get(alias)
         if holder is not None:
             current = mlf.get_model_version(name, holder)
@@ -346,12 +388,22 @@ def promote_if_better(
                     name, alias, holder,
                 )  # fmt: skip
                 return str(holder)
-            if float(current.tags[TAG + "fid"]) <= float(best.tags[TAG + "fid"]):
+            accepted = champion_refusal(current.tags, rule) is None
+            if accepted and (best is None or fid_of(current) <= fid_of(best)):
                 return str(holder)
+        if best is None:
+            log.warning("no version of %s passes the champion rule; %s stays on %s",
+                        name, alias, holder)  # fmt: skip
+            return None if holder is None else str(holder)
         retry_locked(mlf.set_registered_model_alias, name, alias, best.version)
         log.info("%s@%s -> version %s (FID %s)", name, alias, best.version, best.tags[TAG + "fid"])
     holder = mlf.get_registered_model(name).aliases.get(alias)
     return None if holder is None else str(holder)
+
+
+def fid_of(version) -> float:
+    """The FID a model version was registered with (its ``phenexplain.fid`` tag)."""
+    return float(version.tags[TAG + "fid"])
 
 
 def log_and_register(
@@ -363,12 +415,16 @@ def log_and_register(
     extractor_id: str,
     *,
     crop_set_id: str | None = None,
+    verdicts: VerdictCounts | None = None,
+    rule: ChampionParams | None = None,
     centroid_samples: int = 100_000,
     uri: str | None = None,
 ) -> Registration:
     """Log `checkpoint` as a `PhenexplainModel` in run `run_id`, register it as
-    ``phenexplain-<crop_set_name>`` with its FID as version tags, and move alias ``champion`` to
-    it only if its FID beats the champion's (same metric, extractor and crop set).
+    ``phenexplain-<crop_set_name>`` with its FID and its validation `verdicts` (the report's
+    verdict counts) as version tags, and move alias ``champion`` to it only if the champion
+    `rule` accepts it and its FID beats the champion's (same metric, extractor and crop set).
+    A version the rule refuses carries the reason in its tag ``phenexplain.champion_refused``.
 
     The model's artifacts hold G_ema and the W centroids (`centroid_samples` z per condition,
     seed 0). `crop_set_id` defaults to the one recorded in the checkpoint. Logging the model ends
@@ -394,7 +450,12 @@ def log_and_register(
         TAG + "extractor_id": extractor_id,
         TAG + "crop_set": crop_set_name,
         TAG + "crop_set_id": crop_set_id,
+        **(verdicts.tags() if verdicts is not None else {}),
     }
+    rule = rule or ChampionParams()
+    if (refused := champion_refusal(tags, rule)) is not None:
+        tags[REFUSED] = refused
+        log.warning("%s: this version may not become champion: %s", name, refused)
     mlf = client(uri)
     with _tracking_errors(uri, "register the model"):
         info = _log_model(run_id, Path(checkpoint), centroid_samples, uri)
@@ -407,10 +468,10 @@ def log_and_register(
             mlf.create_model_version,
             name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id,
         )  # fmt: skip
-        champion = promote_if_better(mlf, name, mv.version)
+        champion = promote_if_better(mlf, name, mv.version, rule=rule)
     log.info("registered %s version %s (%s = %s)", name, mv.version, fid_metric_name, fid_value)
     version = str(mv.version)
-    return Registration(name, version, f"models:/{name}/{version}", champion)
+    return Registration(name, version, f"models:/{name}/{version}", champion, tags.get(REFUSED))
 
 
 def log_encoder_run(

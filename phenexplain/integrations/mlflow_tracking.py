@@ -4,12 +4,16 @@
   refuses the plain file store by default; its own default is SQLite), with experiment artifacts
   in ``mlruns/artifacts/``.
 - `start_training_run`: one experiment per crop set; the run's params are the resolved training
-  params (flattened), its tags the provenance (git commit, crop set id, ``data.dvc`` hash,
-  extractor ids). Anything that looks like a credential is dropped before it is sent.
+  params (flattened; `training_params` keeps only the profile trained), its tags the provenance
+  (git commit, crop set id, ``data.dvc`` hash, extractor ids), its dataset input the crop set
+  (digest: its content id). Anything that looks like a credential is dropped before it is sent.
+- `validation_metrics`: the report's verdicts, shift correlations and CNN accuracy as metrics
+  (``val.*``), so runs can be sorted by how well they reproduce the biology.
 - `MlflowCallback` (in `mlflow_callback`): the training loop's `Callback` for MLflow, buffered in
   the run folder so a tracking server that is down never stops training.
 - `PhenexplainModel`, `log_and_register` (in `mlflow_registry`): a pyfunc model that renders
-  traversals, registered as ``phenexplain-<crop set>``, alias ``champion`` on the lowest FID.
+  traversals, registered as ``phenexplain-<crop set>``, alias ``champion`` on the lowest FID
+  among the versions whose validation verdicts pass the champion rule (``registry.champion``).
 
 Those names are importable from this module too (loaded on first use), so callers need one import.
 """
@@ -22,9 +26,10 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import yaml
@@ -33,8 +38,12 @@ from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
+from phenexplain.config import TrainParams
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import git_commit
+
+if TYPE_CHECKING:
+    from phenexplain.report.build import ReportSummary
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,9 @@ _SECRET_NAME = re.compile(
 )
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _MAX_PARAMS, _MAX_PARAM_LEN = 100, 6000
+_BAD_KEY_CHARS = re.compile(r"[^\w\-. :/]")
+VALIDATION = "val."  # prefix of the validation metrics
+VERDICT_TAG = TAG + "verdict."  # prefix of the model-version tags holding the verdict counts
 
 
 # ---------------------------------------------------------------- tracking URI and client
@@ -119,6 +131,12 @@ def _http_limits(max_retries: int, timeout: int) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
+def metric_key(name: str) -> str:
+    """`name` with the characters MLflow refuses in metric and tag names replaced by '_', cut to
+    the 250 characters it accepts."""
+    return _BAD_KEY_CHARS.sub("_", name)[:250]
+
+
 # ---------------------------------------------------------------- params, tags, provenance
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings -> one level with dotted keys; lists and tuples become JSON strings."""
@@ -185,6 +203,53 @@ def provenance_tags(
     return tags
 
 
+def training_params(train: TrainParams, crop_size: int, gpus: int = 1) -> dict[str, Any]:
+    """`train` as a run records it: its settings, with ``profiles`` holding only the profile it
+    trains (``auto`` resolved for `crop_size` and `gpus`), not every profile of params.yaml."""
+    from phenexplain.training.run import resolve_profile
+
+    values = train.model_dump(exclude={"profiles"})
+    values["profiles"] = {train.profile: resolve_profile(train, crop_size, gpus).model_dump()}
+    return values
+
+
+def cropset_dataset(crop_set: str | Path):
+    """The crop set as an MLflow dataset (metadata only: the crops stay where they are): its
+    folder name, its location, its content id as the digest, and a profile of its size."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from phenexplain.data.cropset import CropSet
+
+    crops = CropSet(crop_set)
+
+    counts = crops.manifest["condition"].value_counts().sort_index()
+    profile = {"crops": len(crops), "crop_size": crops.resolution, "channels": crops.channels,
+               "crops_per_condition": {str(k): int(v) for k, v in counts.items()}}  # fmt: skip
+
+    class CropSetDataset(MetaDataset):
+        @property
+        def profile(self) -> dict[str, Any]:
+            return profile
+
+        def to_dict(self) -> dict[str, str]:  # MetaDataset's leaves the profile out
+            return {**super().to_dict(), "profile": json.dumps(profile)}
+
+    source = resolve_dataset_source(crops.root.resolve().as_uri())
+    return CropSetDataset(source, name=crops.root.name, digest=crops.content_id)
+
+
+def log_cropset_input(mlf: MlflowClient, run_id: str, crop_set: str | Path) -> None:
+    """Record the crop set as the run's training dataset input (the UI's Dataset column)."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    entity = cropset_dataset(crop_set)._to_mlflow_entity()
+    mlf.log_inputs(
+        run_id, datasets=[DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])]
+    )
+
+
 def experiment_id(mlf: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created if missing (local stores keep artifacts in
     ``mlruns/artifacts/``); safe when two processes create it at once."""
@@ -220,9 +285,10 @@ def start_training_run(
     run_name: str | None = None,
     uri: str | None = None,
 ) -> str:
-    """Create a run in experiment `experiment` (the crop set name) with `params` flattened and
-    the provenance tags plus `tags`; returns its run id. `params` may be a pydantic model.
-    Credentials are never sent (see `redact`)."""
+    """Create a run in experiment `experiment` (the crop set name) with `params` flattened, the
+    provenance tags plus `tags` and `crop_set` as its dataset input; returns its run id.
+    `params` may be a pydantic model (pass a `TrainParams` through `training_params`, so only
+    the profile trained is recorded). Credentials are never sent (see `redact`)."""
     if isinstance(params, BaseModel):
         params = params.model_dump()
     uri = uri or tracking_uri()
@@ -242,6 +308,8 @@ def start_training_run(
         run = mlf.create_run(experiment_id(mlf, experiment), run_name=run_name, tags=all_tags)
         for start in range(0, len(items), _MAX_PARAMS):
             mlf.log_batch(run.info.run_id, params=items[start : start + _MAX_PARAMS])
+        if crop_set is not None:
+            log_cropset_input(mlf, run.info.run_id, crop_set)
     log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, shown(uri))
     return run.info.run_id
 
@@ -272,11 +340,88 @@ def log_results(
                 log.warning("not logged: %s does not exist", local)
 
 
+# ---------------------------------------------------------------- validation
+@dataclass(frozen=True)
+class VerdictCounts:
+    """How many (feature, condition) rows of the report's verdict table got each verdict
+    (`measure.effects.Verdict`; "not measurable at R px" counts as not measurable)."""
+
+    rows: int = 0
+    agree: int = 0
+    inflated: int = 0
+    deflated: int = 0
+    wrong_sign: int = 0
+    not_measurable: int = 0
+
+    @property
+    def disagree(self) -> int:
+        """Verdicts whose synthetic effect is not the real one: inflated, deflated, wrong sign."""
+        return self.inflated + self.deflated + self.wrong_sign
+
+    @classmethod
+    def from_table(cls, table: Sequence[Mapping[str, Any]]) -> VerdictCounts:
+        """The counts of a verdict table (`ReportSummary.verdict.table`)."""
+        from phenexplain.measure.effects import Verdict
+
+        names = {Verdict.AGREES: "agree", Verdict.INFLATED: "inflated",
+                 Verdict.DEFLATED: "deflated", Verdict.WRONG_SIGN: "wrong_sign"}  # fmt: skip
+        counts = dict.fromkeys(("agree", "inflated", "deflated", "wrong_sign", "not_measurable"), 0)
+        for row in table:
+            verdict = str(row["verdict"])
+            known = next((name for v, name in names.items() if verdict == str(v)), None)
+            counts[known or "not_measurable"] += 1
+        return cls(rows=len(table), **counts)
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "disagree": self.disagree}
+
+    def tags(self) -> dict[str, str]:
+        """Model-version tags (``phenexplain.verdict.<name>``) that `from_tags` reads back."""
+        return {VERDICT_TAG + k: str(v) for k, v in self.as_dict().items()}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> VerdictCounts | None:
+        """The counts recorded in model-version `tags`; None when none are."""
+        fields = ("rows", "agree", "inflated", "deflated", "wrong_sign", "not_measurable")
+        if not all(VERDICT_TAG + name in tags for name in fields):
+            return None
+        return cls(**{name: int(tags[VERDICT_TAG + name]) for name in fields})
+
+
+def validation_metrics(summary: ReportSummary) -> dict[str, float]:
+    """The report's validation numbers as metrics, to sort runs by how well they reproduce the
+    biology: ``val.verdict.<verdict>`` counts; per (feature, condition) ``val.d_real``,
+    ``val.d_synthetic`` and ``val.ratio`` (``.<feature>.<condition>``); the real vs synthetic
+    shift correlation over the assays (``val.assay_shift.*``) and the feature panel
+    (``val.feature_shift.*``); the CNN's cross-validated accuracy on real crops
+    (``val.cnn.*``). NaN (not measured) is left out."""
+    out: dict[str, float] = {}
+    for name, count in VerdictCounts.from_table(summary.verdict.table).as_dict().items():
+        out[f"{VALIDATION}verdict.{name}"] = count
+    for row in summary.verdict.table:
+        for column in ("d_real", "d_synthetic", "ratio"):
+            out[f"{VALIDATION}{column}.{row['feature']}.{row['condition']}"] = row[column]
+    overall = summary.assays.shift_correlation[0] if summary.assays.shift_correlation else {}
+    for prefix, values in (("assay_shift", overall), ("feature_shift", summary.feature_shifts)):
+        for name in ("pearson_r", "spearman_r", "pairs"):
+            if name in values:
+                out[f"{VALIDATION}{prefix}.{name}"] = values[name]
+    for name in ("accuracy_mean", "accuracy_std", "group_accuracy_mean", "group_accuracy_std"):
+        if name in summary.cnn:
+            out[f"{VALIDATION}cnn.{name}"] = summary.cnn[name]
+    return {
+        metric_key(k): float(v)
+        for k, v in out.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
 _LAZY = {
     "MlflowCallback": "mlflow_callback",
     "Outbox": "mlflow_callback",
     "flush_outbox": "mlflow_callback",
     "PhenexplainModel": "mlflow_registry",
+    "champion_refusal": "mlflow_registry",
     "Registration": "mlflow_registry",
     "log_and_register": "mlflow_registry",
     "log_encoder_run": "mlflow_registry",

@@ -24,7 +24,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 import phenexplain
-from phenexplain.config import ReportParams
+from phenexplain.config import ReportParams, TrainParams
 from phenexplain.data.cropset import CropSet
 from phenexplain.data.saturation import (
     over_limit,
@@ -53,7 +53,6 @@ from phenexplain.report import analysis, plots, resolution, validation, verdicts
 from phenexplain.report.explorer import explorer_data, write_explorer
 from phenexplain.report.html import Page, file_uri, png_uri
 from phenexplain.training.checkpoint import CheckpointMeta
-from phenexplain.training.data import TrainingData
 
 log = logging.getLogger(__name__)
 KIND = "report"  # the kind in the folder's output marker (see fsutil)
@@ -149,9 +148,15 @@ def build_report(
     stage: Callable[[str], None] = lambda s: None,
     synthetic: list[analysis.ConditionSample] | None = None,
     translation: str | Path | None = None,
+    fid: dict[str, Any] | None = None,
+    fid_images: int | None = None,
 ) -> ReportSummary:
     """Compute everything, write the files, return summary.json's content. `synthetic`: the
     conditions' generated and measured crops when they were made elsewhere (see `validate`).
+    `fid`: this checkpoint's FID/KID as `metrics.evaluate.evaluate_checkpoint` measured it (the
+    flow's evaluate step, which the registry records), shown as it is; None: measured here the
+    same way, with `fid_images` generated images (None: train.metric_images' default), so one
+    checkpoint has one FID everywhere.
     `translation`: a crop set `phenexplain translate` made from `cropset` with this checkpoint,
     scored in a "real-cell translation" section (`report.translation`)."""
     checkpoint, out = Path(checkpoint), Path(out)
@@ -182,7 +187,9 @@ def build_report(
     _provenance_section(page, summary["provenance"])
 
     stage("FID/KID")
-    summary["fid_kid"] = _fid_section(page, G, crops, params)
+    summary["fid_kid"] = _fid_section(
+        page, checkpoint, crops, fid, fid_images or TrainParams().metric_images, device
+    )
 
     stage("samples and traversals")
     _samples_section(page, model, control, colours, params, out)
@@ -356,18 +363,22 @@ def _provenance_section(page: Page, prov: dict) -> None:
     )
 
 
-def _fid_section(page: Page, G, crops: CropSet, params: ReportParams) -> dict:
-    from phenexplain.metrics.evaluate import fid_kid
-    from phenexplain.metrics.extractors import make_extractor
+def _fid_section(page: Page, checkpoint: Path, crops: CropSet, fid, n: int, device: str) -> dict:
+    """The checkpoint's FID/KID: `fid` (the evaluate step's) or `evaluate_checkpoint` with the
+    offline random-CNN extractor on `n` images, the computation the registry's FID comes from."""
+    from phenexplain.metrics.evaluate import evaluate_checkpoint
 
-    data = TrainingData(crops, resolution=G.img_resolution)
-    n = min(1000, 2 * len(crops))
-    result = fid_kid(G, data, make_extractor("rand", data.num_channels), n=n, seed=params.seed)
+    if fid is None:
+        fid = evaluate_checkpoint(checkpoint, crops.root, ["rand"], n=n, device=device)
+    result = {k: v for k, v in fid.items() if k.startswith(("fid_", "kid_", "extractor_"))}
+    result["metric_images"] = fid["metric_images"]
     page.heading("FID / KID")
     page.table(pd.DataFrame([result]))
     page.text(
-        f"{n} generated images against all {len(crops)} real crops. fid_rand uses the "
-        "offline random-CNN extractor; its values are not comparable with Inception FID.",
+        f"{result['metric_images']} generated images against all {len(crops)} real crops, "
+        "measured once per checkpoint (the same numbers as in MLflow and the registry). "
+        "fid_rand uses the offline random-CNN extractor; its values are not comparable with "
+        "Inception FID.",
         "note",
     )
     return result

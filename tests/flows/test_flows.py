@@ -55,8 +55,11 @@ def test_pipeline_trains_registers_explains_and_reports(
     assert Path(result["report"]).is_file() and Path(result["explorer"]).is_file()
     assert all(Path(v).is_file() for v in result["videos"])
     assert (Path(result["run_dir"]) / "snapshots.jsonl").is_file()  # the run folder's own record
-    assert result["registration"]["name"] == "phenexplain-small"
-    assert result["registration"]["champion"]  # the first version is the champion
+    registration = result["registration"]
+    assert registration["name"] == "phenexplain-small"
+    # the first version is the champion unless its verdicts break the champion rule
+    assert registration["champion"] == (registration["verdicts"]["wrong_sign"] == 0)
+    assert registration["champion"] == (registration["refused"] is None)
     assert result["metrics"]["fid_rand"] > 0
     from flows.demo import verdict_line
 
@@ -70,7 +73,34 @@ def test_pipeline_trains_registers_explains_and_reports(
     assert "final_fid_rand" in run.data.metrics and "Loss/G/loss" in run.data.metrics
     assert run.data.params["kimg"] == "0.1"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"report", "explain", "data_docs", "samples", "checkpoint", "config"} <= artifacts
+    assert {"report", "explain", "data_docs", "samples", "images", "checkpoint",
+            "config"} <= artifacts  # fmt: skip
+    # only the profile trained; the crop set as the dataset; the verdicts as metrics
+    assert {k.split(".")[1] for k in run.data.params if k.startswith("profiles.")} == {"cpu-small"}
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == CropSet("cropsets/small").content_id
+    for name, count in registration["verdicts"].items():
+        assert run.data.metrics[f"val.verdict.{name}"] == count
+    assert "val.cnn.accuracy_mean" in run.data.metrics
+    # one FID for the checkpoint: the run's, the registry's and the report's
+    version = mlflow.MlflowClient().get_model_version(registration["name"], registration["version"])
+    summary = json.loads((Path(result["run_dir"]) / "report" / "summary.json").read_text())
+    fid = result["metrics"]["fid_rand"]
+    assert float(version.tags["phenexplain.fid"]) == fid == run.data.metrics["final_fid_rand"]
+    assert summary["fid_kid"]["fid_rand"] == fid
+    assert summary["fid_kid"]["metric_images"] == result["metrics"]["metric_images"] == 64
+
+
+def test_champion_metric_is_the_configured_fid_and_must_have_been_evaluated():
+    from flows.pipeline import champion_metric
+    from phenexplain.config import ChampionParams
+    from phenexplain.errors import ConfigError
+
+    metrics = {"kimg": 1.0, "fid_rand": 3.0, "kid_rand": 0.1, "fid_inception": 9.0}
+    assert champion_metric(metrics, ChampionParams()) == "fid_rand"  # the first evaluated
+    assert champion_metric(metrics, ChampionParams(metric="fid_inception")) == "fid_inception"
+    with pytest.raises(ConfigError, match=r"add inception to train\.metrics"):
+        champion_metric({"fid_rand": 3.0}, ChampionParams(metric="fid_inception"))
 
 
 def test_inbox_plate_is_ingested_exactly_once(prefect_harness, small_params, tmp_path, monkeypatch):

@@ -12,8 +12,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from phenexplain.config import ChampionParams
 from phenexplain.generate import condition_vector
+from phenexplain.integrations.mlflow_registry import champion_refusal
 from phenexplain.integrations.mlflow_tracking import (
+    VerdictCounts,
     log_and_register,
     promote_if_better,
     start_training_run,
@@ -23,12 +26,18 @@ from phenexplain.nets.ops import to_uint8
 from phenexplain.nets.sampling import seed_latent
 from phenexplain.training.checkpoint import read_config
 
+AGREES = VerdictCounts(rows=3, agree=2, not_measurable=1)  # validation that passes the rule
+WRONG_SIGN = VerdictCounts(rows=3, agree=2, wrong_sign=1)
 
-def _register(checkpoint, crop_set: str, fid: float, metric="fid_rand", extractor="rand-v1"):
+
+def _register(
+    checkpoint, crop_set: str, fid: float, metric="fid_rand", extractor="rand-v1",
+    verdicts: VerdictCounts | None = AGREES, rule: ChampionParams | None = None,
+):  # fmt: skip
     run_id = start_training_run(crop_set, {"fid": fid})
     return log_and_register(
         checkpoint, run_id, crop_set, metric, fid, extractor, crop_set_id="cs-1",
-        centroid_samples=64,
+        verdicts=verdicts, rule=rule, centroid_samples=64,
     )  # fmt: skip
 
 
@@ -62,6 +71,56 @@ def test_champion_moves_only_to_a_lower_comparable_fid(mlflow_server, tiny_check
     assert _champion(first.name) == better.version
 
 
+def test_champion_rule_refuses_a_wrong_sign_verdict_whatever_its_fid(
+    mlflow_server, tiny_checkpoint
+):
+    crop_set = f"verdict-{uuid.uuid4().hex[:6]}"
+    path, _ = tiny_checkpoint()
+    client = MlflowClient(tracking_uri())
+    good = _register(path, crop_set, 5.0)
+    assert good.is_champion and good.refused is None
+    wrong = _register(path, crop_set, 0.1, verdicts=WRONG_SIGN)  # the best FID, the wrong biology
+    assert not wrong.is_champion and _champion(good.name) == good.version
+    assert "1 of 3 verdicts wrong sign" in wrong.refused
+    tags = client.get_model_version(good.name, wrong.version).tags
+    assert tags["phenexplain.champion_refused"] == wrong.refused
+    assert (
+        tags["phenexplain.verdict.wrong_sign"] == "1" and tags["phenexplain.verdict.agree"] == "2"
+    )
+    unvalidated = _register(path, crop_set, 0.2, verdicts=None)
+    assert not unvalidated.is_champion and "without validation verdicts" in unvalidated.refused
+    # a refused version stays refused when a later registration looks for the best one
+    better = _register(path, crop_set, 3.0)
+    assert better.is_champion and _champion(good.name) == better.version
+    assert promote_if_better(client, good.name, wrong.version) == better.version
+
+    # the rule is configurable: with no limit on wrong signs, the lowest FID wins again
+    lenient = ChampionParams(max_wrong_sign=None)
+    assert promote_if_better(client, good.name, wrong.version, rule=lenient) == wrong.version
+    # a holder the rule refuses gives way to the best version it accepts
+    assert promote_if_better(client, good.name, better.version) == better.version
+    strict = ChampionParams(max_disagreeing=0, min_agreeing=3)
+    refused = _register(path, crop_set, 0.05, rule=strict)
+    assert not refused.is_champion and "fewer than registry.champion.min_agreeing = 3" in (
+        refused.refused
+    )
+    assert _champion(good.name) == better.version
+
+
+def test_champion_refusal_reads_the_verdict_tags_with_the_configured_limits():
+    rule = ChampionParams()
+    assert champion_refusal(AGREES.tags(), rule) is None
+    assert "wrong sign" in champion_refusal(WRONG_SIGN.tags(), rule)
+    assert "require_validation" in champion_refusal({}, rule)
+    assert champion_refusal({}, ChampionParams(require_validation=False)) is None
+    deflated = VerdictCounts(rows=4, agree=2, deflated=2).tags()
+    assert champion_refusal(deflated, rule) is None  # no limit on disagreeing by default
+    assert (
+        champion_refusal(deflated, ChampionParams(max_disagreeing=1))
+    ) == "2 of 4 verdicts disagreeing, more than registry.champion.max_disagreeing = 1"
+    assert champion_refusal(WRONG_SIGN.tags(), ChampionParams(max_wrong_sign=1)) is None
+
+
 def _race(checkpoint, crop_set: str, fids: tuple[float, float]) -> dict:
     """Register one model per FID from two threads released at the same instant."""
     run_ids = {fid: start_training_run(crop_set, {"fid": fid}) for fid in fids}
@@ -73,7 +132,7 @@ def _race(checkpoint, crop_set: str, fids: tuple[float, float]) -> dict:
             barrier.wait(timeout=30)
             results[fid] = log_and_register(
                 checkpoint, run_ids[fid], crop_set, "fid_rand", fid, "rand-v1",
-                crop_set_id="cs-1", centroid_samples=64,
+                crop_set_id="cs-1", verdicts=AGREES, centroid_samples=64,
             )  # fmt: skip
         except Exception as exc:  # reported below, in the test's thread
             errors.append(exc)

@@ -14,14 +14,19 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from phenexplain.config import load_params
 from phenexplain.data.cropset import CropSet
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import git_commit
 from phenexplain.integrations.mlflow_tracking import (
     MlflowCallback,
+    VerdictCounts,
     flush_outbox,
+    log_results,
     start_training_run,
     tracking_uri,
+    training_params,
+    validation_metrics,
 )
 from phenexplain.training.callbacks import RunFolderCallback
 from phenexplain.training.data import TrainingData
@@ -87,6 +92,77 @@ def test_training_run_has_flat_params_provenance_and_no_credentials(mlflow_serve
     assert SECRET not in dump and "hunter22" not in dump
 
 
+def test_run_records_only_the_profile_trained_and_the_crop_set_as_its_dataset(
+    mlflow_server, tiny_crops
+):
+    train = load_params(REPO / "params.yaml").train
+    assert train.profile == "cpu-small" and "paper256" in train.profiles
+    run_id = start_training_run(f"profile-{uuid.uuid4().hex[:6]}",
+                                training_params(train, crop_size=32), crop_set=tiny_crops)  # fmt: skip
+    run = _client().get_run(run_id)
+    profiles = {k.split(".")[1] for k in run.data.params if k.startswith("profiles.")}
+    assert profiles == {"cpu-small"}
+    assert run.data.params["profiles.cpu-small.channel_max"] == "32"
+    assert run.data.params["profile"] == "cpu-small" and run.data.params["kimg"] == "60.0"
+    auto = training_params(train.model_copy(update={"profile": "auto"}), crop_size=64)
+    assert list(auto["profiles"]) == ["auto"] and auto["profiles"]["auto"]["batch"] == 32
+
+    crops = CropSet(tiny_crops)
+    (dataset_input,) = run.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    assert dataset.name == crops.root.name and dataset.digest == crops.content_id
+    assert dataset.source_type == "local" and crops.root.name in dataset.source
+    profile = json.loads(dataset.profile)
+    assert profile["crops"] == len(crops) and sum(profile["crops_per_condition"].values()) == len(
+        crops
+    )
+    assert {(t.key, t.value) for t in dataset_input.tags} == {("mlflow.data.context", "training")}
+
+
+def _summary(verdicts: list[str]):
+    """A report summary (`ReportSummary`) with one verdict row per entry of `verdicts`."""
+    from phenexplain.report.build import ReportSummary
+
+    table = [
+        {"feature": f"assay{i}", "condition": "TNF", "d_real": 1.0 + i, "d_synthetic": -0.5,
+         "ratio": -0.5 / (1.0 + i) if v != "not measurable" else float("nan"), "verdict": v}
+        for i, v in enumerate(verdicts)
+    ]  # fmt: skip
+    return ReportSummary.model_validate({
+        "provenance": {}, "fid_kid": {}, "latent": {},
+        "verdict": {"table": table, "counts": {}, "headline": "", "crops_measured": {},
+                    "crops_without_centre_cell": {}},
+        "assays": {"statistics": [], "shift_correlation": [
+            {"name": "all assays", "pearson_r": 0.25, "spearman_r": 0.5, "pairs": 3}]},
+        "feature_shifts": {"pearson_r": 0.75, "spearman_r": float("nan"), "pairs": 40},
+        "cnn": {"accuracy_mean": 0.875, "group_accuracy_mean": 0.9, "group": "well"},
+    })  # fmt: skip
+
+
+def test_validation_numbers_are_run_metrics(mlflow_server):
+    summary = _summary(["wrong sign", "agrees", "deflated", "not measurable at 16 px", "agrees"])
+    counts = VerdictCounts.from_table(summary.verdict.table)
+    assert counts == VerdictCounts(rows=5, agree=2, deflated=1, wrong_sign=1, not_measurable=1)
+    assert counts.disagree == 2 and VerdictCounts.from_tags(counts.tags()) == counts
+    run_id = start_training_run(f"val-{uuid.uuid4().hex[:6]}", {"seed": 4})
+    log_results(run_id, metrics=validation_metrics(summary))
+    metrics = _client().get_run(run_id).data.metrics
+    assert metrics["val.verdict.wrong_sign"] == 1 and metrics["val.verdict.agree"] == 2
+    assert metrics["val.verdict.disagree"] == 2 and metrics["val.verdict.rows"] == 5
+    assert metrics["val.verdict.not_measurable"] == 1 and metrics["val.verdict.inflated"] == 0
+    assert metrics["val.d_real.assay1.TNF"] == 2.0 and metrics["val.d_synthetic.assay0.TNF"] == -0.5
+    assert metrics["val.ratio.assay0.TNF"] == -0.5 and "val.ratio.assay3.TNF" in metrics
+    assert metrics["val.assay_shift.pearson_r"] == 0.25
+    assert metrics["val.feature_shift.pearson_r"] == 0.75
+    assert "val.feature_shift.spearman_r" not in metrics  # NaN: not measured, not logged
+    assert metrics["val.cnn.accuracy_mean"] == 0.875
+    assert metrics["val.cnn.group_accuracy_mean"] == 0.9
+    # runs sort by them, as in the UI
+    ranked = _client().search_runs([_client().get_run(run_id).info.experiment_id],
+                                   order_by=["metrics.`val.verdict.wrong_sign` ASC"])  # fmt: skip
+    assert ranked[0].info.run_id == run_id
+
+
 def test_callback_reports_a_real_training_run(mlflow_server, tiny_crops, tmp_path):
     torch.set_num_threads(1)
     trainer = Trainer(TrainingData(CropSet(tiny_crops), resolution=16, xflip=True), TINY, seed=1)
@@ -114,6 +190,20 @@ def test_callback_reports_a_real_training_run(mlflow_server, tiny_crops, tmp_pat
     local = tmp_path / "samples" / "fakes_kimg0000.032.png"
     assert np.array_equal(np.asarray(Image.open(got)), np.asarray(Image.open(local)))
     assert callback.outbox.pending() == []
+    # the same grids as images with steps (the UI's slider), enlarged and labelled
+    assert run.data.tags.get("mlflow.loggedImages") == "True"
+    images = [a.path for a in _client().list_artifacts(run_id, "images")]
+    pngs = sorted(p for p in images if p.endswith(".png"))
+    assert [p.split("+")[:3] for p in pngs] == [["images/samples", "step", "16"],
+                                                ["images/samples", "step", "32"]]  # fmt: skip
+    assert len(images) == 4  # and their compressed copies
+    shown = np.asarray(Image.open(_client().download_artifacts(run_id, pngs[-1], str(tmp_path))))
+    grid = np.asarray(Image.open(local))
+    assert shown.shape[0] > 2 * grid.shape[0] and shown.shape[1] > 2 * grid.shape[1]
+    rows = CropSet(tiny_crops).conditions
+    band = shown[24:, : shown.shape[1] - 6 * grid.shape[1]]  # left of the enlarged grid
+    for row in np.array_split(band, len(rows)):  # each row's name: dark text on white
+        assert (row.min(axis=-1) < 100).any()
 
 
 def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server, tmp_path):
@@ -131,7 +221,7 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server, tmp_p
     callback.on_snapshot({**_stats(4), "fid_rand": 3.5, "extractor_rand": "r1"}, grid, tmp_path)
     assert not callback.finish()  # nothing raised, nothing sent, training went on
     assert time.monotonic() - start < 15
-    assert len(callback.outbox.pending()) == 5  # 2 ticks, FID, extractor tag, sample grid
+    assert len(callback.outbox.pending()) == 6  # 2 ticks, FID, extractor tag, grid, its image
 
     mlflow_server.start()
     resumed = MlflowCallback(tmp_path, retry_interval=0)  # a restarted process: run id on disk
@@ -145,6 +235,8 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server, tmp_p
     assert [a.path for a in _client().list_artifacts(run_id, "samples")] == [
         "samples/fakes_kimg0000.032.png"
     ]
+    images = [a.path for a in _client().list_artifacts(run_id, "images")]
+    assert len(images) == 2 and all(p.startswith("images/samples+step+32+") for p in images)
 
     # An acknowledgement lost on the way back: the ledger forgets, everything is sent again.
     (tmp_path / "mlflow-outbox" / "sent.jsonl").write_text("")
@@ -152,6 +244,7 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server, tmp_p
     for key in ("Loss/G/loss", "img_per_s", "kimg"):
         assert _history(run_id, key) == steps, key
     assert _history(run_id, "fid_rand") == [32]
+    assert [a.path for a in _client().list_artifacts(run_id, "images")] == images
 
 
 def test_callback_without_any_server_never_raises(tmp_path):
@@ -163,9 +256,9 @@ def test_callback_without_any_server_never_raises(tmp_path):
     callback.on_snapshot(_stats(3), np.zeros((4, 4, 3), np.uint8), tmp_path)
     assert not callback.flush()
     assert time.monotonic() - start < 10
-    assert len(callback.outbox.pending()) == 4
-    files = list((tmp_path / "mlflow-outbox" / "files").rglob("*.png"))
-    assert [f.name for f in files] == ["fakes_kimg0000.024.png"]
+    assert len(callback.outbox.pending()) == 5
+    files = sorted((tmp_path / "mlflow-outbox" / "files").rglob("*.png"))
+    assert [f.name for f in files] == ["fakes_kimg0000.024.png", "labelled_fakes_kimg0000.024.png"]
     with pytest.raises(PhenexplainError, match="unsent records of MLflow run 0123abcd"):
         MlflowCallback(tmp_path, "another", uri=dead)
     with pytest.raises(PhenexplainError, match="no MLflow run recorded"):
