@@ -123,6 +123,8 @@ def _planes(array: np.ndarray, planes: tuple[int, ...], path: Path) -> np.ndarra
     """The channels `planes` of a multi-channel image, in that order, as [C, H, W]."""
     if array.ndim == 2:
         array = array[None]
+    elif array.ndim == 3 and array.shape[-1] <= MAX_CHANNELS < array.shape[0]:
+        array = np.moveaxis(array, -1, 0)  # samples last (an RGB OME-TIFF)
     if array.ndim != 3:
         raise UnreadableImageError(f"{path}: expected a 2-D or 3-D image, got shape {array.shape}")
     if max(planes) >= array.shape[0]:

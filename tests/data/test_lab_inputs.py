@@ -243,6 +243,15 @@ def test_loaddata_csv_through_the_command_line(tmp_path):
     assert set(m["Dose"]) == {"0.1"} and set(m["site"]) == {1, 2}
     assert (m["scale_low_DNA"] < 200).all() and (m["scale_low_Actin"] > 2900).all()
     assert all(cs[i][0][0, 16, 16] > 200 for i in range(len(cs)))
+    assert json.loads((out / "cropset.json").read_text())["nuclei"] == "segmented"
+    code, stderr = run_cli(
+        "--params", _params_file(tmp_path), "ingest", csv_path, tmp_path / "masked", "--layout",
+        "loaddata", "--channels", "DNA,Actin", "--dna-channel", "DNA", "--condition-column",
+        "Metadata_Treatment", "--masks", csv_path,
+    )  # fmt: skip
+    assert code == 0 and "16 crops, 0 field(s) quarantined" in stderr, stderr
+    info = json.loads((tmp_path / "masked" / "cropset.json").read_text())
+    assert info["nuclei"] == "supplied" and info["params"]["masks"] == str(csv_path)
 
 
 def test_loaddata_missing_column_and_escaping_path_are_refused(tmp_path):
@@ -296,12 +305,44 @@ def test_a_masks_folder_is_matched_by_field_id_and_a_field_without_one_is_quaran
     for field_id in ("P2_B02_s1", "P2_C03_s1"):
         tifffile.imwrite(masks / f"{field_id}.tif", _field(0)[1])
     tifffile.imwrite(masks / "f1_cp_masks.tif", _field(0)[1])  # cellpose's name for run1/f1
+    cells = np.zeros(SHAPE, np.uint16)
+    cells[:, :40], cells[:, 60:] = 3, 7
+    tifffile.imwrite(masks / "P2_B02_s1_cells.tif", cells)
     summary = ingest(ome_tiff_tree, tmp_path / "crops", params("ome-tiff", masks=str(masks)))
     assert summary.crops == 3 * 4 and summary.quarantined == 4
     qc = pd.read_parquet(tmp_path / "crops" / "qc.parquet")
     missing = qc[qc["status"] == "quarantined"]
     assert missing["reasons"].str.startswith(f"no mask: none for this field in {masks}").all()
+    counted = qc.set_index("field_id")["Count_Cells"]
+    assert counted["P2_B02_s1"] == 2 and counted.drop("P2_B02_s1").isna().all()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(StructureError, match=r"no field has a mask in .*empty"):
         ingest(ome_tiff_tree, tmp_path / "other", params("ome-tiff", masks=str(empty)))
+
+
+def test_z_stacks_and_malformed_ngff_metadata_are_refused_naming_the_file(tmp_path):
+    stack = np.stack([_field(1)[0]] * 3, axis=1)  # [C, Z, H, W]
+    tiff = tmp_path / "tiff" / "P1" / "B02_s1.ome.tif"
+    tiff.parent.mkdir(parents=True)
+    tifffile.imwrite(
+        tiff, stack, ome=True, metadata={"axes": "CZYX", "Channel": {"Name": ["Actin", "DNA"]}}
+    )
+    with pytest.raises(StructureError, match=r"B02_s1\.ome\.tif: SizeZ = 3; .*project z-stacks"):
+        list_fields(tmp_path / "tiff", "ome-tiff", CHANNELS)
+    image = zarr.open_group(str(tmp_path / "zarr" / "P1" / "B02_s1.ome.zarr"), mode="w")
+    window = {"start": 0, "end": 65535, "min": 0, "max": 65535}
+    omero = {
+        "channels": [{"label": n, "color": "FFFFFF", "window": window} for n in ("Actin", "DNA")]
+    }
+    writer.write_image(stack, image, axes="czyx", scale_factors=[], omero=omero)
+    with pytest.raises(StructureError, match=r"s0: z = 3; ingest takes one 2-D plane"):
+        list_fields(tmp_path / "zarr", "ome-zarr", CHANNELS)
+    flat = zarr.open_group(str(tmp_path / "zarr" / "P1" / "B02_s1.ome.zarr"), mode="w")
+    _ngff_image(flat, _field(1)[0], None)
+    meta_path = tmp_path / "zarr" / "P1" / "B02_s1.ome.zarr" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["ome"]["omero"] = ["DNA"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StructureError, match=r"B02_s1\.ome\.zarr: malformed OME-NGFF metadata"):
+        list_fields(tmp_path / "zarr", "ome-zarr", CHANNELS)

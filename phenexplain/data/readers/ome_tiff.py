@@ -63,7 +63,7 @@ def _image(root: ElementTree.Element, path: Path) -> ElementTree.Element:
     if not pixels:
         raise StructureError(f"{path}: OME-XML Image without Pixels")
     for size in ("SizeZ", "SizeT"):
-        if int(pixels[0].get(size, "1")) > 1:
+        if pixels[0].get(size, "1").strip() not in ("0", "1"):
             raise StructureError(
                 f"{path}: {size} = {pixels[0].get(size)}; ingest takes one 2-D plane per channel "
                 "(project z-stacks, split time series)"

@@ -111,6 +111,17 @@ def _plate(path: Path, meta: dict, channels: list[str]) -> list[tuple]:
     return fields
 
 
+def _fields(group: Path, channels: list[str]) -> list[tuple]:
+    meta = _attributes(group)
+    if isinstance(meta.get("plate"), dict):
+        return _plate(group, meta, channels)
+    if "multiscales" in meta:
+        level0, planes = _image(group, channels)
+        plate, well, site = from_name(group)
+        return [(f"{plate}_{well}_s{site}", plate, well, site, (level0,), planes)]
+    raise StructureError(f"{group}: a Zarr group with neither NGFF plate nor multiscales metadata")
+
+
 def read_ome_zarr(source: Path, channels: list[str]) -> list[FieldRecord]:
     """Fields of the OME-Zarr plates and images at or under `source`."""
     groups = _groups(source)
@@ -118,15 +129,11 @@ def read_ome_zarr(source: Path, channels: list[str]) -> list[FieldRecord]:
         raise StructureError(f"{source}: no Zarr group found (layout 'ome-zarr')")
     fields = []
     for group in groups:
-        meta = _attributes(group)
-        if isinstance(meta.get("plate"), dict):
-            fields += _plate(group, meta, channels)
-        elif "multiscales" in meta:
-            level0, planes = _image(group, channels)
-            plate, well, site = from_name(group)
-            fields.append((f"{plate}_{well}_s{site}", plate, well, site, (level0,), planes))
-        else:
+        try:
+            fields += _fields(group, channels)
+        except (AttributeError, TypeError, KeyError, IndexError) as exc:  # metadata of odd types
             raise StructureError(
-                f"{group}: a Zarr group with neither NGFF plate nor multiscales metadata"
-            )
+                f"{group}: malformed OME-NGFF metadata ({type(exc).__name__}: {exc}); check it "
+                "against the NGFF specification"
+            ) from None
     return with_conditions(source, fields, "ome-zarr")

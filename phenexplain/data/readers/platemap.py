@@ -91,7 +91,10 @@ def with_conditions(source: Path, fields: list[tuple], layout: str) -> list[Fiel
     for line, row in enumerate(rows, start=2):
         if row["well"] is None or row["condition"] is None or not row["condition"].strip():
             raise StructureError(f"{path}:{line}: the row needs a plate, a well and a condition")
-        table[((row["plate"] or "").strip(), well_name(row["well"]))] = row
+        key = ((row["plate"] or "").strip(), well_name(row["well"]))
+        if key in table:
+            raise StructureError(f"{path}:{line}: plate {key[0]!r} well {key[1]} is listed twice")
+        table[key] = row
     records: list[FieldRecord] = []
     unmapped: list[str] = []
     for field_id, plate, well, site, files, planes in fields:
