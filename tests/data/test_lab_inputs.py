@@ -315,6 +315,8 @@ def test_a_masks_folder_is_matched_by_field_id_and_a_field_without_one_is_quaran
     assert missing["reasons"].str.startswith(f"no mask: none for this field in {masks}").all()
     counted = qc.set_index("field_id")["Count_Cells"]
     assert counted["P2_B02_s1"] == 2 and counted.drop("P2_B02_s1").isna().all()
+    with pytest.raises(ValueError, match="precropped images are not segmented"):
+        params("ome-tiff", masks=str(masks), precropped=True)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(StructureError, match=r"no field has a mask in .*empty"):

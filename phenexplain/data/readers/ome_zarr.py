@@ -7,6 +7,10 @@ rank in the well); a single image (``multiscales`` metadata) is named
 the ``omero`` channel labels, matched against ``ingest.channels``. Axes other than the channel
 and space must have size 1, and so must ``z``. Conditions come from ``platemap.csv``
 (`phenexplain.data.readers.platemap`). Metadata paths may not leave their group.
+
+The groups are read with zarr itself rather than ome-zarr's ``Reader``: every path the metadata
+names is checked against its group before it is opened, and listing a plate reads only the
+metadata (level 0's shape), not dask arrays of every level.
 """
 
 from __future__ import annotations
