@@ -178,6 +178,11 @@ def test_ome_zarr_plate_and_single_image_ingest_to_crops(tmp_path, fmt):
     assert len(cs) == 16 and cs.conditions == {"control": 0, "drug": 1}
     assert set(cs.manifest["plate"]) == {"P1", "P2"}
     assert all(cs[i][0][0, 16, 16] > 200 for i in range(len(cs)))
+    assert ingest(root, out, params("ome-zarr")).plates_added == []  # array folders hash stably
+    level0 = root / "P2" / "A01_s3.ome.zarr" / records[-1].files[0].name
+    zarr.open_array(str(level0), mode="r+")[0, 0, 0] = 7  # a changed chunk: P2 again, P1 kept
+    again = ingest(root, out, params("ome-zarr"))
+    assert again.plates_added == ["P2"] and again.plates_kept == ["P1"]
     with pytest.raises(StructureError, match=r"channel\(s\) Tubulin not found.*'Actin', 'DNA'"):
         list_fields(root, "ome-zarr", ["Tubulin"])
 
