@@ -82,7 +82,9 @@ class QCParams(Section):
 class IngestParams(Section):
     """`phenexplain ingest`: plates -> QC -> nucleus-centred crops -> crop set."""
 
-    layout: Literal["folders", "bbbc021", "manifest"] = "manifest"
+    layout: Literal["folders", "bbbc021", "manifest", "loaddata", "ome-tiff", "ome-zarr"] = (
+        "manifest"
+    )
     channels: list[str] = Field(default_factory=lambda: ["DNA"], min_length=1, max_length=5)
     dna_channel: str = "DNA"
     conditions: list[str] = Field(default_factory=list, description="expected conditions; [] = any")
@@ -100,6 +102,17 @@ class IngestParams(Section):
         "saturates (a [1, 99] stretch is for display, not for data)",
     )
     max_megapixels: float = Field(100.0, gt=0, description="refuse images larger than this")
+    condition_column: str = Field(
+        "Metadata_Condition",
+        min_length=1,
+        description="layout loaddata: the column holding each field's condition",
+    )
+    masks: str | None = Field(
+        None,
+        description="label images to use instead of nucleus detection: a folder (one label "
+        "image per field) or a CSV with ObjectsPathName_Nuclei / ObjectsFileName_Nuclei; "
+        "None = detect nuclei",
+    )
     workers: int = Field(2, gt=0)
     nuclei: NucleiParams = NucleiParams()
     qc: QCParams = QCParams()
@@ -112,6 +125,11 @@ class IngestParams(Section):
             )
         if len(set(self.channels)) != len(self.channels):
             raise ValueError(f"channel names repeat: {self.channels}")
+        if self.masks is not None and self.precropped:
+            raise ValueError(
+                "masks are label images of whole fields; precropped images are not segmented "
+                "(unset one of masks and precropped)"
+            )
         low, high = self.percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(

@@ -26,6 +26,9 @@ class Layout(StrEnum):
     folders = "folders"
     bbbc021 = "bbbc021"
     manifest = "manifest"
+    loaddata = "loaddata"
+    ome_tiff = "ome-tiff"
+    ome_zarr = "ome-zarr"
 
 
 def synth(
@@ -82,7 +85,10 @@ def synth(
 
 def ingest(
     source: Annotated[
-        Path, typer.Argument(help="Plate source: a folder, or a CSV for manifest/bbbc021.")
+        Path,
+        typer.Argument(
+            help="Plate source: a folder, a .zarr, or a CSV for manifest/bbbc021/loaddata."
+        ),
     ],
     out: Annotated[
         Path, typer.Argument(help="Crop set folder (created, or extended with new plates).")
@@ -126,6 +132,22 @@ def ingest(
             help=from_params("ingest.illumination_correction", "Per-plate illumination correction.")
         ),
     ] = None,
+    condition_column: Annotated[
+        str | None,
+        typer.Option(
+            help=from_params("ingest.condition_column", "Layout loaddata: the condition column.")
+        ),
+    ] = None,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help=from_params(
+                "ingest.masks",
+                "Label images to use instead of nucleus detection: a folder or a CSV "
+                "(ObjectsPathName_Nuclei / ObjectsFileName_Nuclei).",
+            )
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help=from_params("ingest.workers", "Parallel processes."))
     ] = None,
@@ -147,7 +169,8 @@ def ingest(
     params = resolve(
         "ingest", layout=layout, channels=names(channels) or None, dna_channel=dna_channel,
         conditions=names(conditions), crop_size=crop_size, precropped=precropped,
-        illumination_correction=illumination_correction, workers=workers,
+        illumination_correction=illumination_correction, condition_column=condition_column,
+        masks=None if masks is None else str(masks), workers=workers,
     )  # fmt: skip
     with progress("ingest") as update:
         summary = run(

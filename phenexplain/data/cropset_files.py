@@ -21,7 +21,7 @@ import os
 import reprlib
 from pathlib import Path
 from tokenize import TokenError
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -92,6 +92,8 @@ class CropSetInfo(_Record):
     phenexplain_version: str | None = None
     source: str | None = None
     layout: str | None = None
+    # where the crops' nuclei came from: "segmented" (ingest's detection) or "supplied" (masks)
+    nuclei: Literal["segmented", "supplied"] | None = None
     params: dict[str, Any] | None = None
     params_key: str | None = None
     # condition -> channel -> fraction of its crops' pixels at 255 (absent before it was recorded)

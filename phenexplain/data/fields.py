@@ -1,7 +1,8 @@
 """The per-field work of an ingest, run in worker processes, and the QC table of its results.
 
 Pass 1 (`analyse_field`): decode (an unreadable file quarantines the field), QC measurements,
-nucleus detection, per-channel histograms and, for illumination correction, block means.
+nucleus detection (or the supplied masks of `phenexplain.data.masks`; a missing or bad mask
+quarantines the field), per-channel histograms and, for illumination correction, block means.
 Pass 2 (`crop_field`): scale to uint8 with the plate's (low, high) per channel and cut
 nucleus-centred crops.
 """
@@ -18,6 +19,7 @@ import pandas as pd
 from phenexplain.config import IngestParams
 from phenexplain.data.crops import block_mean, centroids, cut, to_uint8
 from phenexplain.data.images import UnreadableImageError, load_field
+from phenexplain.data.masks import supplied_labels
 from phenexplain.data.names import source_name
 from phenexplain.data.nuclei import segment_nuclei
 from phenexplain.data.qc import field_quality, robust_z
@@ -42,7 +44,7 @@ def analyse_field(args: tuple[FieldRecord, IngestParams]) -> Analysis:
     record, params = args
     result = Analysis(record=record, reasons=[])
     try:
-        image = load_field(record.files, len(params.channels), params.max_megapixels)
+        image = load_field(record.files, len(params.channels), params.max_megapixels, record.planes)
     except UnreadableImageError as exc:
         result.reasons.append(f"unreadable: {exc}")
         return result
@@ -61,7 +63,9 @@ def analyse_field(args: tuple[FieldRecord, IngestParams]) -> Analysis:
             result.reasons.append("saturated: " + ", ".join(saturated))
     if not params.precropped:
         labels = np.zeros(dna.shape, np.int32)
-        if not result.reasons:
+        if params.masks is not None:
+            labels = _supplied(record, params, dna.shape, result)
+        elif not result.reasons:
             labels = segment_nuclei(dna, **params.nuclei.model_dump())
         result.centres = centroids(labels)
         result.qc["Count_Nuclei"] = float(len(result.centres))
@@ -77,6 +81,22 @@ def analyse_field(args: tuple[FieldRecord, IngestParams]) -> Analysis:
     return result
 
 
+def _supplied(record: FieldRecord, params: IngestParams, shape, result: Analysis) -> np.ndarray:
+    """The field's supplied nucleus labels (zeros and a quarantine reason when missing or bad);
+    counts the cells of a supplied cell mask."""
+    if not record.masks:
+        result.reasons.append(f"no mask: none for this field in {params.masks}")
+        return np.zeros(shape, np.int32)
+    try:
+        labels = supplied_labels(record.masks, shape, params.max_megapixels)
+    except UnreadableImageError as exc:
+        result.reasons.append(f"bad mask: {exc}")
+        return np.zeros(shape, np.int32)
+    if len(labels) > 1:
+        result.qc["Count_Cells"] = float(labels[1].max())
+    return labels[0]
+
+
 @lru_cache(maxsize=4)
 def _illumination(path: str) -> np.ndarray:
     return np.load(path, allow_pickle=False)
@@ -86,7 +106,7 @@ def crop_field(
     args: tuple[FieldRecord, IngestParams, np.ndarray, list[tuple[float, float]], str | None],
 ):
     record, params, centres, scaling, illum_path = args
-    image = load_field(record.files, len(params.channels), params.max_megapixels)
+    image = load_field(record.files, len(params.channels), params.max_megapixels, record.planes)
     source = image
     if illum_path is not None:
         source = image / _illumination(illum_path)
@@ -114,6 +134,11 @@ def qc_table(analyses: list[Analysis], root: Path, params: IngestParams) -> pd.D
                 "site": r.site,
                 "condition": r.condition,
                 "files": ";".join(source_name(f, root) for f in r.files),
+                **(
+                    {"masks": ";".join(source_name(f, root) for f in r.masks)}
+                    if params.masks
+                    else {}
+                ),
                 "height": a.shape[0] if a.shape else None,
                 "width": a.shape[1] if a.shape else None,
                 "dtype": a.dtype,

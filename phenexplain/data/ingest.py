@@ -42,6 +42,7 @@ from phenexplain.data.fields import (
     crop_field,
     qc_table,
 )
+from phenexplain.data.masks import attach_masks
 from phenexplain.data.names import source_name, with_printable_names
 from phenexplain.data.readers import FieldRecord, StructureError, list_fields
 from phenexplain.data.saturation import (
@@ -104,12 +105,27 @@ def _map(fn, items: list, workers: int) -> Iterator:
 
 def _plate_fingerprint(records: Iterable[FieldRecord], hashes: dict[Path, str]) -> str:
     """Hash of a plate's field ids, conditions and file contents (ids are valid text: see
-    `with_printable_names`), so a changed plate gets new crop-set ids."""
+    `with_printable_names`), and the channel planes and masks where a field has them, so a
+    changed plate gets new crop-set ids."""
     digest = hashlib.sha256()
     for r in records:
-        digest.update(
-            f"{r.field_id}|{r.condition}|{'|'.join(hashes[f] for f in r.files)}\n".encode()
-        )
+        line = f"{r.field_id}|{r.condition}|{'|'.join(hashes[f] for f in r.files)}"
+        if r.planes:
+            line += f"|planes={','.join(map(str, r.planes))}"
+        if r.masks:
+            line += f"|masks={'|'.join(hashes[f] for f in r.masks)}"
+        digest.update(f"{line}\n".encode())
+    return digest.hexdigest()
+
+
+def _content_sha256(path: Path) -> str:
+    """`file_sha256` of a file; of a folder (a Zarr array), the hash of its files' names and
+    hashes, so a changed chunk changes it."""
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}|{file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 
@@ -152,10 +168,15 @@ def _existing(out: Path, params: IngestParams, overwrite: bool, plates: set[str]
     return {"info": info, "manifest": manifest, "qc": qc}
 
 
+def _inputs(records: list[FieldRecord]) -> list[Path]:
+    """Every image and mask file (or Zarr array folder) the records read, sorted."""
+    return sorted({f for r in records for f in (*r.files, *r.masks)})
+
+
 def _file_hashes(records: list[FieldRecord], workers: int) -> dict[Path, str]:
-    files = sorted({f for r in records for f in r.files})
+    files = _inputs(records)
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-        return dict(zip(files, pool.map(file_sha256, files), strict=True))
+        return dict(zip(files, pool.map(_content_sha256, files), strict=True))
 
 
 def _run(fn, items: list, workers: int, stage: str, progress: Progress | None) -> list:
@@ -184,14 +205,20 @@ def ingest(
     Another ingest into `out` is waited for, at most `lock_timeout` seconds (None: no limit).
     """
     source, out = Path(source), Path(out)
-    records = with_printable_names(list_fields(source, params.layout, params.channels), source)
-    missing = sorted({str(f) for r in records for f in r.files if not f.is_file()})
+    listed = list_fields(
+        source, params.layout, params.channels, condition_column=params.condition_column
+    )
+    records = with_printable_names(listed, source)
+    if params.masks is not None:
+        records = attach_masks(records, params)
+    missing = sorted({str(f) for f in _inputs(records) if not (f.is_file() or f.is_dir())})
     if missing:
         shown = ", ".join(missing[:10]) + (
             f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
-        raise StructureError(f"{len(missing)} file(s) listed in {source} do not exist: {shown}")
-    inputs = [source, *sorted({f for r in records for f in r.files})]
+        where = f"{source}" + (f" and {params.masks}" if params.masks else "")
+        raise StructureError(f"{len(missing)} file(s) listed in {where} do not exist: {shown}")
+    inputs = [source, *([Path(params.masks)] if params.masks else []), *_inputs(records)]
     # refuse before the lock file is made next to `out`; checked again under the lock
     check_output(out, overwrite, kind=cs.KIND, inputs=inputs, extend=True)
     with cs.output_lock(out, lock_timeout):
@@ -262,6 +289,7 @@ def _ingest_locked(
             "phenexplain_version": __version__,
             "source": str(source),
             "layout": params.layout,
+            "nuclei": None if params.precropped else ("supplied" if params.masks else "segmented"),
             "channels": list(params.channels),
             "crop_size": _crop_size(analyses, params),
             "params": params.model_dump(exclude={"workers"}),

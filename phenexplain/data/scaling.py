@@ -78,7 +78,12 @@ def corrected_scalings(analyses, qc, params, illum: dict[str, str]) -> dict[str,
         for a in analyses:
             if a.record.plate == plate and a.record.field_id in ok:
                 image = (
-                    load_field(a.record.files, len(params.channels), params.max_megapixels)
+                    load_field(
+                        a.record.files,
+                        len(params.channels),
+                        params.max_megapixels,
+                        a.record.planes,
+                    )
                     / profile
                 )
                 planes = values.setdefault(a.record.condition, [[] for _ in params.channels])

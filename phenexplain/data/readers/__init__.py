@@ -7,34 +7,54 @@ them. Layouts:
   per field; plate = the root folder's name;
 - ``bbbc021``: the Broad BBBC021 ``BBBC021_v1_image.csv`` with one file per channel;
 - ``manifest``: a CSV with one row per field (the ``metadata.csv`` that ``phenexplain synth``
-  writes).
+  writes);
+- ``loaddata``: a CellProfiler LoadData CSV (``PathName_*`` / ``FileName_*``, ``Metadata_*``);
+- ``ome-tiff``: ``ROOT/**/*.ome.tif``, one multi-channel field per file;
+- ``ome-zarr``: OME-NGFF plates (HCS) and images; the OME layouts take conditions from
+  ``platemap.csv``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from phenexplain.data.readers.base import FieldRecord, StructureError
 from phenexplain.data.readers.bbbc021 import read_bbbc021
 from phenexplain.data.readers.folders import read_folders
+from phenexplain.data.readers.loaddata import CONDITION_COLUMN, read_loaddata
 from phenexplain.data.readers.manifest import read_manifest
+from phenexplain.data.readers.ome_tiff import read_ome_tiff
+from phenexplain.data.readers.ome_zarr import read_ome_zarr
 
 READERS: dict[str, Callable[[Path, list[str]], list[FieldRecord]]] = {
     "folders": read_folders,
     "bbbc021": read_bbbc021,
     "manifest": read_manifest,
+    "loaddata": read_loaddata,
+    "ome-tiff": read_ome_tiff,
+    "ome-zarr": read_ome_zarr,
 }
 
 
-def list_fields(source: str | Path, layout: str, channels: list[str]) -> list[FieldRecord]:
-    """All fields of `source` read with `layout`, in a stable order."""
+def list_fields(
+    source: str | Path,
+    layout: str,
+    channels: list[str],
+    *,
+    condition_column: str = CONDITION_COLUMN,
+) -> list[FieldRecord]:
+    """All fields of `source` read with `layout`, in a stable order; `condition_column`: the
+    column naming conditions (layout ``loaddata``)."""
     try:
         reader = READERS[layout]
     except KeyError:
         raise StructureError(
             f"unknown layout {layout!r}; choose one of: {', '.join(READERS)}"
         ) from None
+    if layout == "loaddata":
+        reader = partial(read_loaddata, condition_column=condition_column)
     source = Path(source)
     if not source.exists():
         raise StructureError(f"source {source} does not exist")

@@ -24,7 +24,11 @@ class FieldRecord:
     """One field of view: where its channel files are and what it is.
 
     `files` holds one path per channel, in channel order, or a single path to a multi-channel
-    image. `extra` carries layout-specific metadata (compound, concentration, moa, ...).
+    image (a file, or the folder of a Zarr array). `planes`, for a single multi-channel image,
+    gives the index in it of each requested channel, in channel order; empty: the image holds
+    exactly the requested channels in order. `masks` holds label images supplied for the field
+    (nuclei, then optionally cells) instead of our nucleus detection. `extra` carries
+    layout-specific metadata (compound, concentration, moa, ...).
     """
 
     field_id: str
@@ -34,6 +38,8 @@ class FieldRecord:
     condition: str
     files: tuple[Path, ...]
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    planes: tuple[int, ...] = ()
+    masks: tuple[Path, ...] = ()
 
 
 def inside(root: Path, candidate: Path) -> Path:
@@ -65,11 +71,13 @@ def site_number(text: str, where: str) -> int:
     return site
 
 
-def require_columns(path: Path, header: list[str], columns: list[str]) -> None:
-    """Raise naming `path` and every missing column."""
+def require_columns(path: Path, header: list[str], columns: list[str], hint: str = "") -> None:
+    """Raise naming `path` and every missing column (then `hint`: what the file should hold)."""
     missing = [c for c in columns if c not in header]
     if missing:
-        raise StructureError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise StructureError(
+            f"{path}: missing column(s) {', '.join(missing)}" + (f"; {hint}" if hint else "")
+        )
 
 
 def read_table(source: Path, default_name: str, what: str) -> tuple[Path, list[str], list[dict]]:
