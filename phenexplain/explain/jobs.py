@@ -151,18 +151,9 @@ def render_traversal(
     if method == 2 and columns is None:
         centroid = model.centroids(centroid_samples, seed=centroid_seed, progress=progress)
     grid = traversal_grid(
-        model.G,
-        model.conditions,
-        seeds,
-        source,
-        targets,
-        method=method,
-        steps=steps,
-        centroid=centroid,
-        truncation_psi=truncation_psi,
-        noise_mode=noise_mode,
-        columns=columns,
-    )
+        model.G, model.conditions, seeds, source, targets, method=method, steps=steps,
+        centroid=centroid, truncation_psi=truncation_psi, noise_mode=noise_mode, columns=columns,
+    )  # fmt: skip
     channels = grid.images.shape[3]
     mapping = (
         IntensityMapping.fit(grid.images)
@@ -257,14 +248,9 @@ def lda_map(
     defaults to a tenth of `n_fit`)."""
     project_names = list(project_names)
     points = latent.lda_map(
-        model.G,
-        model.conditions,
-        fit,
-        project_names,
-        n_fit=n_fit,
-        n_project=n_fit // 10 if n_project is None else n_project,
-        seed=seed,
-    )
+        model.G, model.conditions, fit, project_names, n_fit=n_fit,
+        n_project=n_fit // 10 if n_project is None else n_project, seed=seed,
+    )  # fmt: skip
     return LdaMap(points, [*fit, *project_names])
 
 
@@ -298,12 +284,9 @@ class DoseResponse:
         if self.projection is not None and self.projection_images is not None:
             self.projection.to_csv(out / "dose_projection.csv", index=False)
             figures.plot_dose_projection(
-                self.projection_images,
-                [self.control, *self.doses],
-                self.projection_seeds,
-                parse_colours(None, channels),
-                out / "dose_projection.png",
-            )
+                self.projection_images, [self.control, *self.doses], self.projection_seeds,
+                parse_colours(None, channels), out / "dose_projection.png",
+            )  # fmt: skip
 
 
 def dose_response(
@@ -539,18 +522,11 @@ def _explain(
     conditions = model.conditions
     source, targets = traversal_targets(conditions, params, control)
     traversal = render_traversal(
-        model,
-        source=source,
-        targets=targets,
-        seeds=parse_seeds(params.seeds),
-        method=params.method,
-        steps=params.steps,
-        truncation_psi=params.truncation,
-        centroid_samples=params.centroid_samples,
-        view=params.view,
-        contrast=params.contrast,
+        model, source=source, targets=targets, seeds=parse_seeds(params.seeds),
+        method=params.method, steps=params.steps, truncation_psi=params.truncation,
+        centroid_samples=params.centroid_samples, view=params.view, contrast=params.contrast,
         columns=columns,
-    )
+    )  # fmt: skip
     result: dict = {"source": source, "targets": targets, "videos": []}
     for i, fmt in enumerate(params.formats):  # the raw OME-TIFF once, beside the first
         path = out / f"traversal_method{params.method}{VIDEO_SUFFIX[fmt]}"
@@ -563,12 +539,9 @@ def _explain(
             result["lda"] = lda.write(folder / "lda.csv", folder / "lda.png")
         if doses:
             dose = dose_response(
-                model,
-                control=source,
-                doses=doses,
-                n=params.dose_samples,
+                model, control=source, doses=doses, n=params.dose_samples,
                 centroid_samples=params.centroid_samples,
-            )
+            )  # fmt: skip
             with output_folder(out / "dose", "dose response") as folder:
                 dose.write(folder, model.channels)
             result["dose"] = dose.summary
