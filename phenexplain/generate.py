@@ -1,8 +1,9 @@
 """Images from a checkpoint for given seeds, drawn exactly as stylegan2-ada-pytorch's generate.py.
 
 z = numpy.random.RandomState(seed).randn(z_dim); images in [-1, 1] become uint8 as x * 127.5 + 128,
-clamped. 1- and 3-channel images are written as PNG, others as multi-channel TIFF [C, H, W], named
-``<condition>_seed<seed>`` with the condition as `fsutil.safe_name` spells it in file names.
+clamped: the crop set's own uint8 scale. Each image is written as an OME-TIFF [C, H, W] with the
+checkpoint's channel names (`phenexplain.data.ome_tiff`), named ``<condition>_seed<seed>.ome.tif``
+with the condition as `fsutil.safe_name` spells it in file names.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ import re
 import reprlib
 from pathlib import Path
 
-import numpy as np
-import tifffile
 import torch
-from PIL import Image
 
+from phenexplain.data.ome_tiff import SUFFIX, write_ome_tiff
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import mark_output, prepare_folder, safe_name
 from phenexplain.nets.ops import to_uint8
@@ -89,8 +88,11 @@ def generate_images(
     noise_mode: str = "const",
     device: str = "cpu",
 ) -> list[Path]:
+    """One OME-TIFF [C, H, W] per seed in `out`, with the checkpoint's channel names; returns
+    their paths."""
     out = Path(out)
-    c = condition_vector(read_config(checkpoint).conditions, condition).to(device)
+    meta = read_config(checkpoint)
+    c = condition_vector(meta.conditions, condition).to(device)
     G = load_network(checkpoint, "G_ema", device)  # a bad checkpoint creates no output folder
     foreign = prepare_folder(out, KIND, [checkpoint])
     paths = []
@@ -104,15 +106,11 @@ def generate_images(
                 force_fp32=True,
             )
             pixels = to_uint8(img)[0].numpy()
-            stem = out / f"{safe_name(condition)}_seed{seed:04d}"
-            if pixels.shape[0] in (1, 3):
-                path = stem.with_suffix(".png")
-                Image.fromarray(
-                    pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
-                ).save(path)
-            else:
-                path = stem.with_suffix(".tif")
-                tifffile.imwrite(path, pixels, photometric="minisblack")
-            paths.append(path)
+            stem = f"{safe_name(condition)}_seed{seed:04d}"
+            annotations = {"condition": condition, "seed": str(seed),
+                           "truncation_psi": str(truncation), "noise_mode": noise_mode}  # fmt: skip
+            path = out / f"{stem}{SUFFIX}"
+            paths.append(write_ome_tiff(path, pixels, "CYX", meta.channels, name=stem,
+                                        annotations=annotations))  # fmt: skip
     mark_output(out, KIND, exclude=foreign)
     return paths

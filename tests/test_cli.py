@@ -234,10 +234,10 @@ def test_generate_reads_its_section_and_flags_override_it(tmp_path, tiny_checkpo
     result = run("--params", str(params), "generate", str(ckpt), str(tmp_path / "a"),
                  "--condition", "drug")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name[-12:] for p in (tmp_path / "a").glob("*.tif")) == [
-        f"seed{s:04d}.tif" for s in (3, 4, 5)
+    assert sorted(p.name[-16:] for p in (tmp_path / "a").glob("*.tif")) == [
+        f"seed{s:04d}.ome.tif" for s in (3, 4, 5)
     ]
     result = run("--params", str(params), "generate", str(ckpt), str(tmp_path / "b"),
                  "--condition", "drug", "--seeds", "7")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert [p.name[-12:] for p in (tmp_path / "b").glob("*.tif")] == ["seed0007.tif"]
+    assert [p.name[-16:] for p in (tmp_path / "b").glob("*.tif")] == ["seed0007.ome.tif"]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
 import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image
 
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import safe_name
 from phenexplain.generate import generate_images, parse_seeds, to_uint8
 from phenexplain.nets.sampling import seed_latent
-from phenexplain.training.checkpoint import load_network
+from phenexplain.training.checkpoint import load_network, read_config
+
+OME = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 
 
 def test_seeds_give_the_reference_latents():
@@ -24,20 +27,27 @@ def test_seeds_give_the_reference_latents():
         parse_seeds("3-1")
 
 
-@pytest.mark.parametrize(
-    ("channels", "suffix"), [(1, ".png"), (3, ".png"), (2, ".tif"), (5, ".tif")]
-)
-def test_images_match_the_generator_and_format(tmp_path, tiny_checkpoint, channels, suffix):
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_images_match_the_generator_as_named_channels(tmp_path, tiny_checkpoint, channels):
     ckpt, G = tiny_checkpoint(channels)
+    names = read_config(ckpt).channels
     paths = generate_images(ckpt, tmp_path / "out", "drug", [3, 4])
-    assert [p.suffix for p in paths] == [suffix, suffix] and paths[
-        0
-    ].name == f"{safe_name('drug')}_seed0003{suffix}"
+    assert [p.name for p in paths] == [f"{safe_name('drug')}_seed{s:04d}.ome.tif" for s in (3, 4)]
     with torch.no_grad():
         expected = to_uint8(G(seed_latent(3, 8), torch.tensor([[0.0, 1.0]]), noise_mode="const"))[0]
-    got = tifffile.imread(paths[0]) if suffix == ".tif" else np.asarray(Image.open(paths[0]))
-    got = got[None] if got.ndim == 2 else (np.moveaxis(got, -1, 0) if suffix == ".png" else got)
-    assert np.array_equal(got, expected)
+    with tifffile.TiffFile(paths[0]) as tif:  # tifffile's reader and the OME-XML, not our writer
+        assert tif.is_ome and len(tif.series) == 1
+        series = tif.series[0]
+        assert series.axes == ("CYX" if channels > 1 else "YX")  # tifffile drops a lone C
+        assert series.dtype == np.uint8
+        assert np.array_equal(series.asarray().reshape(expected.shape), expected.numpy())
+        pixels = ElementTree.fromstring(tif.ome_metadata).find(f"{OME}Image/{OME}Pixels")
+    assert [c.get("Name") for c in pixels.findall(f"{OME}Channel")] == names
+    assert (
+        pixels.get("SizeC") == str(channels) and pixels.get("SizeZ") == pixels.get("SizeT") == "1"
+    )
+    assert pixels.get("PhysicalSizeX") is None  # no crop set records a pixel size: none claimed
+    assert sorted(p.suffix for p in paths[0].parent.iterdir() if p.name[0] != ".") == [".tif"] * 2
     assert torch.equal(load_network(ckpt).mapping.w_avg, G.mapping.w_avg)
 
 

@@ -68,7 +68,11 @@ def explain(
 def traverse(
     checkpoint: Checkpoint,
     out: Annotated[
-        Path, typer.Option(help=".gif, .mp4, .png (APNG), .tif (stack), or a folder of PNGs.")
+        Path,
+        typer.Option(
+            help=".gif, .mp4, .png (APNG), .tif (RGB stack), or a folder of PNGs; the raw "
+            "channels go beside it as <name>.ome.tif (an .ome.tif --out: those alone)."
+        ),
     ],
     source: Annotated[
         str | None,
@@ -157,6 +161,8 @@ def traverse(
             contrast=cfg.contrast, fps=cfg.fps, scale=scale, device=device.value, progress=update,
         )  # fmt: skip
     say(f"wrote {info['frames']} frames of {info['size'][0]}x{info['size'][1]} px to {out}")
+    if info.get("raw") and info["raw"] != str(out):
+        say(f"raw channels (OME-TIFF, a series per seed and target): {info['raw']}")
 
 
 @latent_app.command("lda")

@@ -3,7 +3,8 @@
 The CLI, the flows and the report run the same jobs, so dose order, centroid caching and rendering
 have one implementation each:
 
-- `render_traversal` -> `Traversal` (frames rendered once; `write_traversal` writes any format);
+- `render_traversal` -> `Traversal` (frames rendered once; `write_traversal` writes any format,
+  and the raw pixels beside it as an OME-TIFF, `write_raw_traversal`);
 - `lda_map` -> `LdaMap` (the LDA of W, paper Fig. 4b);
 - `dose_response` -> `DoseResponse` (distances to the control centroid, Fig. 4d, and projections
   onto the traversal, Fig. 4c);
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 
 from phenexplain.config import ExplainParams
+from phenexplain.data.ome_tiff import Series, is_ome_tiff, ome_path, write_ome_series
 from phenexplain.display import IntensityMapping, composite, parse_colours
 from phenexplain.errors import PhenexplainError
 from phenexplain.explain import figures, latent
@@ -82,8 +84,28 @@ class Traversal:
 
     grid: TraversalGrid
     frames: list[np.ndarray]
-    colours: dict[str, str]
+    colours: dict[str, str]  # channel name -> colour, in channel order
     mapping: IntensityMapping
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.colours)
+
+    def series(self) -> list[Series]:
+        """The raw traversals: one [T, C, H, W] per seed and target, frame t the image at
+        fraction t from the source (t = 0) to the target (t = 1), in G's uint8 (the crop set's
+        scale, no display mapping)."""
+        grid = self.grid
+        source = grid.columns[0]
+        steps = ",".join(f"{t:g}" for t in grid.fractions)
+        series = []
+        for row, seed in enumerate(grid.seeds):
+            for k, target in enumerate(grid.columns[1:], start=1):
+                about = {"seed": str(seed), "source": source, "target": target,
+                         "method": str(grid.method), "fractions": steps}  # fmt: skip
+                name = f"seed {seed}: {source} -> {target}"
+                series.append(Series(grid.images[:, row, k], "TCYX", name, about))
+        return series
 
     def info(self, path: Path) -> dict:
         """What was written, JSON-able (explain.json, the CLI's message)."""
@@ -143,24 +165,51 @@ def render_traversal(
 
 
 def check_video_output(out: Path, inputs: Iterable[str | Path]) -> None:
-    """Refuse a video path (or frames folder) before any work, as `write_traversal` would."""
+    """Refuse a video path (or frames folder) and the raw OME-TIFF beside it before any work,
+    as `write_traversal` would."""
+    check_output_file(ome_path(out), inputs)
+    if is_ome_tiff(out):
+        return
     if out.suffix:
         check_output_file(out, inputs)
     else:
         prepare_folder(out, FRAMES_KIND, inputs)
 
 
+def write_raw_traversal(traversal: Traversal, out: str | Path) -> Path:
+    """The raw traversals (`Traversal.series`) as the OME-TIFF `out`: one series per seed and
+    target, axes TCYX, with the channel names."""
+    return write_ome_series(out, traversal.series(), traversal.channels)
+
+
 def write_traversal(
-    traversal: Traversal, out: str | Path, *, fps: float = 8.0, inputs: Iterable[str | Path] = ()
+    traversal: Traversal,
+    out: str | Path,
+    *,
+    fps: float = 8.0,
+    inputs: Iterable[str | Path] = (),
+    raw: bool = True,
 ) -> dict:
     """Write the frames as `out`'s format (.gif, .mp4, .png APNG, .tif stack, or a folder of
-    PNGs when `out` has no suffix); returns `Traversal.info`."""
+    PNGs when `out` has no suffix) and, with `raw`, the raw pixels beside it as
+    ``<name>.ome.tif`` (`write_raw_traversal`); an `out` named .ome.tif gets the raw pixels
+    alone. Returns `Traversal.info`, with the OME-TIFF's path under ``raw``."""
     out = Path(out)
+    if is_ome_tiff(out):
+        check_output_file(out, inputs)
+        return {**traversal.info(write_raw_traversal(traversal, out)), "raw": str(out)}
+    raw_path = ome_path(out)
+    if raw:
+        check_output_file(raw_path, inputs)
     if out.suffix:
         check_output_file(out, inputs)
-        return traversal.info(write_video(traversal.frames, out, fps=fps))
-    with output_folder(out, FRAMES_KIND, inputs):
-        return traversal.info(write_video(traversal.frames, out, fps=fps))
+        info = traversal.info(write_video(traversal.frames, out, fps=fps))
+    else:
+        with output_folder(out, FRAMES_KIND, inputs):
+            info = traversal.info(write_video(traversal.frames, out, fps=fps))
+    if raw:
+        info["raw"] = str(write_raw_traversal(traversal, raw_path))
+    return info
 
 
 def traversal_video(
@@ -479,9 +528,9 @@ def _explain(
         columns=columns,
     )  # fmt: skip
     result: dict = {"source": source, "targets": targets, "videos": []}
-    for fmt in params.formats:
+    for i, fmt in enumerate(params.formats):  # the raw OME-TIFF once, beside the first
         path = out / f"traversal_method{params.method}{VIDEO_SUFFIX[fmt]}"
-        result["videos"].append(write_traversal(traversal, path, fps=params.fps))
+        result["videos"].append(write_traversal(traversal, path, fps=params.fps, raw=i == 0))
     if len(conditions) >= 3:
         doses = latent.ordered_doses(conditions, source)
         fit, others = latent.lda_conditions(conditions, source, doses)

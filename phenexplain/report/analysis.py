@@ -43,7 +43,16 @@ log = logging.getLogger(__name__)
 # the centre cell of each crop, and per-crop assays
 CELL_ASSAYS = ("log_nc_ratio", "spot_count", "spot_area", "cytoplasm_area", "nucleus_area")
 CROP_ASSAYS = ("cell_count", "background_fraction")
+SYNTHETIC_PLATE = "synthetic"  # Metadata_Plate of generated crops, which have no plate
+IMAGE_IDS = ("crop_id", "Metadata_Plate", "Metadata_Well", "Metadata_Site")  # one set per crop
 IDENTIFIERS = {  # columns of the measurement tables that are no measurement -> plain name
+    "ImageNumber": "CellProfiler's image number: the crop's number in this table, from 1",
+    "ObjectNumber": "CellProfiler's object number: the centre cell's label in its crop",
+    "crop_id": "crop id, as in the crop set's manifest.parquet (generated crops: "
+    "synthetic_<condition>_<k>, the k-th crop generated of the condition, from 0)",
+    "Metadata_Plate": f"plate (generated crops: {SYNTHETIC_PLATE!r})",
+    "Metadata_Well": "well (empty for generated crops)",
+    "Metadata_Site": "site (field) of the well (empty for generated crops)",
     "crop": "crop number in this sample (a cells_ row and a crops_ row with one number: one crop)",
     "object": "label of the centre cell in the crop's segmentation",
     "centre_object": "label of the crop's centre cell (0: no centre cell, and no cells_ row)",
@@ -58,19 +67,63 @@ def well_labels(crops: CropSet) -> np.ndarray:
     return (manifest["plate"].astype(str) + "_" + manifest["well"].astype(str)).to_numpy()
 
 
-def sample_real(
-    crops: CropSet, conditions: list[str], n: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up to `n` crops per condition -> (uint8 [N, C, S, S], condition names [N], wells [N])."""
+def sample_index(crops: CropSet, conditions: list[str], n: int, seed: int) -> np.ndarray:
+    """Manifest positions of up to `n` crops per condition, drawn with `seed`, in condition order
+    (and manifest order within one)."""
     rng = np.random.default_rng(seed)
     names = crops.manifest["condition"].to_numpy()
-    wells = well_labels(crops)
     picked = []
     for name in conditions:
         index = np.flatnonzero(names == name)
         picked.append(np.sort(rng.choice(index, size=min(n, len(index)), replace=False)))
-    index = np.concatenate(picked)
-    return np.stack([crops[int(i)][0] for i in index]), names[index], wells[index]
+    return np.concatenate(picked)
+
+
+def real_crops(crops: CropSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crops at manifest positions `index` -> (uint8 [N, C, S, S], condition names [N],
+    wells [N])."""
+    names = crops.manifest["condition"].to_numpy()
+    images = np.stack([crops[int(i)][0] for i in index])
+    return images, names[index], well_labels(crops)[index]
+
+
+def sample_real(
+    crops: CropSet, conditions: list[str], n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to `n` crops per condition -> (uint8 [N, C, S, S], condition names [N], wells [N])."""
+    return real_crops(crops, sample_index(crops, conditions, n, seed))
+
+
+def crop_identifiers(crops: CropSet, index: np.ndarray) -> pd.DataFrame:
+    """`IMAGE_IDS` of the crops at manifest positions `index`, one row each: what joins a
+    measurement table to manifest.parquet (crop_id) and to a CellProfiler table of the plates
+    (Metadata_Plate, Metadata_Well, Metadata_Site)."""
+    rows = crops.manifest.iloc[np.asarray(index, dtype=np.int64)]
+    blank = pd.Series("", index=rows.index)  # import-stylegan and IMPA crop sets have no plates
+    site = rows["site"] if "site" in rows else pd.Series(None, index=rows.index)
+    return pd.DataFrame(
+        {
+            "crop_id": rows["crop_id"].astype(str).to_numpy(),
+            "Metadata_Plate": rows.get("plate", blank).astype(str).to_numpy(),
+            "Metadata_Well": rows.get("well", blank).astype(str).to_numpy(),
+            "Metadata_Site": pd.array(site.to_numpy(), dtype="Int64"),
+        }
+    )
+
+
+def synthetic_identifiers(names: np.ndarray) -> pd.DataFrame:
+    """`IMAGE_IDS` of generated crops of conditions `names` [N]: plate ``synthetic``, no well or
+    site, crop_id ``synthetic_<condition>_<k>`` (k: the crop's number among its condition's)."""
+    names = np.asarray(names).astype(str)
+    k = pd.Series(names).groupby(names).cumcount().to_numpy()
+    return pd.DataFrame(
+        {
+            "crop_id": [f"{SYNTHETIC_PLATE}_{name}_{i}" for name, i in zip(names, k, strict=True)],
+            "Metadata_Plate": SYNTHETIC_PLATE,
+            "Metadata_Well": "",
+            "Metadata_Site": pd.array([None] * len(names), dtype="Int64"),
+        }
+    )
 
 
 def generate(
@@ -108,7 +161,8 @@ def enlarge(images: np.ndarray, factor: int) -> np.ndarray:
 class Measurements:
     """Per-cell (centre cells) and per-crop assay tables of one source (real or synthetic).
 
-    Real tables carry each crop's ``well`` (plate_well); generated crops have none.
+    Real tables carry each crop's ``well`` (plate_well); generated crops have none. Tables given
+    identifiers carry each crop's `IMAGE_IDS` too (`crop_identifiers`, `synthetic_identifiers`).
     """
 
     cells: pd.DataFrame
@@ -123,19 +177,28 @@ def measure(
     workers: int,
     progress=None,
     wells: np.ndarray | None = None,
+    ids: pd.DataFrame | None = None,
 ) -> Measurements:
-    """Assays of crops with their condition (and `wells`, one per crop, when given);
+    """Assays of crops with their condition (and `wells` and `ids`, one per crop, when given);
     log_nc_ratio replaces nc_ratio."""
     cells, per_crop = measure_assays(images, channels, workers=workers, on_progress=progress)
-    return labelled(cells, per_crop, names, wells)
+    return labelled(cells, per_crop, names, wells, ids)
 
 
 def labelled(
-    cells: pd.DataFrame, per_crop: pd.DataFrame, names: np.ndarray, wells: np.ndarray | None = None
+    cells: pd.DataFrame,
+    per_crop: pd.DataFrame,
+    names: np.ndarray,
+    wells: np.ndarray | None = None,
+    ids: pd.DataFrame | None = None,
 ) -> Measurements:
-    """`measure_assays`' tables with each crop's condition (and well), log_nc_ratio for
-    nc_ratio, and the assays they hold."""
-    labels = {"condition": names} if wells is None else {"condition": names, "well": wells}
+    """`measure_assays`' tables with each crop's condition (and well, and the columns of `ids`:
+    a row per crop), log_nc_ratio for nc_ratio, and the assays they hold."""
+    labels: dict = {"condition": names} if wells is None else {"condition": names, "well": wells}
+    if ids is not None:
+        if len(ids) != len(names):
+            raise ValueError(f"{len(ids)} identifier rows for {len(names)} crops")
+        labels.update({column: ids[column].to_numpy() for column in ids.columns})
     for column, values in labels.items():
         values = np.asarray(values)
         cells[column] = values[cells["crop"].astype(int).to_numpy()] if len(cells) else []
@@ -186,19 +249,29 @@ def join_samples(
         raise ValueError(f"{len(samples)} condition samples for {len(conditions)} conditions")
     names = np.repeat(np.asarray(conditions), sizes)
     joined = labelled(
-        pd.concat(cells, ignore_index=True), pd.concat(crops, ignore_index=True), names
-    )
+        pd.concat(cells, ignore_index=True), pd.concat(crops, ignore_index=True), names,
+        ids=synthetic_identifiers(names),
+    )  # fmt: skip
     return np.concatenate([sample.images for sample in samples]), names, joined
 
 
 def write_measurements(sources: dict[str, Measurements], out: Path) -> pd.DataFrame:
     """cells_<source>.csv and crops_<source>.csv in `out`, each measurement under its
     CellProfiler-style name, and feature_names.csv, their dictionary: per column, its code name,
-    plain name, unit and what it measures (centre cell or crop). Returns the dictionary."""
+    plain name, unit and what it measures (centre cell or crop). Returns the dictionary.
+
+    As CellProfiler exports them: a crop is an image (``ImageNumber``, from 1, and its
+    `IMAGE_IDS`: crop_id, Metadata_Plate, Metadata_Well, Metadata_Site), a centre cell an object
+    of it (``ObjectNumber``: its label), one row per object in cells_, per image in crops_."""
     rows: dict[str, dict] = {}
     for source, m in sources.items():
         for kind, table in (("cells", m.cells), ("crops", m.crops)):
             file = f"{kind}_{source}.csv"
+            missing = [c for c in IMAGE_IDS if c not in table]
+            assert not missing, f"{file} lacks the identifiers {missing} (`labelled`'s ids)"
+            table = table.assign(ImageNumber=table["crop"].astype(int) + 1)
+            if kind == "cells":
+                table = table.assign(ObjectNumber=table["object"].astype(int))
             names = {}
             for column in table.columns:
                 assert column in IDENTIFIERS or column in ASSAY_NAMES, (

@@ -56,28 +56,30 @@ def validate(
     elsewhere, as the flow maps them over the conditions."""
     channels = crops.channels
     factor = crops.resolution // G.img_resolution
-    real_images, real_names, real_wells = analysis.sample_real(
-        crops, conditions, params.real_per_condition, params.seed
-    )
+    index = analysis.sample_index(crops, conditions, params.real_per_condition, params.seed)
+    real_images, real_names, real_wells = analysis.real_crops(crops, index)
+    real_ids = analysis.crop_identifiers(crops, index)
     real_small = downsample(real_images, factor)
     real = analysis.measure(
         analysis.enlarge(real_small, factor), real_names, channels, params.workers, progress,
-        wells=real_wells,
+        wells=real_wells, ids=real_ids,
     )  # fmt: skip
     if synthetic is None:
         fake_small, fake_names = analysis.generate(
             G, conditions, params.synthetic_per_condition, params.seed
         )
         fake = analysis.measure(
-            analysis.enlarge(fake_small, factor), fake_names, channels, params.workers, progress
-        )
+            analysis.enlarge(fake_small, factor), fake_names, channels, params.workers, progress,
+            ids=analysis.synthetic_identifiers(fake_names),
+        )  # fmt: skip
     else:
         fake_small, fake_names, fake = analysis.join_samples(synthetic, conditions)
     check = None
     if factor > 1:  # the same real crops at native size: can the model's resolution carry it?
         native = analysis.measure(
-            real_images, real_names, channels, params.workers, progress, wells=real_wells
-        )
+            real_images, real_names, channels, params.workers, progress, wells=real_wells,
+            ids=real_ids,
+        )  # fmt: skip
         check = resolution.resolution_check(
             native, real, control, native_size=crops.resolution,
             resolution=G.img_resolution, seed=params.seed,

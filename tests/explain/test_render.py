@@ -98,3 +98,50 @@ def test_cli_traverse(tmp_path, tiny_checkpoint):
     bad = CliRunner().invoke(app, ["traverse", str(ckpt), "--from", "ctrl", "--to", "taxol",
                                    "--out", str(tmp_path / "u.gif")])  # fmt: skip
     assert bad.exit_code != 0 and "taxol" in str(bad.exception)
+
+
+OME = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
+
+
+def test_raw_traversal_is_an_ome_tiff_of_named_channels_beside_the_video(tmp_path, tiny_checkpoint):
+    """Read back by tifffile and the OME-XML alone: a TCYX series per seed and target, the
+    generator's uint8 pixels (frame 0 the source image), channel names, no pixel size claimed."""
+    from xml.etree import ElementTree
+
+    from phenexplain.explain.jobs import Model, render_traversal
+
+    ckpt, _ = tiny_checkpoint(channels=["DNA", "NFkB"], conditions=("a", "b", "c"))
+    options = dict(source="a", targets=["b", "c"], seeds=[0, 1], method=3, steps=4)
+    info = traversal_video(ckpt, tmp_path / "video.gif", **options)
+    raw = tmp_path / "video.ome.tif"
+    assert info["raw"] == str(raw) and (tmp_path / "video.gif").is_file()
+    grid = render_traversal(Model.load(ckpt), **options).grid  # [T, seeds, columns, C, H, W]
+    with tifffile.TiffFile(raw) as tif:
+        assert tif.is_ome and not tif.is_imagej
+        assert [s.axes for s in tif.series] == ["TCYX"] * 4
+        assert [s.name for s in tif.series] == [f"seed {s}: a -> {t}" for s in (0, 1) for t in "bc"]
+        last = tif.series[3].asarray()  # seed 1, a -> c
+        ome = ElementTree.fromstring(tif.ome_metadata)
+    assert last.shape == (5, 2, 8, 8) and last.dtype == np.uint8
+    assert np.array_equal(last, grid.images[:, 1, 2])
+    assert np.array_equal(last[0], grid.images[0, 1, 0])  # t = 0 is the source image
+    pixels = ome.findall(f"{OME}Image/{OME}Pixels")
+    assert len(pixels) == 4
+    for p in pixels:
+        assert [c.get("Name") for c in p.findall(f"{OME}Channel")] == ["DNA", "NFkB"]
+        assert (p.get("SizeT"), p.get("SizeC"), p.get("SizeZ")) == ("5", "2", "1")
+        assert p.get("PhysicalSizeX") is None
+    annotations = {m.get("K"): m.text for m in ome.iter(f"{OME}M")}
+    assert annotations["method"] == "3" and annotations["fractions"] == "0,0.25,0.5,0.75,1"
+
+
+def test_an_ome_tif_out_gets_the_raw_channels_alone(tmp_path, tiny_checkpoint):
+    ckpt, _ = tiny_checkpoint(channels=1, conditions=("a", "b"))
+    out = tmp_path / "raw.ome.tif"
+    info = traversal_video(ckpt, out, source="a", targets=["b"], seeds=[3], method=1, steps=2)
+    assert info["raw"] == info["path"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0", "raw.ome.tif"]
+    with tifffile.TiffFile(out) as tif:
+        (series,) = tif.series
+        assert series.get_shape(False) == (3, 1, 1, 8, 8, 1)  # T, C, Z, Y, X, S: 3 steps, 1 channel
+        assert series.name == "seed 3: a -> b"

@@ -148,6 +148,46 @@ def test_every_csv_names_its_features_plainly_and_cellprofiler_style(nfkb_report
     )
 
 
+def test_measurement_tables_join_the_manifest_as_cellprofiler_tables_do(nfkb_report, assay_crops):
+    """One row per object with ImageNumber, ObjectNumber and the crop's plate, well, site and
+    crop_id: cells_ and crops_ join each other and manifest.parquet, and aggregate per well."""
+    out, _ = nfkb_report
+    manifest = assay_crops("nfkb", 64).manifest
+    ids = ["ImageNumber", "crop_id", "Metadata_Plate", "Metadata_Well", "Metadata_Site"]
+    cells = pd.read_csv(out / "cells_real.csv", keep_default_na=False)
+    crops = pd.read_csv(out / "crops_real.csv", keep_default_na=False)
+    assert list(cells.columns[:6]) == ["ImageNumber", "ObjectNumber", *ids[1:]]
+    assert list(crops.columns[:5]) == ids and "ObjectNumber" not in crops  # an image, no object
+    assert crops["ImageNumber"].tolist() == list(range(1, len(crops) + 1))
+    assert cells[["ImageNumber", "ObjectNumber"]].apply(tuple, axis=1).is_unique
+    assert (cells["ObjectNumber"] >= 1).all()
+    listed = manifest[["crop_id", "plate", "well", "site", "condition"]]
+    joined = crops[[*ids[1:], "condition"]].merge(
+        listed.rename(columns={"condition": "listed_condition"}), on="crop_id", how="left",
+        validate="one_to_one",
+    )  # fmt: skip
+    assert joined["plate"].notna().all()  # every crop is in the manifest
+    assert (joined["Metadata_Plate"] == joined["plate"].astype(str)).all()
+    assert (joined["Metadata_Well"] == joined["well"].astype(str)).all()
+    assert (joined["Metadata_Site"] == joined["site"]).all()
+    assert (joined["condition"] == joined["listed_condition"]).all()
+    per_image = cells.merge(crops[ids], on=ids, how="left", indicator=True)
+    assert (per_image["_merge"] == "both").all()  # a cell's identifiers are its crop's
+    per_well = crops.groupby(["Metadata_Plate", "Metadata_Well"]).size()
+    assert per_well.sum() == len(crops) and len(per_well) == manifest["well"].nunique()
+    fake = pd.read_csv(out / "crops_synthetic.csv", keep_default_na=False)
+    assert (fake["Metadata_Plate"] == "synthetic").all()
+    assert (fake["Metadata_Well"] == "").all() and (fake["Metadata_Site"] == "").all()
+    first = fake.groupby("condition")["crop_id"].first().to_dict()
+    assert (
+        first == {c: f"synthetic_{c}_0" for c in ("TNF", "control")} and fake["crop_id"].is_unique
+    )
+    dictionary = pd.read_csv(out / "feature_names.csv", keep_default_na=False).set_index("column")
+    for column in [*ids, "ObjectNumber"]:
+        assert dictionary.loc[column, "feature_name"] != "", column
+    assert "synthetic" in dictionary.loc["Metadata_Plate", "feature_name"]
+
+
 def test_real_measurements_have_no_all_nan_column(nfkb_report):
     out, _ = nfkb_report
     for name in ("cells_real", "crops_real"):  # nfkb has no cell-body stain: no background

@@ -25,6 +25,7 @@ import yaml
 from typer.testing import CliRunner
 
 from phenexplain.cli import app
+from phenexplain.data.ome_tiff import ome_path
 from phenexplain.data.stylegan_zip import export_stylegan
 from phenexplain.errors import PhenexplainError
 from phenexplain.fsutil import MARKER
@@ -187,7 +188,8 @@ def test_ordinary_run_leaves_every_input_as_it_was(tmp_path, assets, command):
     assert result.exit_code == 0, f"{result.exception!r}\n{result.output}"
     after = _state(tmp_path)
     lock = f".{out.name}.lock"  # a crop set's writers' lock, kept next to it (see cropset.py)
-    ours = {k: v for k, v in after.items() if k.startswith(out.name) or k == lock}
+    raw = ome_path(out).name  # traverse: the raw channels beside the video
+    ours = {k: v for k, v in after.items() if k.startswith(out.name) or k in (lock, raw)}
     assert {k: v for k, v in after.items() if k not in ours} == before
     assert out.exists()
     if spec.output == "folder":
