@@ -301,8 +301,9 @@ def _verdict_section(
     if len(measurable):
         page.plot(
             plots.verdict_scatter(measurable),
-            "One point per assay and condition: d real against d synthetic with their CIs "
-            "(rows not measurable at the model's resolution left out); hover for the numbers.",
+            "One point per assay and condition: d (treated - control) on real against "
+            "generated crops, with their CIs; rows without both numbers (or not measurable at "
+            "the model's resolution) left out. Hover a point for its numbers.",
         )
     if check is not None and len(check):
         page.text(

@@ -76,6 +76,12 @@ def write_plotly_js(folder: str | Path) -> Path:
     return path
 
 
+def _all_numbers(column: pd.Series) -> bool:
+    """Whether every non-empty value of an object column is a number (a table blanked in part)."""
+    values = [v for v in column if not (isinstance(v, str) and v == "")]
+    return bool(values) and all(isinstance(v, int | float | np.number) for v in values)
+
+
 def _cell(value: Any, digits: int) -> str:
     if isinstance(value, float):
         return "" if np.isnan(value) else f"{value:.{digits}g}"
@@ -102,8 +108,10 @@ class Page:
             return
         shown = df.head(max_rows)
         rows = [[_cell(v, digits) for v in row] for row in shown.itertuples(index=False)]
+        numeric = [pd.api.types.is_numeric_dtype(shown[c]) or _all_numbers(shown[c])
+                   for c in shown.columns]  # fmt: skip  # right-aligned; text left
         self.blocks.append({"kind": "table", "columns": [str(c) for c in shown.columns],
-                            "rows": rows})  # fmt: skip
+                            "rows": rows, "numeric": numeric})  # fmt: skip
         if len(df) > max_rows:
             self.text(
                 f"first {max_rows} of {len(df)} rows; all in the CSV next to this file", "note"

@@ -16,7 +16,7 @@ from phenexplain.measure.names import describe
 
 REAL, SYNTHETIC = "#e07b00", "#7b3fb5"  # orange as the paper's real boxes, violet generated
 WIDTH, HEIGHT = 520, 400  # px, as the page's .plot box
-D_AXIS = "Cohen's d (treated - control, in pooled SDs)"
+D_AXIS = "(Cohen's d, pooled SDs)"  # treated - control, as the captions say
 FLAG_COLOURS = {"both, same sign": "#2a7d2a", "opposite sign": "#c00000",
                 "synthetic only": "#e07b00", "real only": "#1f77b4", "neither": "#999999",
                 "not tested": "#cccccc"}  # fmt: skip
@@ -117,6 +117,10 @@ def verdict_scatter(table: pd.DataFrame) -> go.Figure:
     """The verdict table's effect sizes: d real (x, bootstrap CI over wells) against d synthetic
     (y, CI over generated images), one point per (assay, condition), coloured by verdict."""
     fig = go.Figure()
+    finite = np.isfinite(table["d_real"].to_numpy(float)) & np.isfinite(
+        table["d_synthetic"].to_numpy(float)
+    )
+    table = table[finite]  # a point needs both numbers
     _diagonal(fig, table["d_real"].to_numpy(float), table["d_synthetic"].to_numpy(float))
     for verdict, rows in table.groupby("verdict", sort=False):
         x, y = rows["d_real"].to_numpy(float), rows["d_synthetic"].to_numpy(float)
@@ -137,8 +141,8 @@ def verdict_scatter(table: pd.DataFrame) -> go.Figure:
             "d real %{x:+.2f} %{customdata[2]}<br>d synthetic %{y:+.2f} %{customdata[3]}<br>"
             "verdict: %{customdata[4]}<extra></extra>",
         ))  # fmt: skip
-    return _layout(fig, "Effect sizes: real vs generated crops", "d real, " + D_AXIS,
-                   "d synthetic, " + D_AXIS)  # fmt: skip
+    return _layout(fig, "Effect sizes: real vs generated crops", "d real " + D_AXIS,
+                   "d synthetic " + D_AXIS)  # fmt: skip
 
 
 def shift_scatter(shifts: pd.DataFrame) -> go.Figure:
@@ -158,5 +162,5 @@ def shift_scatter(shifts: pd.DataFrame) -> go.Figure:
             "control<br>d real %{x:+.2f} (q %{customdata[3]})<br>d synthetic %{y:+.2f} "
             "(q %{customdata[4]})<br>%{customdata[5]}<extra></extra>",
         ))  # fmt: skip
-    return _layout(fig, "Feature shifts: real vs generated crops", "d real, " + D_AXIS,
-                   "d synthetic, " + D_AXIS)  # fmt: skip
+    return _layout(fig, "Feature shifts: real vs generated crops", "d real " + D_AXIS,
+                   "d synthetic " + D_AXIS)  # fmt: skip

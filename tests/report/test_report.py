@@ -377,3 +377,23 @@ def test_report_figures_draw_offline_and_hover_names_the_feature(nfkb_report):
                 break
         assert "nucleus/cytoplasm NF-kB ratio (log)" in text and "d synthetic" in text
         browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make browser)")
+def test_docs_screenshots_script_renders_both_pages(nfkb_report, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    out, _ = nfkb_report
+    path = Path(__file__).resolve().parents[2] / "docs" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shots = module.shoot(out, tmp_path)
+    assert [p.name for p in shots] == ["report.png", "explorer.png"]
+    for shot in shots:
+        with Image.open(shot) as image:
+            assert image.size == (module.VIEWPORT["width"], module.VIEWPORT["height"])
+        assert shot.stat().st_size < 300_000  # small enough to commit
