@@ -51,10 +51,10 @@ def distinct_crops(crops: CropSet, condition: str, n: int, seed: int = 0) -> np.
     rows = np.flatnonzero(manifest["condition"].to_numpy() == condition)
     rng = np.random.default_rng(seed)
     rows = rng.permutation(rows)
-    group = "field_id" if "field_id" in manifest else "well"
+    group = next((c for c in ("field_id", "well") if c in manifest), None)
     fields: dict[str, list[int]] = {}
-    for row in rows.tolist():
-        fields.setdefault(str(manifest[group].iat[row]), []).append(row)
+    for row in rows.tolist():  # without fields or wells (an imported set): each crop its own
+        fields.setdefault(str(manifest[group].iat[row]) if group else str(row), []).append(row)
     order = [fields[k] for k in rng.permutation(sorted(fields))]
     has_xy = {"x", "y"} <= set(manifest.columns)
     picked: list[int] = []

@@ -61,6 +61,9 @@ def test_distinct_crops_come_from_different_fields_and_never_overlap():
         assert (np.diff(x) >= 32).all()  # no two overlapping crops of one field
     assert len(picked) == 5  # f1: 10|12, 100, 200; f2: 10|11|13, 300
     assert set(manifest["condition"].to_numpy()[picked]) == {"a"}
+    Crops.manifest = manifest[["condition", "checksum"]]  # an imported set: no fields, no xy
+    picked = explorer.distinct_crops(Crops(), "a", 8, seed=0)  # type: ignore[arg-type]
+    assert len(picked) == 7  # all but the duplicated checksum
 
 
 def test_explorer_data_defaults_and_shapes(tiny_checkpoint, tmp_path):
