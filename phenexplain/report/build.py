@@ -474,8 +474,9 @@ def _assay_section(
     page.heading("Assays: real vs synthetic")
     page.text(
         "Per assay and condition, real crops (orange) beside generated ones (violet), measured "
-        f"alike at {native_size} px; box: q1 to q3, median bar, whiskers at 1.5 IQR. Hover a "
-        "box for its numbers; the caption is the assay's CellProfiler-style name.",
+        f"alike at {native_size} px; one value per centre cell (per crop for counts per crop); "
+        "box: q1 to q3, median bar, whiskers at 1.5 IQR. Hover a box for its numbers; the "
+        "caption is the assay's CellProfiler-style name.",
         "note",
     )
     stats = analysis.assay_statistics(real, fake, control, params.level)
@@ -484,7 +485,7 @@ def _assay_section(
         if assay not in fake.assays:
             continue
         _, cellprofiler = analysis.assay_names(assay)
-        per = "cell (the centre cell)" if assay in analysis.CELL_ASSAYS else "crop"
+        per = "cell" if assay in analysis.CELL_ASSAYS else "crop"  # the centre cell
         figure = plots.real_vs_synthetic(
             analysis.assay_table(real, assay),
             analysis.assay_table(fake, assay),

@@ -30,11 +30,11 @@ VERDICT_COLOURS = {
 
 def unit_text(unit: str, native_size: int) -> str:
     """A unit of `measure.names` in words for an axis: which pixels, which logarithm."""
-    pixels = f"pixels of the {native_size} px crops"
+    pixels = f"of the {native_size} px crops"
     known = {
-        "px^2": f"px² ({pixels})",
-        "px": f"px ({pixels})",
-        "ln(ratio)": "ln of the ratio (natural log; 0: equal)",
+        "px^2": f"px² {pixels}",
+        "px": f"px {pixels}",
+        "ln(ratio)": "ln(ratio), natural log",
         "count": "count",
         "fraction": "fraction (0 to 1)",
         "uint8/255": "intensity (uint8 / 255, 0 to 1)",
@@ -59,12 +59,12 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     fig.update_layout(
         template="simple_white", width=WIDTH, height=HEIGHT,
         title={"text": title, "x": 0.02, "xanchor": "left", "font": {"size": 14}},
-        margin={"l": 70, "r": 20, "t": 30 + 20 * lines, "b": 60},
+        margin={"l": 80, "r": 20, "t": 30 + 20 * lines, "b": 60},
         legend={"orientation": "h", "y": -0.18, "x": 0},
         font={"family": "system-ui, sans-serif", "size": 12},
     )  # fmt: skip
     fig.update_xaxes(title_text=x, automargin=True)
-    fig.update_yaxes(title_text=wrap(y, 48), automargin=True)
+    fig.update_yaxes(title_text=wrap(y, 44), automargin=True)
     return fig
 
 

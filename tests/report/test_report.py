@@ -336,9 +336,7 @@ def test_report_figures_are_interactive_with_units_and_short_titles(nfkb_report)
     assert "Effect sizes: real vs generated crops" in titles
     assert "Feature shifts: real vs generated crops" in titles
     area = titles["nucleus area (px^2)"]
-    assert area["layout"]["yaxis"]["title"]["text"] == (
-        "px² (pixels of the 64 px crops), per cell (the<br>centre cell)"
-    )
+    assert area["layout"]["yaxis"]["title"]["text"] == ("px² of the 64 px crops, per cell")
     ratio = titles["nucleus/cytoplasm NF-kB ratio (log)"]
     assert "natural log" in ratio["layout"]["yaxis"]["title"]["text"]
     assert [t["name"] for t in ratio["data"]] == ["real crops", "generated"]
