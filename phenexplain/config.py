@@ -350,6 +350,9 @@ class ReportParams(Section):
     cnn_folds: int = Field(4, ge=2, description="cross-validation folds, grouped by well")
     cnn_epochs: int = Field(10, gt=0, description="epochs of the discriminability CNN")
     explorer_seeds: int = Field(6, gt=0, description="seeds offered in the explorer page")
+    explorer_real_crops: int = Field(
+        12, gt=0, description="real crops per condition in the explorer, from distinct fields"
+    )
     lda_samples: int = Field(1000, gt=1, description="samples per condition in the LDA map")
     dose_samples: int = Field(500, gt=1, description="samples per dose in the dose response")
     centroid_samples: int = Field(100_000, gt=0, description="K random z per centroid (eq. 4)")

@@ -1,7 +1,9 @@
 """`phenexplain report CKPT CROPSET OUT`: the validation report of a model on its crop set.
 
-OUT receives report.html (self-contained; its first table is the verdict table of
-`report.verdicts`), explorer.html (interactive, static), summary.json (every headline number), a
+OUT receives report.html (offline: images embedded, its interactive figures drawn by the
+plotly.min.js written beside it; its first table is the verdict table of `report.verdicts`; the
+page is assembled by `report.html.Page` from Jinja2 templates, its figures made by
+`report.plots`), explorer.html (interactive, static), summary.json (every headline number), a
 CSV per table (stats.csv: the verdict table; assay_tests.csv: the per-cell tests;
 feature_shifts.csv: the feature panel's shifts, each flagged by `measure.stats.flag_shifts`), and
 figures/ and traversals/ with what the page embeds (condition names in file names are spelled by
@@ -49,8 +51,7 @@ from phenexplain.measure.discriminability import discriminability
 from phenexplain.measure.features import measure_crops
 from phenexplain.measure.names import with_names
 from phenexplain.measure.stats import SIGNIFICANT_Q, compare_shifts, count_flags
-from phenexplain.report import analysis, plots, resolution, validation, verdicts
-from phenexplain.report.explorer import explorer_data, write_explorer
+from phenexplain.report import analysis, explorer, plots, resolution, validation, verdicts
 from phenexplain.report.html import Page, file_uri, png_uri
 from phenexplain.training.checkpoint import CheckpointMeta
 
@@ -96,16 +97,20 @@ def _saturation(crops: CropSet) -> dict:
     }
 
 
-def _sample_grid(images: np.ndarray, n: int, colours: list[str]) -> np.ndarray:
-    """Generated crops [K * n, C, R, R] (condition-major) -> one RGB image, a row per condition.
+def _sample_rows(
+    images: np.ndarray, n: int, colours: list[str], conditions: list[str]
+) -> list[tuple[str, list[str]]]:
+    """Generated crops [K * n, C, R, R] (condition-major) -> per condition its name and n PNG
+    data URIs, for `Page.gallery`.
 
     Shown with a 1-99 % stretch per channel, one for the whole grid so that conditions compare:
     the crops' own scale leaves room above the brightest condition and looks dim.
     """
-    k = len(images) // n
     rgb = composite(images, colours, IntensityMapping.fit(images, (1.0, 99.0)))  # [K * n, R, R, 3]
-    rows = [np.concatenate(list(rgb[i * n : (i + 1) * n]), axis=1) for i in range(k)]
-    return np.concatenate(rows, axis=0).repeat(3, axis=0).repeat(3, axis=1)
+    return [
+        (name, [png_uri(crop) for crop in rgb[i * n : (i + 1) * n]])
+        for i, name in enumerate(conditions)
+    ]
 
 
 class VerdictSummary(BaseModel):
@@ -194,7 +199,9 @@ def build_report(
     stage("samples and traversals")
     _samples_section(page, model, control, colours, params, out)
 
-    summary["assays"] = _assay_section(page, v.real, v.synthetic, conditions, control, params, out)
+    summary["assays"] = _assay_section(
+        page, v.real, v.synthetic, conditions, control, params, out, crops.resolution
+    )
     if translation is not None:
         stage("real-cell translation")
         summary["translation"] = _translation_section(page, translation, crops, params, out)
@@ -219,8 +226,10 @@ def build_report(
     summary["latent"] = _latent_section(page, model, crops, control, params, out)
 
     stage("explorer")
-    real_for_explorer = {name: v.real_small[v.real_names == name][:6] for name in conditions}
-    data = explorer_data(
+    real_for_explorer = explorer.real_crops(
+        crops, conditions, params.explorer_real_crops, G.img_resolution, params.seed
+    )
+    data = explorer.explorer_data(
         G,
         conditions,
         control,
@@ -228,17 +237,20 @@ def build_report(
         list(range(params.explorer_seeds)),
         params.traversal_steps,
         real_for_explorer,
+        channels,
     )
-    write_explorer(data, out / "explorer.html", f"Phenexplain explorer: {crops.root.name}")
+    explorer.write_explorer(data, out / "explorer.html", f"Phenexplain explorer: {crops.root.name}")
     page.heading("Explorer")
-    page.raw(
-        '<p><a href="explorer.html">Open the interactive explorer</a> (static page: choose '
-        "conditions and a seed, scrub along the traversal, compare with real crops).</p>"
+    page.link(
+        "explorer.html",
+        "Open the interactive explorer",
+        " (static page: choose conditions and a seed, scrub along the traversal, compare with "
+        "real crops).",
     )
 
     result = ReportSummary.model_validate(summary)  # the sections' contract, checked
     write_json(out / "summary.json", summary)
-    (out / "report.html").write_text(page.render(), encoding="utf-8")
+    page.write(out / "report.html")
     mark_output(out, KIND, exclude=foreign)
     return result
 
@@ -294,6 +306,14 @@ def _verdict_section(
     else:
         page.table(table)
     page.text(headline)
+    measurable = table[~table["verdict"].map(verdicts.below_resolution)] if len(table) else table
+    if len(measurable):
+        page.plot(
+            plots.verdict_scatter(measurable),
+            "One point per assay and condition: d (treated - control) on real against "
+            "generated crops, with their CIs; rows without both numbers (or not measurable at "
+            "the model's resolution) left out. Hover a point for its numbers.",
+        )
     if check is not None and len(check):
         page.text(
             f"The model draws {int(check['resolution'].iloc[0])} px crops; every number in the "
@@ -388,9 +408,11 @@ def _samples_section(page, model: Model, control, colours, params, out: Path) ->
     page.heading("Generated samples")
     conditions = model.conditions
     images, _ = analysis.generate(model.G, conditions, params.grid_seeds, params.seed + 1)
-    page.image(
-        png_uri(_sample_grid(images, params.grid_seeds, colours)),
-        "one row per condition (" + ", ".join(conditions) + "), same z in each column",
+    page.gallery(
+        _sample_rows(images, params.grid_seeds, colours, conditions),
+        "one row per condition, the same z in each column (seed)",
+        zoom=explorer.zoom_for(model.G.img_resolution) // 2 or 1,
+        size=model.G.img_resolution,
     )
     page.heading("Traversals")
     seeds = list(range(params.traversal_seeds))
@@ -456,24 +478,34 @@ def _translation_section(page, translated, crops: CropSet, params, out: Path) ->
     return scores.summary()
 
 
-def _assay_section(page, real, fake, conditions, control, params, out: Path) -> dict:
+def _assay_section(
+    page, real, fake, conditions, control, params, out: Path, native_size: int
+) -> dict:
+    """Per assay the distributions on real and generated crops, then the per-cell tests."""
     page.heading("Assays: real vs synthetic")
+    page.text(
+        "Per assay and condition, real crops (orange) beside generated ones (violet), measured "
+        f"alike at {native_size} px; one value per centre cell (per crop for counts per crop); "
+        "box: q1 to q3, median bar, whiskers at 1.5 IQR. Hover a box for its numbers; the "
+        "caption is the assay's CellProfiler-style name.",
+        "note",
+    )
     stats = analysis.assay_statistics(real, fake, control, params.level)
     stats.to_csv(out / "assay_tests.csv", index=False)
     for assay in real.assays:
         if assay not in fake.assays:
             continue
-        plain, cellprofiler = analysis.assay_names(assay)
-        path = plots.real_vs_synthetic(
+        _, cellprofiler = analysis.assay_names(assay)
+        per = "cell" if assay in analysis.CELL_ASSAYS else "crop"  # the centre cell
+        figure = plots.real_vs_synthetic(
             analysis.assay_table(real, assay),
             analysis.assay_table(fake, assay),
             assay,
             conditions,
-            out / "figures" / f"box_{safe_name(assay)}.png",
-            label=plain,
+            native_size,
+            per,
         )
-        caption = f"{plain}: real (orange) vs synthetic (violet), per condition ({cellprofiler})"
-        page.image(file_uri(path), caption, width=420)
+        page.plot(figure, cellprofiler)
     page.heading("Statistics per cell", 3)
     page.text(
         f"Each condition against {control}, every centre cell as a sample (wells ignored: see the "
@@ -535,8 +567,11 @@ def _feature_section(
         out / "feature_shift_correlation.csv", index=False
     )
     shifts.to_csv(out / "feature_shifts.csv", index=False)
-    path = plots.shift_scatter(shifts, out / "figures" / "shift_scatter.png")
-    page.image(file_uri(path), "Cohen's d of each feature and condition vs control", width=420)
+    page.plot(
+        plots.shift_scatter(shifts),
+        "One point per feature and condition, coloured by where the shift is significant "
+        f"(BH q < {SIGNIFICANT_Q:g}); hover a point for its names and numbers.",
+    )
     overall = corr.iloc[0].to_dict()
     page.text(
         f"{len(features)} CellProfiler-style features ({', '.join(params.feature_panel)}); "

@@ -1,71 +1,32 @@
 """The interactive explorer: one static HTML file (no server needed) to choose a source and a
-target condition and a seed, scrub along the traversal with a slider, and compare with real crops
-of both conditions. Frames are pre-rendered (method 3, one intensity mapping for the whole page)
-and embedded as PNG data URIs; `phenexplain serve` can also serve the folder over HTTP.
+target condition and a seed, scrub along the traversal with a slider beside its start and end
+frames, split the frame into its channels, and compare with real crops of both conditions.
+
+Frames are pre-rendered (method 3, one intensity mapping for the whole page, real crops
+included) and embedded as PNG data URIs in a JSON block that the page's script reads; names are
+inserted as text, never as markup. Real crops are shown at the model's resolution and at the same
+zoom as the generated frames, so one pixel on screen is one pixel of both; they are picked from
+as many fields of view as there are (`distinct_crops`), not neighbours of one field.
+`phenexplain serve` can also serve the folder over HTTP.
 """
 
 from __future__ import annotations
 
-import html
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from phenexplain.data.cropset import CropSet
 from phenexplain.display import IntensityMapping, composite
 from phenexplain.explain.traversal import synthesize, traverse
 from phenexplain.nets import Generator
 from phenexplain.nets.ops import to_uint8
 from phenexplain.nets.sampling import seed_latent
-from phenexplain.report.html import STYLE, png_uri
+from phenexplain.report.html import png_uri, render_template, script_json
+from phenexplain.training.data import downsample
 
-SCRIPT = """
-const D = JSON.parse(document.getElementById('data').textContent);
-const $ = (id) => document.getElementById(id);
-function key() { return $('source').value + '\\u2192' + $('target').value; }
-function fill(select, names) {
-  select.innerHTML = names.map(n => `<option value="${n}">${n}</option>`).join('');
-}
-function showReal() {
-  for (const side of ['source', 'target']) {
-    const name = $(side).value;
-    $(side + '-real').innerHTML = (D.real[name] || []).map(
-      u => `<img class="crop" src="${u}" alt="real ${name}">`).join('');
-    $(side + '-name').textContent = name;
-  }
-}
-function show() {
-  const frames = D.frames[key()];
-  if (!frames) { $('frame').removeAttribute('src'); $('t').textContent = 'no traversal'; return; }
-  const i = Number($('slider').value);
-  $('frame').src = frames[Number($('seed').value)][i];
-  $('frame').dataset.index = String(i);
-  $('t').textContent = 't = ' + (i / D.steps).toFixed(2);
-}
-function targets() {
-  const s = $('source').value;
-  fill($('target'), D.conditions.filter(n => D.frames[s + '\\u2192' + n]));
-}
-window.addEventListener('DOMContentLoaded', () => {
-  fill($('source'), D.conditions.filter(s => D.conditions.some(t => D.frames[s + '\\u2192' + t])));
-  $('seed').innerHTML = D.seeds.map((s, i) => `<option value="${i}">seed ${s}</option>`).join('');
-  $('slider').max = String(D.steps);
-  targets(); showReal(); show();
-  $('source').addEventListener('change', () => { targets(); showReal(); show(); });
-  $('target').addEventListener('change', () => { showReal(); show(); });
-  $('seed').addEventListener('change', show);
-  $('slider').addEventListener('input', show);
-});
-"""
-
-PAGE_STYLE = (
-    STYLE
-    + """
-.crop{width:96px;margin:2px}#frame{width:288px;height:288px;border:1px solid #999}
-.controls label{margin-right:1em}.side{display:inline-block;vertical-align:top;margin:1em}
-"""
-)
+DISPLAY_PX = 128  # about this many screen pixels per frame and per real crop (an integer zoom)
 
 
 def explorer_pairs(conditions: list[str], control: str) -> list[tuple[str, str]]:
@@ -76,6 +37,75 @@ def explorer_pairs(conditions: list[str], control: str) -> list[tuple[str, str]]
     return [(control, c) for c in others] + [(c, control) for c in others]
 
 
+def zoom_for(resolution: int) -> int:
+    """The integer zoom that shows a `resolution` px image at about `DISPLAY_PX` screen pixels."""
+    return max(1, round(DISPLAY_PX / resolution))
+
+
+def distinct_crops(crops: CropSet, condition: str, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of up to `n` crops of `condition` that are not near-duplicates: taken in turn from
+    each field of view (then each well) in a seeded random order, never two with the same
+    checksum, and in one field never two whose centres lie closer than a crop's width (their
+    crops would overlap)."""
+    manifest = crops.manifest
+    rows = np.flatnonzero(manifest["condition"].to_numpy() == condition)
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(rows)
+    group = next((c for c in ("field_id", "well") if c in manifest), None)
+    fields: dict[str, list[int]] = {}
+    for row in rows.tolist():  # without fields or wells (an imported set): each crop its own
+        fields.setdefault(str(manifest[group].iat[row]) if group else str(row), []).append(row)
+    order = [fields[k] for k in rng.permutation(sorted(fields))]
+    has_xy = {"x", "y"} <= set(manifest.columns)
+    picked: list[int] = []
+    seen: set[str] = set()
+    centres: dict[int, list[tuple[float, float]]] = {}
+    while len(picked) < n and any(order):
+        for k, queue in enumerate(order):
+            while queue:
+                i = queue.pop()
+                checksum = str(manifest["checksum"].iat[i]) if "checksum" in manifest else str(i)
+                xy = (float(manifest["x"].iat[i]), float(manifest["y"].iat[i])) if has_xy else None
+                near = xy is not None and any(
+                    abs(xy[0] - a) < crops.resolution and abs(xy[1] - b) < crops.resolution
+                    for a, b in centres.get(k, [])
+                )
+                if checksum in seen or near:
+                    continue
+                picked.append(i)
+                seen.add(checksum)
+                if xy is not None:
+                    centres.setdefault(k, []).append(xy)
+                break
+            if len(picked) == n:
+                break
+    return np.asarray(picked, dtype=np.int64)
+
+
+def real_crops(
+    crops: CropSet, conditions: list[str], n: int, resolution: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """`distinct_crops` of each condition, box-downsampled to the model's `resolution` (as the
+    model was trained on them): condition -> uint8 [n, C, R, R]."""
+    factor = crops.resolution // resolution
+    out = {}
+    for name in conditions:
+        index = distinct_crops(crops, name, n, seed)
+        images = np.stack([crops[int(i)][0] for i in index]) if len(index) else None
+        out[name] = (
+            downsample(images, factor)
+            if images is not None
+            else np.zeros((0, len(crops.channels), resolution, resolution), np.uint8)
+        )
+    return out
+
+
+def _grey(images: np.ndarray, mapping: IntensityMapping, k: int) -> np.ndarray:
+    """Channel `k` of uint8 [..., C, H, W] as grey RGB [..., H, W, 3] under `mapping`."""
+    one = IntensityMapping((mapping.lo[k],), (mapping.hi[k],))
+    return composite(images[..., k : k + 1, :, :], ["grey"], one)
+
+
 def explorer_data(
     G: Generator,
     conditions: list[str],
@@ -84,8 +114,11 @@ def explorer_data(
     seeds: list[int],
     steps: int,
     real: dict[str, np.ndarray],
+    channels: list[str] | None = None,
 ) -> dict:
-    """Frames (data URIs) per "source→target" pair and seed, and real crops per condition."""
+    """What the page shows, JSON-able: per "source→target" pair and seed the frames (composite
+    data URIs, and per channel in grey), real crops per condition (at the model's resolution),
+    the control (the default source), the channel names and the display zoom."""
     device = next(G.parameters()).device
     z = torch.cat([seed_latent(s, G.z_dim) for s in seeds]).to(device)
     pairs = explorer_pairs(conditions, control)
@@ -97,42 +130,41 @@ def explorer_data(
         images[(source, target)] = to_uint8(synthesize(G, w)).numpy()  # [T, S, C, H, W]
     everything = np.concatenate([v.reshape(-1, *v.shape[2:]) for v in images.values()])
     mapping = IntensityMapping.fit(everything)  # one mapping for the whole page
-    frames = {
-        f"{s}\u2192{t}": [
+    channel_count = everything.shape[1]
+    names = list(channels) if channels else [f"channel {k + 1}" for k in range(channel_count)]
+    frames, split = {}, {}
+    for (s, t), stack in images.items():
+        key = f"{s}\u2192{t}"
+        frames[key] = [
             [png_uri(composite(stack[i, k], colours, mapping)) for i in range(steps + 1)]
             for k in range(len(seeds))
         ]
-        for (s, t), stack in images.items()
-    }
+        split[key] = [
+            [[png_uri(_grey(stack[i, k], mapping, c)) for c in range(channel_count)]
+             for i in range(steps + 1)]
+            for k in range(len(seeds))
+        ]  # fmt: skip
     crops = {name: [png_uri(composite(c, colours, mapping)) for c in x] for name, x in real.items()}
     return {
         "conditions": conditions,
+        "control": control,
+        "channels": names,
+        "colours": colours,
         "seeds": seeds,
         "steps": steps,
+        "resolution": int(G.img_resolution),
+        "zoom": zoom_for(int(G.img_resolution)),
         "frames": frames,
+        "channel_frames": split,
         "real": crops,
     }
 
 
 def write_explorer(data: dict, out: str | Path, title: str) -> Path:
-    """The explorer page with `data` embedded as JSON."""
-    payload = json.dumps(data).replace("</", "<\\/")
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>
-<p class="note">Generated cells: the same seed drawn under the source condition (t = 0) and moved
-in W towards the target condition (t = 1, method 3). Real crops of both conditions below.</p>
-<div class="controls"><label>source <select id="source"></select></label>
-<label>target <select id="target"></select></label>
-<label>seed <select id="seed"></select></label>
-<label>traversal <input id="slider" type="range" min="0" value="0" step="1"></label>
-<span id="t"></span></div>
-<img id="frame" alt="generated frame">
-<div><div class="side"><h3>real: <span id="source-name"></span></h3>
-<div id="source-real"></div></div>
-<div class="side"><h3>real: <span id="target-name"></span></h3>
-<div id="target-real"></div></div></div>
-<script type="application/json" id="data">{payload}</script>
-<script>{SCRIPT}</script></body></html>"""
+    """The explorer page (template ``explorer.html.j2``) with `data` embedded as JSON."""
     out = Path(out)
-    out.write_text(body, encoding="utf-8")
+    resolution, zoom = data["resolution"], data["zoom"]
+    page = render_template("explorer.html.j2", title=title, data=script_json(data),
+                           size=resolution * zoom, resolution=resolution, zoom=zoom)  # fmt: skip
+    out.write_text(page, encoding="utf-8")
     return out

@@ -113,6 +113,54 @@ def test_centroid_cache_is_keyed_by_weights(tiny_checkpoint):
     assert torch.count_nonzero(cached_centroids(path, G, 300, seed=1)) > 0  # another key
 
 
+READ_ONLY_SCRIPT = """
+import sys
+from pathlib import Path
+from phenexplain.explain.jobs import Model
+from phenexplain.explain.traversal import cached_centroids
+checkpoint = Path(sys.argv[1])
+cached_centroids(checkpoint, Model.load(checkpoint).G, 200, seed=0)
+"""
+
+
+def test_centroids_of_a_read_only_checkpoint_go_to_the_cache_folder(tiny_checkpoint):
+    """A model store mounted read-only (files 444, folders 555; as root the check runs as
+    nobody, since root writes through permissions): the centroids are computed and cached under
+    $PHENEXPLAIN_CACHE/centroids, keyed by the weights' hash; the checkpoint is left as it was."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    path, G = tiny_checkpoint(channels=1, conditions=CONDITIONS)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root writes through read-only permissions and setpriv is missing")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    with tempfile.TemporaryDirectory() as base:
+        base = Path(base)
+        base.chmod(0o777)  # reachable by nobody
+        checkpoint = Path(shutil.copytree(path, base / "store" / "model"))
+        for p in [*checkpoint.iterdir()]:
+            p.chmod(0o444)
+        for folder in (checkpoint, checkpoint.parent):
+            folder.chmod(0o555)
+        before = sorted(p.name for p in checkpoint.iterdir())
+        env = {**os.environ, "PHENEXPLAIN_CACHE": str(base / "cache"), "HOME": str(base),
+               "PYTHONPATH": os.pathsep.join(sys.path)}  # fmt: skip
+        done = subprocess.run([*prefix, sys.executable, "-c", READ_ONLY_SCRIPT, str(checkpoint)],
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in checkpoint.iterdir()) == before
+        (cached,) = (base / "cache" / "centroids").glob(f"k200-seed0-{_weights_digest(path)}.npy")
+        assert np.array_equal(np.load(cached), centroids(G, 200, seed=0).numpy())
+        checkpoint.chmod(0o755)
+        checkpoint.parent.chmod(0o755)
+
+
 def test_truncation_pulls_towards_w_avg(G):
     z = _z(G)
     w1 = traverse(G, z, 0, 1, method=3, steps=2)

@@ -55,6 +55,9 @@ def test_report_files_and_numbers(nfkb_report):
     assert summary == ReportSummary.model_validate(json.loads((out / "summary.json").read_text()))
     html = (out / "report.html").read_text()
     assert "data:image/gif;base64," in html and "data:image/png;base64," in html
+    assert '<script src="plotly.min.js"></script>' in html and '<script src="http' not in html
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000 and html.count("Plotly.newPlot") == 1
+    assert len(html) < 2_000_000  # plotly.js beside the page, not inside it
     assert 'src="figures/' not in html and "http" not in html.split("<body>")[1][:50]
     tests = pd.read_csv(out / "assay_tests.csv")  # stats.csv is now the verdict table
     assert set(tests["source"]) == {"real", "synthetic"}
@@ -211,7 +214,8 @@ def test_feature_shifts_flag_disagreements_and_the_page_counts_them(nfkb_report)
     html = (out / "report.html").read_text()
     assert f"{counts['synthetic only']} of {counts['tested']} feature shifts" in html
     assert f"{counts['opposite sign']} of {counts['tested']}" in html
-    assert "nucleus/cytoplasm NF-kB ratio (log): real (orange)" in html  # box plot captions
+    assert "real crops (orange) beside generated ones (violet)" in html  # the key, said once
+    assert html.count("(orange)") == 1
 
 
 def test_report_finds_the_nfkb_effect_on_real_images(nfkb_report):
@@ -355,3 +359,79 @@ def test_explorer_slider_changes_the_frame_in_headless_chromium(nfkb_report):
         page.select_option("#seed", "1")
         assert page.get_attribute("#frame", "src") not in (first, last)
         browser.close()
+
+
+def _figures(html: str) -> dict[str, dict]:
+    """The Plotly figures a report page embeds, by the id of their holder."""
+    import re
+
+    found = re.findall(r'<script type="application/json" id="(plot-\d+)-data">(.*?)</script>', html)
+    return {key: json.loads(text) for key, text in found}
+
+
+def test_report_figures_are_interactive_with_units_and_short_titles(nfkb_report):
+    out, _ = nfkb_report
+    figures = _figures((out / "report.html").read_text())
+    titles = {f["layout"]["title"]["text"]: f for f in figures.values()}
+    assert "Effect sizes: real vs generated crops" in titles
+    assert "Feature shifts: real vs generated crops" in titles
+    area = titles["nucleus area (px^2)"]
+    assert area["layout"]["yaxis"]["title"]["text"] == ("px² of the 64 px crops, per cell")
+    ratio = titles["nucleus/cytoplasm NF-kB ratio (log)"]
+    assert "natural log" in ratio["layout"]["yaxis"]["title"]["text"]
+    assert [t["name"] for t in ratio["data"]] == ["real crops", "generated"]
+    for figure in figures.values():  # every axis says what it measures, every title fits
+        for axis in ("xaxis", "yaxis"):
+            assert figure["layout"][axis]["title"]["text"], axis
+        assert all(len(line) <= 52 for line in figure["layout"]["title"]["text"].split("<br>"))
+    effects = titles["Effect sizes: real vs generated crops"]
+    assert "Cohen's d" in effects["layout"]["xaxis"]["title"]["text"]
+    points = [t for t in effects["data"] if t.get("customdata")]
+    assert any(row[0] == "nucleus/cytoplasm NF-kB ratio (log)" for t in points
+               for row in t["customdata"])  # fmt: skip
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make browser)")
+def test_report_figures_draw_offline_and_hover_names_the_feature(nfkb_report):
+    from playwright.sync_api import sync_playwright
+
+    out, _ = nfkb_report
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])  # fmt: skip
+        context = browser.new_context(offline=True)
+        requests: list[str] = []
+        context.on("request", lambda r: requests.append(r.url))
+        page = context.new_page()
+        page.goto((out / "report.html").as_uri())
+        assert page.locator("div.plot .main-svg").count() >= 3  # drawn by plotly.min.js
+        assert all(url.startswith(("file:", "data:")) for url in requests)
+        holder = page.locator("div.plot").first  # the verdict scatter: hover its points
+        text = ""
+        for point in holder.locator(".scatterlayer .point").all():
+            point.hover(force=True)
+            text = holder.locator(".hoverlayer").text_content() or ""
+            if "nucleus/cytoplasm" in text:
+                break
+        assert "nucleus/cytoplasm NF-kB ratio (log)" in text and "d synthetic" in text
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make browser)")
+def test_docs_screenshots_script_renders_both_pages(nfkb_report, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    out, _ = nfkb_report
+    path = Path(__file__).resolve().parents[2] / "docs" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shots = module.shoot(out, tmp_path)
+    assert [p.name for p in shots] == ["report.png", "explorer.png"]
+    for shot in shots:
+        with Image.open(shot) as image:
+            assert image.size == (module.VIEWPORT["width"], module.VIEWPORT["height"])
+        assert shot.stat().st_size < 300_000  # small enough to commit
