@@ -113,6 +113,12 @@ class IngestParams(Section):
         "image per field) or a CSV with ObjectsPathName_Nuclei / ObjectsFileName_Nuclei; "
         "None = detect nuclei",
     )
+    pixel_size_um: float | None = Field(
+        None,
+        gt=0,
+        description="µm per pixel of the fields; None: from the files' OME metadata (layouts "
+        "ome-tiff, ome-zarr) when every field gives one and they agree, else unknown",
+    )
     workers: int = Field(2, gt=0)
     nuclei: NucleiParams = NucleiParams()
     qc: QCParams = QCParams()

@@ -111,6 +111,7 @@ def generate_images(
                            "truncation_psi": str(truncation), "noise_mode": noise_mode}  # fmt: skip
             path = out / f"{stem}{SUFFIX}"
             paths.append(write_ome_tiff(path, pixels, "CYX", meta.channels, name=stem,
-                                        annotations=annotations))  # fmt: skip
+                                        annotations=annotations,
+                                        pixel_size_um=meta.pixel_size_um))  # fmt: skip
     mark_output(out, KIND, exclude=foreign)
     return paths

@@ -46,7 +46,7 @@ def test_images_match_the_generator_as_named_channels(tmp_path, tiny_checkpoint,
     assert (
         pixels.get("SizeC") == str(channels) and pixels.get("SizeZ") == pixels.get("SizeT") == "1"
     )
-    assert pixels.get("PhysicalSizeX") is None  # no crop set records a pixel size: none claimed
+    assert pixels.get("PhysicalSizeX") is None  # the checkpoint knows none: none is claimed
     assert sorted(p.suffix for p in paths[0].parent.iterdir() if p.name[0] != ".") == [".tif"] * 2
     assert torch.equal(load_network(ckpt).mapping.w_avg, G.mapping.w_avg)
 
@@ -60,3 +60,16 @@ def test_unknown_condition_is_named(tmp_path, tiny_checkpoint):
 def test_uint8_conversion_is_the_references():
     x = torch.tensor([[[[-1.0, 0.0, 1.0, 2.0]]]])
     assert to_uint8(x).tolist() == [[[[0, 128, 255, 255]]]]
+
+
+def test_a_known_pixel_size_is_written_in_micrometres(tmp_path, tiny_checkpoint):
+    import json
+
+    ckpt, _ = tiny_checkpoint(2)
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    (ckpt / "checkpoint.json").write_text(json.dumps({**meta, "pixel_size_um": 1.3}))
+    (path,) = generate_images(ckpt, tmp_path / "out", "drug", [0])
+    with tifffile.TiffFile(path) as tif:
+        pixels = ElementTree.fromstring(tif.ome_metadata).find(f"{OME}Image/{OME}Pixels")
+    assert float(pixels.get("PhysicalSizeX")) == float(pixels.get("PhysicalSizeY")) == 1.3
+    assert pixels.get("PhysicalSizeXUnit") == "\u00b5m"

@@ -201,6 +201,14 @@ class CropSet:
     def resolution(self) -> int:
         return self.metadata.crop_size
 
+    def pixel_size_um(self, resolution: int | None = None) -> float | None:
+        """µm per pixel of the crops resized to `resolution` (None: as stored), when the
+        fields' pixel size is known."""
+        size = self.metadata.pixel_size_um
+        if size is None:
+            return None
+        return size * self.metadata.crop_size / (resolution or self.metadata.crop_size)
+
     def __len__(self) -> int:
         return len(self.manifest)
 

@@ -94,6 +94,8 @@ class CropSetInfo(_Record):
     layout: str | None = None
     # where the crops' nuclei came from: "segmented" (ingest's detection) or "supplied" (masks)
     nuclei: Literal["segmented", "supplied"] | None = None
+    # µm per pixel of the fields the crops were cut from (None: not known, never guessed)
+    pixel_size_um: Annotated[float, Field(gt=0)] | None = None
     params: dict[str, Any] | None = None
     params_key: str | None = None
     # condition -> channel -> fraction of its crops' pixels at 255 (absent before it was recorded)

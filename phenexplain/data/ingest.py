@@ -45,6 +45,7 @@ from phenexplain.data.fields import (
 from phenexplain.data.masks import attach_masks
 from phenexplain.data.names import source_name, with_printable_names
 from phenexplain.data.readers import FieldRecord, StructureError, list_fields
+from phenexplain.data.readers.base import PIXEL_SIZE
 from phenexplain.data.saturation import (
     condition_saturation,
     saturated_fraction,
@@ -166,6 +167,27 @@ def _existing(out: Path, params: IngestParams, overwrite: bool, plates: set[str]
         log.warning("%s (plate %s): %s; processing the plate again", shard, plate, problem)
         info["plates"][plate]["fingerprint"] = None
     return {"info": info, "manifest": manifest, "qc": qc}
+
+
+def pixel_size(
+    records: list[FieldRecord], params: IngestParams, known: float | None
+) -> float | None:
+    """µm per pixel of the fields: `params.pixel_size_um` when set, else the one every record's
+    metadata gives (and `known`, the crop set's so far, agrees with); None when any is missing
+    or they differ (logged): a pixel size is never guessed."""
+    if params.pixel_size_um is not None:
+        return params.pixel_size_um
+    sizes = {r.extra.get(PIXEL_SIZE) for r in records}
+    if not records or None in sizes or "" in sizes:
+        return None
+    values = sorted({float(s) for s in sizes if s is not None} | ({known} if known else set()))
+    if values[-1] - values[0] > 1e-6 * values[-1]:
+        log.warning(
+            "pixel sizes differ between fields (%s µm): none recorded; set ingest.pixel_size_um",
+            ", ".join(f"{v:g}" for v in values[:5]),
+        )
+        return None
+    return values[0]
 
 
 def _inputs(records: list[FieldRecord]) -> list[Path]:
@@ -292,6 +314,9 @@ def _ingest_locked(
             "nuclei": None if params.precropped else ("supplied" if params.masks else "segmented"),
             "channels": list(params.channels),
             "crop_size": _crop_size(analyses, params),
+            "pixel_size_um": pixel_size(
+                records, params, existing["info"].get("pixel_size_um") if existing else None
+            ),
             "params": params.model_dump(exclude={"workers"}),
             "params_key": _params_key(params),
             "plates": plates,

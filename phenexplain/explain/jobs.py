@@ -86,6 +86,7 @@ class Traversal:
     frames: list[np.ndarray]
     colours: dict[str, str]  # channel name -> colour, in channel order
     mapping: IntensityMapping
+    pixel_size_um: float | None = None  # of G's images, when the checkpoint knows it
 
     @property
     def channels(self) -> list[str]:
@@ -161,7 +162,8 @@ def render_traversal(
         else IntensityMapping.identity(channels)
     )
     frames = render_frames(grid, palette, mapping=mapping, view=view, scale=scale)
-    return Traversal(grid, frames, dict(zip(model.channels, palette, strict=True)), mapping)
+    named = dict(zip(model.channels, palette, strict=True))
+    return Traversal(grid, frames, named, mapping, model.meta.pixel_size_um)
 
 
 def check_video_output(out: Path, inputs: Iterable[str | Path]) -> None:
@@ -178,8 +180,10 @@ def check_video_output(out: Path, inputs: Iterable[str | Path]) -> None:
 
 def write_raw_traversal(traversal: Traversal, out: str | Path) -> Path:
     """The raw traversals (`Traversal.series`) as the OME-TIFF `out`: one series per seed and
-    target, axes TCYX, with the channel names."""
-    return write_ome_series(out, traversal.series(), traversal.channels)
+    target, axes TCYX, with the channel names and the pixel size when known."""
+    return write_ome_series(
+        out, traversal.series(), traversal.channels, pixel_size_um=traversal.pixel_size_um
+    )
 
 
 def write_traversal(

@@ -165,6 +165,8 @@ class CheckpointMeta(BaseModel):  # type: ignore[no-redef]  # the pydantic plugi
     conditions: list[str] = Field(max_length=4096)  # in class-index order
     channels: list[str] = Field(min_length=1, max_length=5)
     resolution: int | None = None
+    # µm per pixel of the images G draws (the crop set's, at `resolution`); None: not known
+    pixel_size_um: float | None = Field(None, gt=0)
     training: TrainingState = Field(default_factory=TrainingState)
     source: dict | None = None  # where a converted snapshot came from
 

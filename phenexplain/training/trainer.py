@@ -348,6 +348,7 @@ class Trainer:
             conditions=list(self.conditions),
             channels=list(self.data.crops.channels),
             resolution=self.data.resolution,
+            pixel_size_um=self.data.crops.pixel_size_um(self.data.resolution),
             training=TrainingState(
                 progress=asdict(self.progress),
                 kimg=self.progress.cur_nimg / 1000,

@@ -51,10 +51,16 @@ def _field(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([actin, dna]), labels
 
 
-def _write_ome_tiff(path: Path, planes: np.ndarray, names=("Actin", "DNA"), plate=None) -> None:
-    """`plate`: (name, row, column, index) written as OME-XML Plate/Well/WellSample."""
+def _write_ome_tiff(
+    path: Path, planes: np.ndarray, names=("Actin", "DNA"), plate=None, pixel=None
+) -> None:
+    """`plate`: (name, row, column, index) written as OME-XML Plate/Well/WellSample; `pixel`:
+    (size, unit) written as PhysicalSizeX/Y."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"axes": "CYX", "Channel": {"Name": list(names)}}
+    if pixel is not None:
+        for axis in "XY":
+            meta[f"PhysicalSize{axis}"], meta[f"PhysicalSize{axis}Unit"] = pixel
     tifffile.imwrite(path, planes, ome=True, metadata=meta)
     if plate is None:
         return
@@ -353,3 +359,41 @@ def test_z_stacks_and_malformed_ngff_metadata_are_refused_naming_the_file(tmp_pa
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(StructureError, match=r"B02_s1\.ome\.zarr: malformed OME-NGFF metadata"):
         list_fields(tmp_path / "zarr", "ome-zarr", CHANNELS)
+
+
+def test_the_pixel_size_of_ome_metadata_is_recorded_and_follows_the_crops(tmp_path):
+    root = tmp_path / "ome"
+    for k, well in enumerate(("B02", "C03")):
+        _write_ome_tiff(root / "P1" / f"{well}_s1.ome.tif", _field(k)[0], pixel=(650, "nm"))
+    _platemap(root / "platemap.csv", [("", "B02", "control"), ("", "C03", "drug")])
+    assert {r.extra["pixel_size_um"] for r in list_fields(root, "ome-tiff", CHANNELS)} == {"0.65"}
+    ingest(root, tmp_path / "crops", params("ome-tiff"))
+    crops = CropSet(tmp_path / "crops")
+    assert crops.metadata.pixel_size_um == pytest.approx(0.65)
+    assert crops.pixel_size_um(16) == pytest.approx(1.3)  # 32 px crops drawn at 16 px
+    # one field without a pixel size: none is recorded (never guessed); a declared one wins
+    _write_ome_tiff(root / "P1" / "B02_s2.ome.tif", _field(5)[0])
+    ingest(root, tmp_path / "mixed", params("ome-tiff"))
+    assert CropSet(tmp_path / "mixed").metadata.pixel_size_um is None
+    ingest(root, tmp_path / "declared", params("ome-tiff", pixel_size_um=0.325))
+    assert CropSet(tmp_path / "declared").metadata.pixel_size_um == pytest.approx(0.325)
+
+
+def test_the_pixel_size_of_an_ngff_image_comes_from_its_scale(tmp_path):
+    root = tmp_path / "zarr"
+    image = zarr.open_group(str(root / "P1" / "A01_s1.ome.zarr"), mode="w", zarr_format=3)
+    window = {"start": 0, "end": 65535, "min": 0, "max": 65535}
+    omero = {"channels": [{"label": n, "color": "FFFFFF", "window": window}
+                          for n in ("Actin", "DNA")]}  # fmt: skip
+    writer.write_image(_field(1)[0], image, axes="cyx", scale_factors=[2], omero=omero,
+                       scale={"y": 0.5, "x": 0.5})  # fmt: skip
+    _platemap(root / "platemap.csv", [("", "A01", "control")])
+    (record,) = list_fields(root, "ome-zarr", CHANNELS)
+    assert "pixel_size_um" not in record.extra  # a scale without a unit: no pixel size
+    meta_file = root / "P1" / "A01_s1.ome.zarr" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    for axis in meta["attributes"]["ome"]["multiscales"][0]["axes"][1:]:
+        axis["unit"] = "micrometer"
+    meta_file.write_text(json.dumps(meta))
+    (record,) = list_fields(root, "ome-zarr", CHANNELS)
+    assert record.extra["pixel_size_um"] == "0.5"

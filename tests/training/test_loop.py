@@ -234,3 +234,16 @@ def test_train_with_nproc_2_launches_torchrun_itself(tiny_crops, tmp_path):
     bad = subprocess.run(_cli("train", str(tiny_crops), "--run-dir", str(run), "--nproc", "two"),
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and "--nproc 'two': give a number of processes or auto" in bad.stderr
+
+
+def test_a_checkpoint_carries_the_pixel_size_of_its_images(tiny_crops, tmp_path):
+    import shutil
+
+    crops = tmp_path / "crops"
+    shutil.copytree(tiny_crops, crops)
+    info = json.loads((crops / "cropset.json").read_text())
+    (crops / "cropset.json").write_text(json.dumps({**info, "pixel_size_um": 0.65}))
+    _, meta = _trainer(crops).state()
+    assert meta.pixel_size_um == pytest.approx(0.65 * 32 / 16)  # 32 px crops drawn at 16 px
+    _, meta = _trainer(tiny_crops).state()
+    assert meta.pixel_size_um is None and "pixel_size_um" not in meta.to_json()

@@ -54,6 +54,28 @@ def inside(root: Path, candidate: Path) -> Path:
     return full
 
 
+# lengths in µm per unit, as OME-XML (UnitsLength) and OME-NGFF (UDUNITS-2 names) spell them
+MICROMETRES = {
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "micrometer": 1.0, "micrometre": 1.0, "micron": 1.0,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
+}  # fmt: skip
+PIXEL_SIZE = "pixel_size_um"  # the FieldRecord.extra key of a field's pixel size, when known
+
+
+def micrometres(value: object, unit: object = "µm") -> float | None:
+    """`value` in `unit` as µm, or None when it is missing, not a positive number, or in a unit
+    that is not a length (a pixel size is never guessed)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]  # checked by the except
+    except (TypeError, ValueError):
+        return None
+    factor = MICROMETRES.get(str(unit or "µm").strip().lower())
+    if factor is None or not number > 0 or number == float("inf"):
+        return None
+    return number * factor
+
+
 MAX_SITE = 2**31 - 1  # sites are small counters; this keeps them valid in every table format
 
 

@@ -16,7 +16,13 @@ from xml.etree import ElementTree
 import tifffile
 
 from phenexplain.data.images import DECODER_ERRORS
-from phenexplain.data.readers.base import FieldRecord, StructureError, inside
+from phenexplain.data.readers.base import (
+    PIXEL_SIZE,
+    FieldRecord,
+    StructureError,
+    inside,
+    micrometres,
+)
 from phenexplain.data.readers.platemap import (
     from_name,
     match_channels,
@@ -92,6 +98,19 @@ def _position(root: ElementTree.Element, image_id: str, path: Path) -> tuple[str
     return plate_name, well_name, -site
 
 
+def _pixel(image: ElementTree.Element) -> dict[str, str]:
+    """{PIXEL_SIZE: µm} from the Image's PhysicalSizeX when it is given in a length unit and
+    PhysicalSizeY agrees (square pixels), else {}."""
+    pixels = _all(image, "Pixels")[0]
+    x, y = (
+        micrometres(pixels.get(f"PhysicalSize{a}"), pixels.get(f"PhysicalSize{a}Unit", "µm"))
+        for a in "XY"
+    )
+    if x is None or (y is not None and abs(x - y) > 1e-6 * x):
+        return {}
+    return {PIXEL_SIZE: f"{x:.6g}"}
+
+
 def read_ome_tiff(source: Path, channels: list[str]) -> list[FieldRecord]:
     """Fields of the OME-TIFFs under the folder `source`."""
     if not source.is_dir():
@@ -112,14 +131,14 @@ def read_ome_tiff(source: Path, channels: list[str]) -> list[FieldRecord]:
         image = _image(root, full)
         names = [c.get("Name") for c in _all(image, "Channel")]
         planes = match_channels(names, channels, str(full))
-        found.append((*_position(root, image.get("ID", ""), full), full, planes))
+        found.append((*_position(root, image.get("ID", ""), full), full, planes, _pixel(image)))
     # a sample's site: its rank by Index among the samples of its well in the whole source
     indexes: dict[tuple[str, str], list[int]] = {}
-    for plate, well, index, _, _ in found:
+    for plate, well, index, *_ in found:
         if index >= 0:
             indexes.setdefault((plate, well), []).append(index)
     fields = []
-    for plate, well, index, full, planes in found:
+    for plate, well, index, full, planes, extra in found:
         site = -index if index < 0 else sorted(indexes[(plate, well)]).index(index) + 1
-        fields.append((f"{plate}_{well}_s{site}", plate, well, site, (full,), planes))
+        fields.append((f"{plate}_{well}_s{site}", plate, well, site, (full,), planes, extra))
     return with_conditions(source, fields, "ome-tiff")

@@ -19,7 +19,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from phenexplain.data.readers.base import FieldRecord, StructureError, inside
+from phenexplain.data.readers.base import (
+    PIXEL_SIZE,
+    FieldRecord,
+    StructureError,
+    inside,
+    micrometres,
+)
 from phenexplain.data.readers.platemap import from_name, match_channels, well_name, with_conditions
 
 GROUP_FILES = ("zarr.json", ".zgroup")  # Zarr v3, v2
@@ -64,8 +70,42 @@ def _groups(source: Path) -> list[Path]:
     return sorted(found)
 
 
-def _image(path: Path, channels: list[str]) -> tuple[Path, tuple[int, ...]]:
-    """(level-0 array folder, channel planes) of the NGFF image group `path`."""
+def _pixel(first: dict, axes: list) -> dict[str, str]:
+    """{PIXEL_SIZE: µm} from level 0's ``scale`` transformation on y and x (times a
+    multiscales-wide one), in the axes' length unit, when both agree; else {} (also when the
+    axes name no unit: NGFF has no default one)."""
+
+    def scale(transforms: object) -> list | None:
+        for t in transforms if isinstance(transforms, list) else []:
+            if (
+                isinstance(t, dict)
+                and t.get("type") == "scale"
+                and isinstance(t.get("scale"), list)
+            ):
+                return t["scale"]
+        return None
+
+    level = scale(first.get("datasets", [{}])[0].get("coordinateTransformations"))
+    if level is None or len(level) != len(axes) or len(axes) < 2:
+        return {}
+    overall = scale(first.get("coordinateTransformations")) or [1.0] * len(axes)
+    sizes = []
+    for i in (-2, -1):  # y, x
+        axis = axes[i] if isinstance(axes[i], dict) else {}
+        try:
+            value = float(level[i]) * float(overall[i])
+        except (TypeError, ValueError, IndexError):
+            return {}
+        sizes.append(micrometres(value, axis["unit"]) if axis.get("unit") else None)
+    y, x = sizes
+    if x is None or y is None or abs(x - y) > 1e-6 * x:
+        return {}
+    return {PIXEL_SIZE: f"{x:.6g}"}
+
+
+def _image(path: Path, channels: list[str]) -> tuple[Path, tuple[int, ...], dict[str, str]]:
+    """(level-0 array folder, channel planes, {PIXEL_SIZE: µm} when known) of the NGFF image
+    group `path`."""
     meta = _attributes(path)
     multiscales = meta.get("multiscales")
     if not isinstance(multiscales, list) or not multiscales:
@@ -96,7 +136,7 @@ def _image(path: Path, channels: list[str]) -> tuple[Path, tuple[int, ...]]:
             f"{path}: {count} channel(s) but {len(labels)} omero channel label(s); label each "
             "channel (omero.channels[].label) so ingest.channels can be matched"
         )
-    return level0, match_channels(labels, channels, str(path))
+    return level0, match_channels(labels, channels, str(path)), _pixel(first, first.get("axes", []))
 
 
 def _plate(path: Path, meta: dict, channels: list[str]) -> list[tuple]:
@@ -110,8 +150,9 @@ def _plate(path: Path, meta: dict, channels: list[str]) -> list[tuple]:
         well_dir = inside(path, well_path)
         images = _attributes(well_dir).get("well", {}).get("images", [])
         for site, image in enumerate(images, start=1):
-            level0, planes = _image(inside(well_dir, Path(str(image.get("path", "")))), channels)
-            fields.append((f"{name}_{well}_s{site}", name, well, site, (level0,), planes))
+            image_dir = inside(well_dir, Path(str(image.get("path", ""))))
+            level0, planes, extra = _image(image_dir, channels)
+            fields.append((f"{name}_{well}_s{site}", name, well, site, (level0,), planes, extra))
     return fields
 
 
@@ -120,9 +161,9 @@ def _fields(group: Path, channels: list[str]) -> list[tuple]:
     if isinstance(meta.get("plate"), dict):
         return _plate(group, meta, channels)
     if "multiscales" in meta:
-        level0, planes = _image(group, channels)
+        level0, planes, extra = _image(group, channels)
         plate, well, site = from_name(group)
-        return [(f"{plate}_{well}_s{site}", plate, well, site, (level0,), planes)]
+        return [(f"{plate}_{well}_s{site}", plate, well, site, (level0,), planes, extra)]
     raise StructureError(f"{group}: a Zarr group with neither NGFF plate nor multiscales metadata")
 
 

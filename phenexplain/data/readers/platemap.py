@@ -77,8 +77,9 @@ def platemap_path(source: Path) -> Path:
 
 
 def with_conditions(source: Path, fields: list[tuple], layout: str) -> list[FieldRecord]:
-    """Records of `fields` ((field_id, plate, well, site, files, planes) each), conditions and
-    metadata from the plate map of `source`."""
+    """Records of `fields` ((field_id, plate, well, site, files, planes[, extra]) each),
+    conditions and metadata from the plate map of `source` (a field's own `extra`, such as its
+    pixel size, beside the plate map's columns)."""
     path, header, rows = read_table(
         platemap_path(source),
         PLATEMAP,
@@ -97,7 +98,7 @@ def with_conditions(source: Path, fields: list[tuple], layout: str) -> list[Fiel
         table[key] = row
     records: list[FieldRecord] = []
     unmapped: list[str] = []
-    for field_id, plate, well, site, files, planes in fields:
+    for field_id, plate, well, site, files, planes, *own in fields:
         found = table.get((plate, well)) or table.get(("", well))
         if found is None:
             unmapped.append(f"{plate} {well}")
@@ -111,7 +112,7 @@ def with_conditions(source: Path, fields: list[tuple], layout: str) -> list[Fiel
                 condition=found["condition"].strip(),
                 files=files,
                 planes=planes,
-                extra={c: found[c] or "" for c in extra_cols},
+                extra={**{c: found[c] or "" for c in extra_cols}, **(own[0] if own else {})},
             )
         )
     if unmapped:
