@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DOCS, help="where the PNGs go")
     args = parser.parse_args()
     if args.report is not None:
-        shoot(args.report, args.out)
+        shoot(args.report.resolve(), args.out)
         return
     with tempfile.TemporaryDirectory() as work:
         shoot(tiny_report(Path(work)), args.out)

@@ -10,8 +10,8 @@ network of its own, without z) divided by sqrt(cmap_dim) is the score [N, 1].
 from __future__ import annotations
 
 import functools
+import math
 
-import numpy as np
 import torch
 
 from phenexplain.nets.generator import channels_per_resolution
@@ -82,9 +82,9 @@ class DiscriminatorBlock(torch.nn.Module):
         else:
             assert x is not None, "only the first block starts without features"
             x = x.to(dtype=dtype)
-        y = self.skip(x, gain=np.sqrt(0.5))
+        y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv0(x)
-        x = self.conv1(x, gain=np.sqrt(0.5))
+        x = self.conv1(x, gain=math.sqrt(0.5))
         return y + x
 
 
@@ -152,7 +152,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         x = self.out(x)
         if self.cmap_dim > 0:
             assert cmap is not None, "a conditional discriminator needs cmap"
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
         return x
 
 
@@ -175,7 +175,7 @@ class Discriminator(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
-        log2 = int(np.log2(img_resolution))
+        log2 = int(math.log2(img_resolution))
         self.block_resolutions = [2**i for i in range(log2, 2, -1)]
         channels = channels_per_resolution([*self.block_resolutions, 4], channel_base, channel_max)
         fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
