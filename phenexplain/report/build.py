@@ -1,7 +1,7 @@
 """`phenexplain report CKPT CROPSET OUT`: the validation report of a model on its crop set.
 
-OUT receives report.html (offline: images embedded, its interactive figures drawn by the
-plotly.min.js written beside it; its first table is the verdict table of `report.verdicts`; the
+OUT receives report.html (one file, offline: images and plotly.js embedded, so its interactive
+figures draw wherever it is opened; its first table is the verdict table of `report.verdicts`; the
 page is assembled by `report.html.Page` from Jinja2 templates, its figures made by
 `report.plots`), explorer.html (interactive, static), summary.json (every headline number), a
 CSV per table (stats.csv: the verdict table; assay_tests.csv: the per-cell tests;

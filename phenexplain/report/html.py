@@ -1,9 +1,10 @@
 """HTML pages from Jinja2 templates (``report/templates``): the report's sections of text, tables,
 images (embedded as data URIs) and interactive Plotly figures.
 
-Plotly figures are embedded as JSON and drawn by plotly.js, which `write_plotly_js` writes once
-beside the page (``plotly.min.js``, from the installed plotly package): the pages need no
-network, and a folder of pages shares one copy instead of 3.5 MB inline per figure.
+Plotly figures are embedded as JSON and drawn by plotly.js (from the installed plotly package),
+inlined once per page (about 4.8 MB): a page is one file that needs no network and draws its
+figures wherever it is opened, also in MLflow's artifact viewer, which shows an HTML artifact from
+a blob URL against which a script beside the page cannot be found.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pandas as pd
 from markupsafe import Markup
 from PIL import Image
 
-PLOTLY_JS = "plotly.min.js"  # written beside a page that draws Plotly figures
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"scale": 2}}
 
 _ENV = jinja2.Environment(
@@ -64,16 +64,14 @@ def file_uri(path: str | Path) -> str:
     return data_uri(path.read_bytes(), mime)
 
 
-def write_plotly_js(folder: str | Path) -> Path:
-    """plotly.js of the installed plotly package as ``folder/plotly.min.js`` (rewritten only when
-    it differs), for pages that load it with a relative ``<script src>``."""
+def plotly_js() -> Markup:
+    """plotly.js of the installed plotly package, to inline in a ``<script>`` element (it holds
+    no ``</script``: checked)."""
     from plotly.offline import get_plotlyjs
 
-    path = Path(folder) / PLOTLY_JS
-    code = get_plotlyjs().encode()
-    if not path.is_file() or path.stat().st_size != len(code):
-        path.write_bytes(code)
-    return path
+    code = get_plotlyjs()
+    assert "</script" not in code.lower(), "plotly.js would close its <script> element"
+    return Markup(code)
 
 
 def _all_numbers(column: pd.Series) -> bool:
@@ -144,14 +142,13 @@ class Page:
 
     def render(self) -> str:
         return render_template(
-            "report.html.j2", title=self.title, blocks=self.blocks, plotly_js=PLOTLY_JS,
+            "report.html.j2", title=self.title, blocks=self.blocks,
+            plotly_js=plotly_js() if self.has_plots else "",
             config=script_json(PLOTLY_CONFIG), has_plots=self.has_plots,
         )  # fmt: skip
 
     def write(self, path: str | Path) -> Path:
-        """The page as `path`, with plotly.min.js beside it when it draws figures."""
+        """The page as the one file `path`."""
         path = Path(path)
-        if self.has_plots:
-            write_plotly_js(path.parent)
         path.write_text(self.render(), encoding="utf-8")
         return path
